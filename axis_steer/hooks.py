@@ -1,0 +1,1057 @@
+"""Capping, steering, ablation and live monitoring on a Hugging Face model, as
+forward hooks. This is where capping happens.
+
+An :class:`Attachment` holds every intervention for one model and an axis::
+
+    att = Attachment(model, axis)                     # axis: formats.Axis or (n_layers, d)
+    cap = att.cap(range(46, 54), thresholds)          # floor on the Assistant projection
+    mon = att.monitor([32])                           # drift readings per token
+    with att:                                         # hooks on; removed however the block exits
+        model.generate(**inputs)
+    readings = mon.readings()
+
+At attach time each decoder block with something to do gets ONE forward hook
+that runs all its interventions in ONE call of the fused operator
+(``torch.ops.axis_steer.apply_``), in place on the block's output. At each
+layer the order is: steering, then ablation / set-projection, then capping
+(so a cap's floor holds on what the layer passes on); within a kind, the order
+the interventions were added (a reference config's vectors keep their list
+order). Monitoring records, about the layer's unit axis, the projection
+before the layer's interventions, after them, and whether a cap fired.
+
+Retuning touches tensors only: thresholds, coefficients, enable flags and
+directions live in tensors on each layer's device, and the setters copy into
+them. No hook is added or removed, so a compiled model does not recompile
+(going from one value per layer to per-row values changes a shape, and that
+recompiles once).
+
+Which tokens: the backbone (the module that runs the blocks) gets a forward
+pre-hook that reads, once per forward call, the batch size, the number of new
+tokens ``S``, the past length (from the cache) and the 2-D ``attention_mask``;
+the last ``S`` columns of the mask mark padding, which is never capped, steered
+or recorded. During ``generate`` the prefill call sees the prompt and each
+decode call one token; capping applies to all of them. Pass ``attention_mask``
+with padded batches: without it every position counts as a real token.
+
+Composition: two attachments on one model share the same hooks (one per
+layer); at each layer they run in the order they were attached.
+
+torch.compile: attach before compiling (or before the first
+``generate(cache_implementation="static")`` call, which compiles). Hooks added
+after compiling are invisible to the compiled code; :meth:`Attachment.attach`
+refuses a model it can tell was compiled (``allow_compiled=True`` overrides).
+Detaching flips a flag that the compiled code is guarded on, so compiled code
+that ran the hooks recompiles rather than silently keep capping.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from axis_steer import _torch_ops
+from axis_steer.errors import AxisSteerError
+from axis_steer.formats import Axis, CapConfig
+from axis_steer.models import Layers, find_layers, module_device, unwrap
+from axis_steer.reference import CLAMP, PROJECT, SET, STEER
+
+_OPS = torch.ops.axis_steer
+_KIND_ORDER = {STEER: 0, SET: 1, CLAMP: 2}
+_SIDES = ("floor", "ceiling", "band")
+_UNITS = ("axis", "residual")
+
+
+# ---- per-forward state (set by the backbone pre-hook) --------------------------------------
+
+
+class _ForwardState:
+    """What one forward call of the backbone looks like, for the layer hooks."""
+
+    __slots__ = ("batch", "seq", "mask", "past", "_mask_on", "active")
+
+    def __init__(self) -> None:
+        self.batch = 0
+        self.seq = 0
+        self.mask: torch.Tensor | None = None  # (batch, seq) bool, True = real token
+        self.past: int | torch.Tensor = 0
+        self._mask_on: dict[torch.device, torch.Tensor] = {}
+        self.active = False
+
+    def mask_on(self, device: torch.device) -> torch.Tensor | None:
+        m = self.mask
+        if m is None or m.device == device:
+            return m
+        cached = self._mask_on.get(device)
+        if cached is None:
+            cached = m.to(device)
+            self._mask_on[device] = cached
+        return cached
+
+
+# ---- one model's hooks, shared by its attachments -------------------------------------------
+
+
+class _ModelHooks:
+    """The hooks on one model: a pre-hook on the backbone and one forward hook
+    per decoder block that has work, running every attachment in order."""
+
+    def __init__(self, layers: Layers) -> None:
+        self.layers = layers
+        self.attachments: list[Attachment] = []
+        self.state = _ForwardState()
+        self.enabled = True  # compiled code is guarded on this (see module docs)
+        self.layer_handles: dict[int, Any] = {}
+        self.pre_handle = None
+        self.offsets: dict[torch.device, torch.Tensor] = {}
+        self._arg_names = [
+            p
+            for p in inspect.signature(layers.backbone.forward).parameters
+            if p not in ("self",)
+        ]
+
+    # -- registration
+
+    def refresh(self) -> None:
+        """(Re)registers hooks so that exactly the blocks with work have one."""
+        wanted = set()
+        for att in self.attachments:
+            wanted.update(att._programs)
+            for mon in att._monitors:
+                for layer in mon.layers:
+                    self.offset_on(self.layers.device(layer))
+        for i in list(self.layer_handles):
+            if i not in wanted:
+                self.layer_handles.pop(i).remove()
+        for i in sorted(wanted):
+            if i not in self.layer_handles:
+                self.layer_handles[i] = self.layers.blocks[i].register_forward_hook(
+                    _LayerHook(self, i), prepend=True
+                )
+        if self.pre_handle is None and wanted:
+            self.pre_handle = self.layers.backbone.register_forward_pre_hook(
+                self.pre_hook, with_kwargs=True, prepend=True
+            )
+
+    def remove_all(self) -> None:
+        self.enabled = False
+        for h in self.layer_handles.values():
+            h.remove()
+        self.layer_handles.clear()
+        if self.pre_handle is not None:
+            self.pre_handle.remove()
+            self.pre_handle = None
+
+    def offset_on(self, device: torch.device) -> torch.Tensor:
+        off = self.offsets.get(device)
+        if off is None:
+            off = torch.zeros((), dtype=torch.int64, device=device)
+            self.offsets[device] = off
+        return off
+
+    # -- the backbone pre-hook
+
+    def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if not self.enabled:
+            return None
+        named = dict(kwargs)
+        for name, value in zip(self._arg_names, args):
+            named.setdefault(name, value)
+        ids = named.get("input_ids")
+        embeds = named.get("inputs_embeds")
+        ref = ids if ids is not None else embeds
+        if ref is None:
+            raise AxisSteerError(
+                f"{type(module).__name__}.forward was called without input_ids or inputs_embeds; "
+                "axis_steer needs one of them to know the batch and sequence length"
+            )
+        st = self.state
+        st.batch, st.seq = int(ref.shape[0]), int(ref.shape[1])
+        am = named.get("attention_mask")
+        if isinstance(am, torch.Tensor) and am.dim() == 2 and am.shape[-1] >= st.seq:
+            st.mask = am[:, am.shape[-1] - st.seq :].bool()
+        else:
+            st.mask = None
+        st._mask_on = {}
+        cache = named.get("past_key_values")
+        st.past = _past_length(cache)
+        st.active = True
+        for att in self.attachments:
+            att._check_batch(st.batch)
+            for mon in att._monitors:
+                mon._begin_forward(st, ids, cache)
+        for dev, off in self.offsets.items():
+            if isinstance(st.past, torch.Tensor):
+                off.copy_(st.past)
+            else:
+                off.fill_(st.past)
+        return None
+
+
+def _past_length(cache: Any) -> int | torch.Tensor:
+    """Tokens already in the cache: a host int for dynamic caches, a device
+    counter for static ones (read without a host synchronisation)."""
+    if cache is None:
+        return 0
+    get = getattr(cache, "get_seq_length", None)
+    if callable(get):
+        n = get()
+        return n if isinstance(n, torch.Tensor) else int(n)
+    if isinstance(cache, (tuple, list)) and cache and isinstance(cache[0], (tuple, list)):
+        return int(cache[0][0].shape[-2])
+    return 0
+
+
+_REGISTRY: weakref.WeakKeyDictionary[nn.ModuleList, _ModelHooks] = weakref.WeakKeyDictionary()
+
+
+# ---- the layer hook -------------------------------------------------------------------------
+
+
+class _LayerHook:
+    """Forward hook of block ``index``: unpacks the block's output, runs each
+    attachment's program in one fused call, and repacks when out of place."""
+
+    def __init__(self, hooks: _ModelHooks, index: int) -> None:
+        self.hooks = hooks
+        self.index = index
+
+    def __call__(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        hooks = self.hooks
+        if not hooks.enabled:
+            return None
+        hidden = _hidden_of(output, hooks, self.index)
+        st = hooks.state
+        grad = torch.is_grad_enabled() and hidden.requires_grad
+        recompute = grad and torch._C._current_graph_task_id() != -1
+        result = hidden
+        for att in hooks.attachments:
+            prog = att._programs.get(self.index)
+            if prog is None:
+                continue
+            mask = st.mask_on(result.device) if st.mask is not None else None
+            rec = None if recompute else prog.record
+            if grad:
+                if rec is not None:
+                    with torch.no_grad():
+                        probe = result.detach().clone()
+                        _OPS.apply_(probe, prog.dirs, prog.ops, prog.params, mask, *rec, hooks.offset_on(probe.device))
+                result, _ = _OPS.apply(result, prog.dirs, prog.ops, prog.params, mask)
+            elif rec is None:
+                _OPS.apply_(result, prog.dirs, prog.ops, prog.params, mask)
+            else:
+                _OPS.apply_(result, prog.dirs, prog.ops, prog.params, mask, *rec, hooks.offset_on(result.device))
+        if result is hidden:
+            return None
+        return _repack(output, result)
+
+
+def _hidden_of(output: Any, hooks: _ModelHooks, index: int) -> torch.Tensor:
+    """The residual stream in a block's output: the output itself (transformers
+    v5), the first element of a tuple (v4), or a model output's first field,
+    shape-checked against the forward call (never a silent ``output[0]``)."""
+    if isinstance(output, torch.Tensor):
+        hidden = output
+    elif isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+        hidden = output[0]
+    elif hasattr(output, "to_tuple") and isinstance(output.to_tuple()[0], torch.Tensor):
+        hidden = output.to_tuple()[0]
+    else:
+        raise AxisSteerError(
+            f"block {index} returned a {type(output).__name__}; expected a tensor, a tuple starting with "
+            "the hidden states, or a model output whose first field is the hidden states"
+        )
+    st = hooks.state
+    d = hooks.layers.hidden_size
+    if hidden.dim() != 3 or hidden.shape[-1] != d or (st.active and tuple(hidden.shape[:2]) != (st.batch, st.seq)):
+        raise AxisSteerError(
+            f"block {index} output has shape {tuple(hidden.shape)}; expected (batch, seq, hidden) = "
+            f"({st.batch}, {st.seq}, {d}). The block's output layout is not one axis_steer understands; "
+            "name the right blocks with layers=..."
+        )
+    return hidden
+
+
+def _repack(output: Any, hidden: torch.Tensor) -> Any:
+    if isinstance(output, torch.Tensor):
+        return hidden
+    if isinstance(output, tuple) and not hasattr(output, "to_tuple"):
+        return (hidden, *output[1:])
+    first = next(iter(output.keys()))
+    new = type(output)(**dict(output))
+    new[first] = hidden
+    return new
+
+
+# ---- programs ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    """One step contributed by an intervention: at ``layer``, op with a
+    direction and its two parameters (host values; a tensor is per row)."""
+
+    layer: int
+    op: int
+    direction: torch.Tensor  # (d,) float32, CPU master copy
+    a: Any = 0.0
+    b: Any = 0.0
+    enabled: Any = True  # bool, or (batch,) bool tensor per row
+    on_axis: bool = False  # a unit-axis CLAMP/SET step, usable as the monitor's step 0
+
+
+@dataclass
+class _Program:
+    """One layer's fused program on the layer's device."""
+
+    dirs: torch.Tensor  # (K, d) float32
+    ops: list[int]
+    params: torch.Tensor  # (K, 2) or (K, 2, batch, 1) float32
+    entries: list[_Entry | None]  # None for the monitor's own PROJECT step
+    record: tuple | None = None  # (p_in, p_out, fired) monitor buffers
+
+
+def _disabled_values(op: int) -> tuple[float, float]:
+    if op == CLAMP:
+        return -math.inf, math.inf
+    if op == SET:
+        return math.nan, 0.0  # a NaN target leaves rows unchanged
+    return 0.0, 0.0  # STEER: alpha 0; PROJECT: unused
+
+
+# ---- interventions (handles) --------------------------------------------------------------------
+
+
+class _Intervention:
+    """Base of the handles :class:`Attachment` returns."""
+
+    def __init__(self, att: Attachment, entries: list[_Entry]) -> None:
+        self._att = att
+        self._entries = entries
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted({e.layer for e in self._entries})
+
+    def enable(self, on: bool | Sequence[bool] | torch.Tensor = True) -> None:
+        """Switches the intervention on or off: ``True``/``False`` for all rows,
+        or one flag per batch row (turns on per-row control for this batch
+        size). Touches the parameter tensors only."""
+        flag = self._att._row_values(on, "on", dtype=torch.bool)
+        for e in self._entries:
+            e.enabled = flag
+        self._att._write_params({e.layer for e in self._entries})
+
+    def disable(self) -> None:
+        self.enable(False)
+
+    @property
+    def enabled(self) -> Any:
+        return self._entries[0].enabled if self._entries else False
+
+    def remove(self) -> None:
+        """Takes the intervention out of the attachment (re-registers hooks as
+        needed: in compiled code, a structural change that recompiles)."""
+        self._att._remove(self)
+
+
+class Cap(_Intervention):
+    """Activation capping at some layers (see :meth:`Attachment.cap`)."""
+
+    def __init__(self, att: Attachment, entries: list[_Entry], side: str) -> None:
+        super().__init__(att, entries)
+        self.side = side
+
+    @property
+    def thresholds(self) -> dict[int, tuple[Any, Any]]:
+        """``{layer: (lo, hi)}`` as set (floats, or per-row tensors)."""
+        return {e.layer: (e.a, e.b) for e in self._entries}
+
+    def set_thresholds(self, thresholds: Any) -> None:
+        """New thresholds, in the form :meth:`Attachment.cap` takes them; per-row
+        values are ``(batch,)`` tensors (or a ``(batch, n_layers)`` tensor)."""
+        layers = [e.layer for e in self._entries]
+        bounds = self._att._bounds(layers, thresholds, self.side)
+        for e, (lo, hi) in zip(self._entries, bounds):
+            e.a, e.b = lo, hi
+        self._att._write_params(set(layers))
+
+
+class Steer(_Intervention):
+    """Steering at some layers (see :meth:`Attachment.steer`)."""
+
+    def __init__(self, att: Attachment, entries: list[_Entry], units: str, scale: dict[int, float]) -> None:
+        super().__init__(att, entries)
+        self.units = units
+        self._scale = scale
+
+    def set_coefficient(self, coef: Any) -> None:
+        """A new coefficient (scalar, per layer, or per row), in this steering's units."""
+        layers = [e.layer for e in self._entries]
+        per_layer = self._att._per_layer(layers, coef, "coef")
+        for e, c in zip(self._entries, per_layer):
+            e.a = self._att._row_values(c, "coef") * self._scale[e.layer]
+        self._att._write_params(set(layers))
+
+
+class Ablation(_Intervention):
+    """Set-projection / ablation at some layers (see :meth:`Attachment.ablate`)."""
+
+    def set_target(self, target: Any) -> None:
+        layers = [e.layer for e in self._entries]
+        per_layer = self._att._per_layer(layers, target, "target")
+        for e, t in zip(self._entries, per_layer):
+            e.a = self._att._row_values(t, "target")
+        self._att._write_params(set(layers))
+
+
+# ---- monitoring ----------------------------------------------------------------------------------
+
+
+class Monitor:
+    """Drift readings: per token, per monitored layer, per batch row, the
+    projection on the layer's unit axis before the layer's interventions
+    (``p_in``), after them (``p_out``) and whether a cap fired. Recorded on
+    the device during the forward pass with no host synchronisation; memory is
+    three scalars per token and layer. Read with :meth:`readings`."""
+
+    def __init__(self, att: Attachment, layers: list[int], capacity: int) -> None:
+        self._att = att
+        self.layers = layers
+        self.capacity = int(capacity)
+        self._batch = 0
+        self._bufs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._tokens: torch.Tensor | None = None
+        self._valid: torch.Tensor | None = None
+        self._length: int | None = 0
+        self._end: torch.Tensor | None = None  # device end position when the host cannot know it
+        self._seen = False  # a forward went through the hooks (set, never read, in traced code)
+        self._count = torch.zeros((), dtype=torch.int64)  # forwards recorded (a tensor: no guard)
+
+    # -- buffers
+
+    def _alloc(self, batch: int, capacity: int, input_device: torch.device) -> None:
+        old_bufs, old_tokens, old_valid = self._bufs, self._tokens, self._valid
+        keep = min(self.capacity, capacity) if batch == self._batch else 0
+        self._bufs = {}
+        for layer in self.layers:
+            dev = self._att._layers.device(layer)
+            p_in = torch.full((batch, capacity), math.nan, dtype=torch.float32, device=dev)
+            p_out = torch.full((batch, capacity), math.nan, dtype=torch.float32, device=dev)
+            fired = torch.zeros((batch, capacity), dtype=torch.bool, device=dev)
+            if keep and layer in old_bufs:
+                for new, old in zip((p_in, p_out, fired), old_bufs[layer]):
+                    new[:, :keep] = old[:, :keep]
+            self._bufs[layer] = (p_in, p_out, fired)
+        tokens = torch.full((batch, capacity), -1, dtype=torch.int64, device=input_device)
+        valid = torch.zeros((batch, capacity), dtype=torch.bool, device=input_device)
+        if keep and old_tokens is not None:
+            tokens[:, :keep] = old_tokens[:, :keep]
+            valid[:, :keep] = old_valid[:, :keep]
+        self._tokens, self._valid = tokens, valid
+        self._batch, self.capacity = batch, capacity
+        self._att._bind_records()
+
+    def _begin_forward(self, st: _ForwardState, ids: torch.Tensor | None, cache: Any) -> None:
+        device = ids.device if ids is not None else self._att._layers.device(0)
+        past = st.past
+        if isinstance(past, torch.Tensor):
+            need = int(getattr(cache, "max_cache_len", 0) or 0) or self.capacity
+        else:
+            need = past + st.seq
+        if st.batch != self._batch or need > self.capacity or self._tokens is None:
+            cap = self.capacity
+            while cap < need:
+                cap *= 2
+            self._alloc(st.batch, cap, device)
+        valid = st.mask if st.mask is not None else torch.ones((st.batch, st.seq), dtype=torch.bool, device=device)
+        tok = ids if ids is not None else torch.full((st.batch, st.seq), -1, dtype=torch.int64, device=device)
+        if isinstance(past, torch.Tensor):
+            cols = past.to(device) + torch.arange(st.seq, device=device)
+            self._tokens.index_copy_(1, cols, tok.to(torch.int64))
+            self._valid.index_copy_(1, cols, valid.to(device))
+            self._end = past + st.seq
+            self._length = None
+        else:
+            self._tokens[:, past : past + st.seq] = tok
+            self._valid[:, past : past + st.seq] = valid.to(device)
+            if past == 0:
+                # a new sequence: forget the columns of the last one
+                self._valid[:, st.seq :] = False
+            self._length = past + st.seq
+        self._seen = True
+        self._count.add_(1)
+
+    def prepare(self, batch: int, capacity: int | None = None, device: Any = None) -> Monitor:
+        """Allocates the buffers for ``batch`` rows and ``capacity`` tokens now.
+        Eager runs do this by themselves; under torch.compile, a first call
+        that allocates them is one more compilation, which this avoids."""
+        if batch < 1 or (capacity is not None and capacity < 1):
+            raise ValueError(f"batch={batch}, capacity={capacity} (expected positive numbers)")
+        dev = torch.device(device) if device is not None else self._att._layers.device(0)
+        self._alloc(int(batch), int(capacity or self.capacity), dev)
+        return self
+
+    def reset(self) -> None:
+        """Forgets every reading."""
+        self._batch = 0
+        self._bufs = {}
+        self._tokens = self._valid = None
+        self._length = 0
+        self._seen = False
+        self._count.zero_()
+        self._att._bind_records()
+
+    # -- reading
+
+    def readings(self):
+        """The readings of the current sequence(s), aligned with the tokens
+        (prompt and generated): see :class:`axis_steer.monitor.Readings`.
+        Reads device memory, so call it after the forward/generate call."""
+        from axis_steer.monitor import Readings
+
+        if not self._seen or self._tokens is None:
+            raise AxisSteerError(
+                "no forward pass has gone through the hooks since the monitor was created. If the model "
+                "was compiled before attaching, the hooks are invisible to the compiled code: attach "
+                "first, then compile (or reset dynamo with torch._dynamo.reset())."
+            )
+        length = self._length if self._length is not None else int(self._end)
+        if length > self.capacity:
+            raise AxisSteerError(
+                f"the sequence reached {length} tokens but the monitor holds {self.capacity}; readings past "
+                "that were not recorded. Create the monitor with a larger capacity."
+            )
+        p_in = np.stack([self._bufs[l][0][:, :length].float().cpu().numpy() for l in self.layers], 1)
+        p_out = np.stack([self._bufs[l][1][:, :length].float().cpu().numpy() for l in self.layers], 1)
+        fired = np.stack([self._bufs[l][2][:, :length].cpu().numpy() for l in self.layers], 1)
+        valid = self._valid[:, :length].cpu().numpy()
+        tokens = self._tokens[:, :length].cpu().numpy()
+        p_in[~np.broadcast_to(valid[:, None, :], p_in.shape)] = np.nan
+        p_out[~np.broadcast_to(valid[:, None, :], p_out.shape)] = np.nan
+        fired &= valid[:, None, :]
+        return Readings(layers=list(self.layers), p_in=p_in, p_out=p_out, fired=fired, valid=valid, tokens=tokens)
+
+
+# ---- the attachment -------------------------------------------------------------------------------
+
+
+class Attachment:
+    """All interventions for one model (see the module docs for an example).
+
+    ``axis`` is an :class:`~axis_steer.formats.Axis` or a raw ``(n_layers, d)``
+    tensor pointing toward the Assistant (stored raw; its unit rows are used for
+    projections). It may be omitted when only explicit directions are used
+    (:meth:`cap_config`). ``layers`` overrides decoder-block discovery."""
+
+    def __init__(self, model: nn.Module, axis: Axis | torch.Tensor | None = None, *, layers: Any = None) -> None:
+        self.model = model
+        self._layers = find_layers(model, layers)
+        n, d = len(self._layers), self._layers.hidden_size
+        if axis is not None and not isinstance(axis, Axis):
+            axis = Axis(torch.as_tensor(axis))
+        if axis is not None:
+            if tuple(axis.vectors.shape) != (n, d):
+                raise ValueError(
+                    f"axis: shape {tuple(axis.vectors.shape)} does not fit this model (expected (n_layers, "
+                    f"hidden_size) = ({n}, {d})); was it computed for another model?"
+                )
+            if not torch.isfinite(axis.vectors).all():
+                raise ValueError("axis: holds NaN or infinite values")
+        self.axis = axis
+        self._interventions: list[_Intervention] = []
+        self._monitors: list[Monitor] = []
+        self._programs: dict[int, _Program] = {}
+        self._hooks: _ModelHooks | None = None
+        self._entered = False
+        self._rows: int | None = None  # batch size of per-row control, None = per layer only
+        self._units: dict[int, torch.Tensor] = {}
+
+    # -- helpers for arguments
+
+    @property
+    def n_layers(self) -> int:
+        return len(self._layers)
+
+    def _layer_list(self, layers: int | Iterable[int] | None, what: str) -> list[int]:
+        if layers is None:
+            raise ValueError(f"{what}: layers is required (an int, a range or a list of layer indices)")
+        out = [layers] if isinstance(layers, int) else list(layers)
+        if not out:
+            raise ValueError(f"{what}: layers is empty")
+        for layer in out:
+            if not isinstance(layer, (int, np.integer)) or not 0 <= int(layer) < self.n_layers:
+                raise ValueError(
+                    f"{what}: layer {layer!r} is out of range (the model has {self.n_layers} layers, 0..{self.n_layers - 1})"
+                )
+        if len(set(out)) != len(out):
+            raise ValueError(f"{what}: layers {out} repeat a layer")
+        return [int(x) for x in out]
+
+    def _unit_axis(self, layer: int) -> torch.Tensor:
+        if self.axis is None:
+            raise ValueError("this attachment has no axis: pass axis= or give an explicit direction=")
+        u = self._units.get(layer)
+        if u is None:
+            u = self.axis.unit(layer)
+            self._units[layer] = u
+        return u
+
+    def _direction(self, direction: Any, layer: int, unit: bool, what: str) -> torch.Tensor:
+        d = self._layers.hidden_size
+        v = torch.as_tensor(direction.vectors[layer] if isinstance(direction, Axis) else direction)
+        if v.dim() == 2:
+            v = v[layer]
+        if v.dim() != 1 or v.shape[0] != d:
+            raise ValueError(f"{what}: direction of shape {tuple(v.shape)} (expected ({d},) or (n_layers, {d}))")
+        v = v.detach().to(torch.float32).cpu()
+        norm = float(v.double().norm())
+        if not math.isfinite(norm) or norm == 0.0:
+            raise ValueError(f"{what}: direction at layer {layer} has norm {norm} (expected finite and non-zero)")
+        return (v.double() / norm).float() if unit else v
+
+    def _per_layer(self, layers: list[int], values: Any, what: str) -> list[Any]:
+        """One value per layer from a scalar, a sequence over ``layers``, a
+        ``{layer: value}`` mapping, a per-layer sequence over all layers, or a
+        ``(batch, len(layers))`` per-row tensor."""
+        if isinstance(values, Mapping):
+            missing = [layer for layer in layers if layer not in values]
+            if missing:
+                raise ValueError(f"{what}: no value for layers {missing}")
+            return [values[layer] for layer in layers]
+        if isinstance(values, (int, float, np.floating, np.integer)) or (
+            isinstance(values, torch.Tensor) and values.dim() == 0
+        ):
+            return [values] * len(layers)
+        if isinstance(values, torch.Tensor) and values.dim() == 2:
+            if values.shape[1] != len(layers):
+                raise ValueError(
+                    f"{what}: per-row tensor of shape {tuple(values.shape)} (expected (batch, {len(layers)}))"
+                )
+            return [values[:, j] for j in range(len(layers))]
+        seq = list(values)
+        if len(seq) == len(layers):
+            return seq
+        if len(seq) == self.n_layers:
+            return [seq[layer] for layer in layers]
+        raise ValueError(
+            f"{what}: {len(seq)} values for {len(layers)} layers (expected a scalar, one per layer given, "
+            f"one per model layer ({self.n_layers}), or a {{layer: value}} dict)"
+        )
+
+    def _row_values(self, value: Any, what: str, dtype: torch.dtype = torch.float32) -> Any:
+        """A scalar stays a Python value; a sequence/tensor is one value per batch
+        row and switches the attachment to per-row control."""
+        if isinstance(value, (bool, np.bool_)) and dtype == torch.bool:
+            return bool(value)
+        if isinstance(value, (int, float, np.floating, np.integer)) and dtype != torch.bool:
+            return float(value)
+        t = torch.as_tensor(value).detach().cpu()
+        if t.dim() == 0:
+            return bool(t) if dtype == torch.bool else float(t)
+        if t.dim() != 1:
+            raise ValueError(f"{what}: per-row values must be 1-D (batch,), got shape {tuple(t.shape)}")
+        if self._rows is not None and t.shape[0] != self._rows:
+            raise ValueError(
+                f"{what}: {t.shape[0]} per-row values, but per-row control is set for batch {self._rows} "
+                "(call clear_rows() first to change the batch size)"
+            )
+        self._rows = int(t.shape[0])
+        return t.to(dtype)
+
+    def _bounds(self, layers: list[int], thresholds: Any, side: str) -> list[tuple[Any, Any]]:
+        if side not in _SIDES:
+            raise ValueError(f"side={side!r} (expected one of {_SIDES})")
+        if side == "band":
+            if isinstance(thresholds, tuple) and len(thresholds) == 2:
+                los = self._per_layer(layers, thresholds[0], "thresholds[0]")
+                his = self._per_layer(layers, thresholds[1], "thresholds[1]")
+            else:
+                pairs = self._per_layer(layers, thresholds, "thresholds")
+                if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
+                    raise ValueError("thresholds: a band needs (lo, hi) pairs, or a (lo_values, hi_values) tuple")
+                los, his = [p[0] for p in pairs], [p[1] for p in pairs]
+        else:
+            vals = self._per_layer(layers, thresholds, "thresholds")
+            los = vals if side == "floor" else [-math.inf] * len(layers)
+            his = vals if side == "ceiling" else [math.inf] * len(layers)
+        out = []
+        for layer, lo, hi in zip(layers, los, his):
+            lo_v, hi_v = self._row_values(lo, "thresholds"), self._row_values(hi, "thresholds")
+            _check_threshold(lo_v, "lower", layer, -math.inf)
+            _check_threshold(hi_v, "upper", layer, math.inf)
+            if isinstance(lo_v, float) and isinstance(hi_v, float) and lo_v > hi_v:
+                raise ValueError(f"thresholds at layer {layer}: lo = {lo_v} > hi = {hi_v} (expected lo <= hi)")
+            if isinstance(lo_v, torch.Tensor) or isinstance(hi_v, torch.Tensor):
+                if bool((torch.as_tensor(lo_v) > torch.as_tensor(hi_v)).any()):
+                    raise ValueError(f"thresholds at layer {layer}: some row has lo > hi")
+            out.append((lo_v, hi_v))
+        return out
+
+    # -- building
+
+    def cap(
+        self,
+        layers: int | Iterable[int],
+        thresholds: Any,
+        *,
+        side: str = "floor",
+        direction: Any = None,
+    ) -> Cap:
+        """Caps the projection on the unit axis (or ``direction``) at ``layers``.
+
+        ``side="floor"`` (default, the paper's cap): ``<h, â> >= threshold``;
+        ``"ceiling"``: ``<= threshold``; ``"band"``: thresholds are ``(lo, hi)``.
+        ``thresholds``: a scalar, one value per layer given, one per model layer,
+        or a ``{layer: value}`` dict. Per batch row: a ``(batch, n_layers_given)``
+        tensor, or ``(batch,)`` tensors as the values of the dict. Units: the
+        residual stream's (a projection on a unit vector). ``±inf`` on the open
+        side means no bound."""
+        layers = self._layer_list(layers, "cap")
+        bounds = self._bounds(layers, thresholds, side)
+        entries = []
+        for layer, (lo, hi) in zip(layers, bounds):
+            on_axis = direction is None
+            u = self._unit_axis(layer) if on_axis else self._direction(direction, layer, True, "cap")
+            entries.append(_Entry(layer, CLAMP, u, lo, hi, True, on_axis))
+        return self._add(Cap(self, entries, side))
+
+    def cap_config(self, config: CapConfig) -> Cap:
+        """Applies a capping configuration exactly: each entry keeps
+        ``<h, direction>`` within ``[lo, hi]`` at its layer, several on one layer
+        in list order. A reference experiment (``ReferenceCappingConfig.experiment``)
+        is a ceiling at ``cap`` on each normalised stored vector — with the
+        released ``v = -axis`` vectors, a floor at ``-cap`` on the +axis."""
+        if not config.entries:
+            raise ValueError("config: no capping entries (was every intervention without a 'cap'?)")
+        entries = []
+        for j, e in enumerate(config.entries):
+            (layer,) = self._layer_list([e.layer], f"config entry {j}")
+            u = self._direction(e.direction, layer, True, f"config entry {j}")
+            lo, hi = float(e.lo), float(e.hi)
+            _check_threshold(lo, "lower", layer, -math.inf)
+            _check_threshold(hi, "upper", layer, math.inf)
+            if lo > hi:
+                raise ValueError(f"config entry {j}: lo = {lo} > hi = {hi}")
+            on_axis = self.axis is not None and bool(torch.equal(u, self._unit_axis(layer)))
+            entries.append(_Entry(layer, CLAMP, u, lo, hi, True, on_axis))
+        side = config.metadata.get("side", "band")
+        return self._add(Cap(self, entries, side if side in _SIDES else "band"))
+
+    def steer(
+        self,
+        layers: int | Iterable[int],
+        coef: Any,
+        *,
+        units: str = "axis",
+        residual_norms: Mapping[int, float] | Sequence[float] | None = None,
+        direction: Any = None,
+    ) -> Steer:
+        """Adds the axis (or ``direction``) to the residual stream at ``layers``.
+
+        ``units="axis"``: ``h += coef * axis[L]`` with the raw axis row, so
+        ``coef`` is in units of ``||axis[L]||`` (the reference's convention).
+        ``units="residual"``: ``h += coef * r_L * â_L`` with ``r_L`` the mean
+        residual-stream norm at ``L`` (``residual_norms``, e.g. from
+        :func:`residual_norms`), so ``coef`` is a fraction of a typical
+        activation (the paper's convention). Negative ``coef`` steers away
+        from the Assistant."""
+        if units not in _UNITS:
+            raise ValueError(f"units={units!r} (expected 'axis' or 'residual')")
+        layers = self._layer_list(layers, "steer")
+        coefs = self._per_layer(layers, coef, "coef")
+        norms = None
+        if units == "residual":
+            if residual_norms is None:
+                raise ValueError(
+                    "units='residual' needs residual_norms (mean residual norm per layer; "
+                    "measure them with axis_steer.hooks.residual_norms(model, inputs))"
+                )
+            norms = self._per_layer(layers, residual_norms, "residual_norms")
+        entries, scale = [], {}
+        for j, (layer, c) in enumerate(zip(layers, coefs)):
+            if units == "axis":
+                if direction is None:
+                    w = self.axis.vectors[layer].float().cpu() if self.axis is not None else None
+                    if w is None:
+                        raise ValueError("steer: this attachment has no axis; pass direction=")
+                else:
+                    w = self._direction(direction, layer, False, "steer")
+                s = 1.0
+            else:
+                w = self._unit_axis(layer) if direction is None else self._direction(direction, layer, True, "steer")
+                s = float(norms[j])
+                if not math.isfinite(s) or s <= 0:
+                    raise ValueError(f"residual_norms at layer {layer} = {s} (expected a positive number)")
+            if not torch.isfinite(w).all():
+                raise ValueError(f"steer: the vector at layer {layer} holds NaN or inf")
+            scale[layer] = s
+            value = self._row_values(c, "coef")
+            _check_finite(value, "coef", layer)
+            entries.append(_Entry(layer, STEER, w, value * s, 0.0, True, False))
+        return self._add(Steer(self, entries, units, scale))
+
+    def ablate(self, layers: int | Iterable[int], *, target: Any = 0.0, direction: Any = None) -> Ablation:
+        """Sets the projection on the unit axis (or ``direction``) to ``target``
+        at ``layers``: ``h += â (target - <h, â>)``; ``target=0`` removes the
+        component (directional ablation)."""
+        layers = self._layer_list(layers, "ablate")
+        targets = self._per_layer(layers, target, "target")
+        entries = []
+        for layer, t in zip(layers, targets):
+            on_axis = direction is None
+            u = self._unit_axis(layer) if on_axis else self._direction(direction, layer, True, "ablate")
+            value = self._row_values(t, "target")
+            _check_finite(value, "target", layer)
+            entries.append(_Entry(layer, SET, u, value, 0.0, True, on_axis))
+        return self._add(Ablation(self, entries))
+
+    def monitor(self, layers: int | Iterable[int] | None = None, *, capacity: int = 1024) -> Monitor:
+        """Records drift readings at ``layers`` (default: the middle layer).
+        ``capacity`` is the initial number of tokens held per sequence (grown as
+        needed in eager mode; with a static cache it is the cache length)."""
+        if self.axis is None:
+            raise ValueError("monitor: this attachment has no axis to project on")
+        if layers is None:
+            layers = [self.n_layers // 2]
+        layers = self._layer_list(layers, "monitor")
+        if capacity < 1:
+            raise ValueError(f"capacity={capacity} (expected a positive number of tokens)")
+        mon = Monitor(self, layers, capacity)
+        self._monitors.append(mon)
+        self._rebuild()
+        return mon
+
+    def _add(self, item: _Intervention) -> _Intervention:
+        self._interventions.append(item)
+        self._rebuild()
+        return item
+
+    def _remove(self, item: Any) -> None:
+        if item in self._interventions:
+            self._interventions.remove(item)
+        if item in self._monitors:
+            self._monitors.remove(item)
+        self._rebuild()
+
+    def clear_rows(self) -> None:
+        """Leaves per-row control (so any batch size works again). Per-row
+        thresholds or coefficients must first be replaced by per-layer values;
+        per-row enable flags are reset to "on"."""
+        for item in self._interventions:
+            for e in item._entries:
+                for name in ("a", "b"):
+                    v = getattr(e, name)
+                    if isinstance(v, torch.Tensor):
+                        raise AxisSteerError(
+                            f"layer {e.layer} still has per-row values; set per-layer values "
+                            "(set_thresholds / set_coefficient / set_target) before clear_rows()"
+                        )
+                if isinstance(e.enabled, torch.Tensor):
+                    e.enabled = True
+        self._rows = None
+        self._rebuild()
+
+    # -- programs and parameters
+
+    def _rebuild(self) -> None:
+        """Builds each layer's program from the interventions and monitors."""
+        by_layer: dict[int, list[_Entry]] = {}
+        for item in self._interventions:
+            for e in item._entries:
+                by_layer.setdefault(e.layer, []).append(e)
+        monitored = {layer for m in self._monitors for layer in m.layers}
+        programs: dict[int, _Program] = {}
+        for layer in sorted(set(by_layer) | monitored):
+            entries = sorted(by_layer.get(layer, []), key=lambda e: _KIND_ORDER[e.op])
+            steps: list[_Entry | None] = list(entries)
+            if layer in monitored and not (entries and entries[0].on_axis):
+                steps.insert(0, None)  # PROJECT on the unit axis
+            dev = self._layers.device(layer)
+            dirs = torch.stack([self._unit_axis(layer) if s is None else s.direction for s in steps]).to(dev)
+            ops = [PROJECT if s is None else s.op for s in steps]
+            prog = _Program(dirs, ops, torch.empty(0), steps)
+            programs[layer] = prog
+        self._programs = programs
+        self._write_params(set(programs))
+        self._bind_records()
+        if self._hooks is not None:
+            self._hooks.refresh()
+
+    def _bind_records(self) -> None:
+        if self._hooks is not None:
+            for mon in self._monitors:
+                for layer in mon.layers:
+                    self._hooks.offset_on(self._layers.device(layer))
+        for prog in self._programs.values():
+            prog.record = None
+        for mon in self._monitors:
+            for layer in mon.layers:
+                prog = self._programs.get(layer)
+                if prog is not None and layer in mon._bufs:
+                    prog.record = mon._bufs[layer]
+
+    def _write_params(self, layers: set[int]) -> None:
+        rows = self._rows
+        for layer in layers:
+            prog = self._programs.get(layer)
+            if prog is None:
+                continue
+            shape = (len(prog.ops), 2) + ((rows, 1) if rows is not None else ())
+            host = torch.zeros(shape, dtype=torch.float32)
+            for k, e in enumerate(prog.entries):
+                if e is None:
+                    continue
+                off_a, off_b = _disabled_values(e.op)
+                for j, (val, off) in enumerate(((e.a, off_a), (e.b, off_b))):
+                    v = torch.as_tensor(val, dtype=torch.float32)
+                    en = torch.as_tensor(e.enabled, dtype=torch.bool)
+                    full = torch.where(en, v, torch.tensor(off, dtype=torch.float32))
+                    host[k, j] = full.reshape(-1, 1) if rows is not None and full.dim() else full
+            if prog.params.shape == host.shape and prog.params.device == prog.dirs.device:
+                prog.params.copy_(host)
+            else:
+                prog.params = host.to(prog.dirs.device)
+
+    def _check_batch(self, batch: int) -> None:
+        if self._rows is not None and batch != self._rows:
+            raise AxisSteerError(
+                f"per-row values were set for a batch of {self._rows} but the model got a batch of {batch}; "
+                "set per-row values for this batch (or per-layer values and clear_rows())"
+            )
+
+    # -- attach / detach
+
+    def attach(self, *, allow_compiled: bool = False) -> Attachment:
+        """Registers the hooks (one per block with work, plus one pre-hook on the
+        backbone). Entering an attached attachment again is an error."""
+        if self._entered:
+            raise AxisSteerError("this attachment is already attached; detach() it first")
+        if not allow_compiled:
+            why = _compiled_marker(self.model, self._layers.model)
+            if why:
+                raise AxisSteerError(
+                    f"the model looks compiled ({why}); hooks added after compiling are silently ignored by "
+                    "the compiled code. Attach before compiling, or pass allow_compiled=True if you will "
+                    "recompile (e.g. after torch._dynamo.reset())."
+                )
+        blocks = self._layers.blocks
+        hooks = _REGISTRY.get(blocks)
+        if hooks is None:
+            hooks = _ModelHooks(self._layers)
+            _REGISTRY[blocks] = hooks
+        self._hooks = hooks
+        hooks.attachments.append(self)
+        hooks.enabled = True
+        self._entered = True
+        try:
+            hooks.refresh()
+        except BaseException:
+            self.detach()
+            raise
+        return self
+
+    def detach(self) -> None:
+        """Removes this attachment's hooks (the shared hooks go when the last
+        attachment on the model detaches). Safe to call twice."""
+        hooks = self._hooks
+        self._entered = False
+        self._hooks = None
+        if hooks is None:
+            return
+        if self in hooks.attachments:
+            hooks.attachments.remove(self)
+        if hooks.attachments:
+            hooks.refresh()
+        else:
+            hooks.remove_all()
+            _REGISTRY.pop(hooks.layers.blocks, None)
+
+    @property
+    def attached(self) -> bool:
+        return self._entered
+
+    def __enter__(self) -> Attachment:
+        return self.attach()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.detach()
+
+
+def _check_threshold(v: Any, side: str, layer: int, allowed_inf: float) -> None:
+    t = torch.as_tensor(v, dtype=torch.float64)
+    if torch.isnan(t).any():
+        raise ValueError(f"thresholds at layer {layer}: NaN {side} bound (use {allowed_inf} for no bound)")
+    bad = torch.isinf(t) & (t != allowed_inf)
+    if bad.any():
+        raise ValueError(
+            f"thresholds at layer {layer}: {side} bound {-allowed_inf} is not a bound "
+            f"(expected a finite value, or {allowed_inf} for none)"
+        )
+
+
+def _check_finite(v: Any, what: str, layer: int) -> None:
+    if not torch.isfinite(torch.as_tensor(v, dtype=torch.float64)).all():
+        raise ValueError(f"{what} at layer {layer}: {v!r} (expected finite values)")
+
+
+def _compiled_marker(model: nn.Module, base: nn.Module) -> str:
+    if type(model).__name__ == "OptimizedModule":
+        return "it is a torch.compile OptimizedModule"
+    for m in (model, base):
+        if "_compiled_call" in getattr(m, "__dict__", {}):
+            return "generate() compiled its forward (static cache)"
+        fwd = m.__dict__.get("forward") if hasattr(m, "__dict__") else None
+        if fwd is not None and hasattr(fwd, "_torchdynamo_orig_callable"):
+            return "its forward was replaced by torch.compile(model.forward)"
+    return ""
+
+
+# ---- measurement helpers ----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def residual_norms(model: nn.Module, inputs: Mapping[str, torch.Tensor], layers: Sequence[int] | None = None) -> dict[int, float]:
+    """Mean L2 norm of the residual stream per layer over the real (non-pad)
+    tokens of ``inputs`` (a tokenizer output with ``input_ids`` and
+    ``attention_mask``): the scale of :meth:`Attachment.steer` with
+    ``units="residual"``."""
+    found = find_layers(model)
+    want = list(range(len(found))) if layers is None else list(layers)
+    sums: dict[int, float] = {}
+    counts: dict[int, int] = {}
+    mask = inputs.get("attention_mask")
+    handles = []
+
+    def make(i: int):
+        def hook(mod, args, out):
+            h = out if isinstance(out, torch.Tensor) else out[0]
+            n = h.float().norm(dim=-1)
+            m = mask.to(n.device).bool() if mask is not None else torch.ones_like(n, dtype=torch.bool)
+            sums[i] = sums.get(i, 0.0) + float(n[m].sum())
+            counts[i] = counts.get(i, 0) + int(m.sum())
+
+        return hook
+
+    try:
+        for i in want:
+            handles.append(found.blocks[i].register_forward_hook(make(i)))
+        model(**inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return {i: sums[i] / max(counts[i], 1) for i in want}
+
+
+def attach(model: nn.Module, axis: Any = None, **kw: Any) -> Attachment:
+    """Shorthand: ``Attachment(model, axis, **kw)`` (use as ``with attach(...) as att``)."""
+    return Attachment(model, axis, **kw)
+
+
+__all__ = ["Attachment", "Cap", "Steer", "Ablation", "Monitor", "attach", "residual_norms", "unwrap", "module_device"]

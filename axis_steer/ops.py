@@ -1,0 +1,424 @@
+"""The operations on hidden states: project, clamp (activation capping), set
+projection / ablate, steer, and several of them fused in one pass.
+
+Every function takes NumPy arrays or torch tensors and runs the same C core
+(``csrc/axis_steer.h``): NumPy arrays through :mod:`axis_steer._C`, tensors
+through the torch operators ``torch.ops.axis_steer.*`` (CPU, or CUDA when
+built with it). Functions ending in ``_`` work in place and return ``h``; the
+others return a new array and, for torch tensors, are differentiable with
+respect to ``h``.
+
+Shapes and units
+----------------
+``h`` is ``(d,)``, ``(n, d)`` or ``(batch, seq, d)``, float32, float16 or
+bfloat16 (for NumPy, bfloat16 is a uint16 array of the raw bits passed with
+``dtype="bfloat16"``, or an ``ml_dtypes.bfloat16`` array). Directions are
+float32 vectors of length ``d``; projections are float32 in the units of
+``h``: ``p = <h, u>`` with ``u`` of unit norm (``u`` is checked, not
+normalised: divide by the norm yourself, or use :func:`unit`). Per-row values
+(``lo``, ``hi``, ``target``, ``alpha``) and ``mask`` are scalars or arrays
+broadcastable to ``h.shape[:-1]``: per sequence is ``(batch, 1)``.
+
+Rules (the full statement is in ``csrc/axis_steer.h``): rows already inside
+``[lo, hi]`` stay bit-for-bit unchanged; a NaN bound never fires and ±inf
+means "no bound"; a row holding NaN or Inf is never written (its projection is
+reported as is); masked rows are neither read nor written and report NaN.
+
+For hot loops call the operators directly (``torch.ops.axis_steer.clamp_``
+with float32 tensors for the bounds): these wrappers convert Python floats to
+tensors on every call.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from axis_steer import _C
+from axis_steer.reference import OP_NAMES
+
+__all__ = [
+    "Step",
+    "ClampStats",
+    "Record",
+    "unit",
+    "project",
+    "clamp_",
+    "clamp",
+    "set_projection_",
+    "set_projection",
+    "ablate_",
+    "ablate",
+    "steer_",
+    "steer",
+    "apply_",
+    "apply",
+]
+
+INF = math.inf
+
+
+def _is_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _torch_ops():
+    from axis_steer import _torch_ops
+
+    return _torch_ops
+
+
+class Step(NamedTuple):
+    """One step of a fused program (see :func:`apply_`).
+
+    ``op`` is ``"project"``, ``"clamp"`` (``a`` = lo, ``b`` = hi), ``"set"``
+    (``a`` = target) or ``"steer"`` (``a`` = alpha; ``dir`` is any vector ``w``).
+    """
+
+    op: str
+    dir: Any
+    a: Any = None
+    b: Any = None
+
+    @classmethod
+    def project(cls, u: Any) -> Step:
+        return cls("project", u)
+
+    @classmethod
+    def clamp(cls, u: Any, lo: Any = -INF, hi: Any = INF) -> Step:
+        return cls("clamp", u, lo, hi)
+
+    @classmethod
+    def set(cls, u: Any, target: Any) -> Step:
+        return cls("set", u, target)
+
+    @classmethod
+    def steer(cls, w: Any, alpha: Any) -> Step:
+        return cls("steer", w, alpha)
+
+
+class ClampStats(NamedTuple):
+    """Per-row results of a clamp: projections before and after (float32) and
+    whether the row was written (bool), all shaped ``h.shape[:-1]``."""
+
+    p_before: Any
+    p_after: Any
+    changed: Any
+
+
+class Record(NamedTuple):
+    """What a fused program records about step 0's direction, per row:
+    projection before any step, after all steps, and whether a clamp fired."""
+
+    p_in: Any
+    p_out: Any
+    fired: Any
+
+
+def unit(v: Any) -> Any:
+    """``v / ||v||`` in float32 (NumPy or torch). Raises ValueError for a zero
+    or non-finite vector."""
+    if _is_tensor(v):
+        import torch
+
+        v32 = v.detach().to(torch.float32)
+        norm = float(torch.linalg.vector_norm(v32))
+    else:
+        v32 = np.asarray(v, dtype=np.float32)
+        norm = float(np.linalg.norm(v32.astype(np.float64)))
+    if not math.isfinite(norm) or norm == 0.0:
+        raise ValueError(f"v: norm {norm} (expected a finite, non-zero vector to normalise)")
+    return v32 / norm
+
+
+# ---- torch argument conversion ----------------------------------------------------
+
+
+def _dir_t(h: Any, v: Any, name: str, check_unit: bool) -> Any:
+    import torch
+
+    if not isinstance(v, torch.Tensor):
+        v = torch.as_tensor(np.asarray(v, dtype=np.float32))
+    v = v.to(device=h.device, dtype=torch.float32).contiguous()
+    if check_unit and v.is_cuda:
+        # the CUDA kernels cannot check device data; the CPU core checks itself
+        norm = float(torch.linalg.vector_norm(v.double()))
+        if not math.isfinite(norm) or abs(norm - 1.0) > _C.UNIT_TOL:
+            raise ValueError(f"{name} has norm {norm:.6g} (expected a unit vector: divide it by its norm)")
+    return v
+
+
+def _val_t(h: Any, x: Any, name: str) -> Any:
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return x.to(device=h.device, dtype=torch.float32)
+    if x is None:
+        raise ValueError(f"{name}: a value is required")
+    return torch.as_tensor(np.asarray(x, dtype=np.float32), device=h.device)
+
+
+def _mask_t(h: Any, mask: Any) -> Any:
+    import torch
+
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        mask = torch.as_tensor(np.asarray(mask, dtype=bool))
+    return mask.to(device=h.device, dtype=torch.bool)
+
+
+def _check_bounds(lo: Any, hi: Any) -> None:
+    """Scalar bounds: reject what the kernels would treat as nonsense."""
+    for name, v, bad in (("lo", lo, INF), ("hi", hi, -INF)):
+        if isinstance(v, (int, float)) and (math.isnan(v) or v == bad):
+            raise ValueError(
+                f"{name} = {v} (expected a finite bound, or {-bad} for no bound on that side)"
+            )
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo > hi:
+        raise ValueError(f"lo = {lo} > hi = {hi} (expected lo <= hi)")
+
+
+def _program_t(h: Any, steps: Sequence[Step]) -> tuple:
+    """Packs steps into the operator's (dirs (K, d), ops, params (K, 2, ...))."""
+    import torch
+
+    if not steps:
+        raise ValueError("steps: empty (expected at least one Step)")
+    codes, dirs, a_vals, b_vals = [], [], [], []
+    for k, s in enumerate(steps):
+        s = Step(*s)
+        if s.op not in OP_NAMES:
+            raise ValueError(f"steps[{k}].op = {s.op!r} (expected one of {sorted(OP_NAMES)})")
+        code = OP_NAMES[s.op]
+        codes.append(code)
+        dirs.append(_dir_t(h, s.dir, f"steps[{k}].dir", code != OP_NAMES["steer"]))
+        if s.op == "clamp":
+            _check_bounds(-INF if s.a is None else s.a, INF if s.b is None else s.b)
+            a, b = (-INF if s.a is None else s.a), (INF if s.b is None else s.b)
+        elif s.op in ("set", "steer"):
+            a, b = s.a, 0.0
+        else:
+            a, b = 0.0, 0.0
+        a_vals.append(_val_t(h, a, f"steps[{k}].a"))
+        b_vals.append(_val_t(h, b, f"steps[{k}].b"))
+    rows = torch.broadcast_shapes(*(v.shape for v in a_vals + b_vals))
+    params = torch.stack(
+        [torch.stack([a.expand(rows), b.expand(rows)]) for a, b in zip(a_vals, b_vals)]
+    ).contiguous()
+    return torch.stack(dirs), codes, params
+
+
+# ---- NumPy argument conversion ------------------------------------------------------
+
+
+def _program_np(steps: Sequence[Step]) -> tuple:
+    if not steps:
+        raise ValueError("steps: empty (expected at least one Step)")
+    codes, dirs, params = [], [], []
+    for k, s in enumerate(steps):
+        s = Step(*s)
+        if s.op not in OP_NAMES:
+            raise ValueError(f"steps[{k}].op = {s.op!r} (expected one of {sorted(OP_NAMES)})")
+        codes.append(OP_NAMES[s.op])
+        dirs.append(np.asarray(s.dir, dtype=np.float32))
+        if s.op == "clamp":
+            a, b = (-INF if s.a is None else s.a), (INF if s.b is None else s.b)
+            _check_bounds(a, b)
+        elif s.op in ("set", "steer"):
+            a, b = s.a, 0.0
+        else:
+            a, b = 0.0, 0.0
+        params.append((np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)))
+    rows = np.broadcast_shapes(*(p.shape for pair in params for p in pair))
+    packed = np.stack([np.stack([np.broadcast_to(a, rows), np.broadcast_to(b, rows)]) for a, b in params])
+    return np.stack(dirs), codes, np.ascontiguousarray(packed, dtype=np.float32)
+
+
+def _rows_np(h: Any) -> tuple:
+    return tuple(np.shape(h)[:-1])
+
+
+# ---- the operations ----------------------------------------------------------------
+
+
+def project(h: Any, u: Any, *, mask: Any = None, dtype: str | None = None, threads: int = 0) -> Any:
+    """``p[r] = <h[r], u>`` in float32, shaped ``h.shape[:-1]`` (NaN on masked rows).
+
+    ``dtype`` and ``threads`` apply to NumPy input only (see module docs)."""
+    if _is_tensor(h):
+        return _torch_ops().ops.project(h, _dir_t(h, u, "u", True), _mask_t(h, mask))
+    return _C.project(h, u, mask=mask, dtype=dtype, threads=threads)
+
+
+def clamp_(
+    h: Any,
+    u: Any,
+    lo: Any = -INF,
+    hi: Any = INF,
+    *,
+    mask: Any = None,
+    return_stats: bool = False,
+    dtype: str | None = None,
+    threads: int = 0,
+) -> Any:
+    """Activation capping in place: ``h[r] += u (clamp(<h[r], u>, lo, hi) - <h[r], u>)``.
+
+    ``hi = inf`` is a floor (the paper's cap), ``lo = -inf`` a ceiling (the
+    reference code's form), both a band. Returns ``h``, or ``(h, ClampStats)``
+    with ``return_stats=True``."""
+    _check_bounds(lo, hi)
+    if _is_tensor(h):
+        import torch
+
+        to = _torch_ops()
+        rows = h.shape[:-1]
+        stats = None
+        if return_stats:
+            stats = ClampStats(
+                torch.empty(rows, dtype=torch.float32, device=h.device),
+                torch.empty(rows, dtype=torch.float32, device=h.device),
+                torch.empty(rows, dtype=torch.bool, device=h.device),
+            )
+        to.ops.clamp_(
+            h,
+            _dir_t(h, u, "u", True),
+            _val_t(h, lo, "lo"),
+            _val_t(h, hi, "hi"),
+            _mask_t(h, mask),
+            *(stats if stats is not None else (None, None, None)),
+        )
+        return (h, stats) if return_stats else h
+    stats = None
+    if return_stats:
+        rows = _rows_np(h)
+        stats = ClampStats(np.empty(rows, np.float32), np.empty(rows, np.float32), np.empty(rows, bool))
+    _C.clamp_(
+        h,
+        u,
+        lo,
+        hi,
+        mask=mask,
+        p_before=None if stats is None else stats.p_before,
+        p_after=None if stats is None else stats.p_after,
+        changed=None if stats is None else stats.changed,
+        dtype=dtype,
+        threads=threads,
+    )
+    return (h, stats) if return_stats else h
+
+
+def set_projection_(
+    h: Any, u: Any, target: Any, *, mask: Any = None, dtype: str | None = None, threads: int = 0
+) -> Any:
+    """In place: ``h[r] += u (target - <h[r], u>)``. Returns ``h``."""
+    if _is_tensor(h):
+        to = _torch_ops()
+        to.ops.set_projection_(h, _dir_t(h, u, "u", True), _val_t(h, target, "target"), _mask_t(h, mask))
+        return h
+    _C.set_projection_(h, u, target, mask=mask, dtype=dtype, threads=threads)
+    return h
+
+
+def ablate_(h: Any, u: Any, *, mask: Any = None, dtype: str | None = None, threads: int = 0) -> Any:
+    """Directional ablation in place: removes the component of ``h`` along ``u``."""
+    return set_projection_(h, u, 0.0, mask=mask, dtype=dtype, threads=threads)
+
+
+def steer_(
+    h: Any, w: Any, alpha: Any, *, mask: Any = None, dtype: str | None = None, threads: int = 0
+) -> Any:
+    """In place: ``h[r] += alpha w``, ``w`` any vector (not normalised). Returns ``h``."""
+    if _is_tensor(h):
+        to = _torch_ops()
+        to.ops.steer_(h, _dir_t(h, w, "w", False), _val_t(h, alpha, "alpha"), _mask_t(h, mask))
+        return h
+    _C.steer_(h, w, alpha, mask=mask, dtype=dtype, threads=threads)
+    return h
+
+
+def apply_(
+    h: Any,
+    steps: Sequence[Step],
+    *,
+    mask: Any = None,
+    record: bool = False,
+    dtype: str | None = None,
+    threads: int = 0,
+) -> Any:
+    """Runs ``steps`` on every row in one pass, in order, each step seeing the
+    result of the previous one (how a reference capping config's several
+    vectors on one layer apply). Returns ``h``, or ``(h, Record)`` with
+    ``record=True`` (projections on step 0's direction before and after, and
+    whether any clamp fired)."""
+    if _is_tensor(h):
+        import torch
+
+        to = _torch_ops()
+        dirs, codes, params = _program_t(h, steps)
+        rec = None
+        if record:
+            rows = h.shape[:-1]
+            rec = Record(
+                torch.empty(rows, dtype=torch.float32, device=h.device),
+                torch.empty(rows, dtype=torch.float32, device=h.device),
+                torch.empty(rows, dtype=torch.bool, device=h.device),
+            )
+        to.ops.apply_(h, dirs, codes, params, _mask_t(h, mask), *(rec if rec else (None, None, None)))
+        return (h, rec) if record else h
+    dirs, codes, params = _program_np(steps)
+    rec = None
+    if record:
+        rows = _rows_np(h)
+        rec = Record(np.empty(rows, np.float32), np.empty(rows, np.float32), np.empty(rows, bool))
+    _C.apply_(
+        h,
+        dirs,
+        codes,
+        params,
+        mask=mask,
+        p_in=None if rec is None else rec.p_in,
+        p_out=None if rec is None else rec.p_out,
+        fired=None if rec is None else rec.fired,
+        dtype=dtype,
+        threads=threads,
+    )
+    return (h, rec) if record else h
+
+
+def apply(h: Any, steps: Sequence[Step], *, mask: Any = None, dtype: str | None = None, threads: int = 0) -> Any:
+    """Out-of-place :func:`apply_`. For torch tensors the result is
+    differentiable with respect to ``h`` (a clamp or set step that wrote a row
+    maps the gradient through ``I - u uᵀ``); directions and parameters are
+    treated as constants and must not require grad."""
+    if _is_tensor(h):
+        to = _torch_ops()
+        dirs, codes, params = _program_t(h, steps)
+        out, _ = to.ops.apply(h, dirs, codes, params, _mask_t(h, mask))
+        return out
+    out = np.array(h, copy=True, order="C")
+    return apply_(out, steps, mask=mask, dtype=dtype, threads=threads)
+
+
+def clamp(h: Any, u: Any, lo: Any = -INF, hi: Any = INF, *, mask: Any = None, **kw: Any) -> Any:
+    """Out-of-place :func:`clamp_` (differentiable with respect to ``h`` for tensors)."""
+    return apply(h, [Step.clamp(u, lo, hi)], mask=mask, **kw)
+
+
+def set_projection(h: Any, u: Any, target: Any, *, mask: Any = None, **kw: Any) -> Any:
+    """Out-of-place :func:`set_projection_`."""
+    return apply(h, [Step.set(u, target)], mask=mask, **kw)
+
+
+def ablate(h: Any, u: Any, *, mask: Any = None, **kw: Any) -> Any:
+    """Out-of-place :func:`ablate_`."""
+    return apply(h, [Step.set(u, 0.0)], mask=mask, **kw)
+
+
+def steer(h: Any, w: Any, alpha: Any, *, mask: Any = None, **kw: Any) -> Any:
+    """Out-of-place :func:`steer_`."""
+    return apply(h, [Step.steer(w, alpha)], mask=mask, **kw)

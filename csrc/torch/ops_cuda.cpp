@@ -1,0 +1,88 @@
+// ops_cuda.cpp - registers the CUDA kernels of the core (csrc/core/cuda.cu)
+// as the CUDA implementations of the axis_steer operators. Compiled only in
+// CUDA builds (AXS_WITH_CUDA). Work is enqueued on the current torch stream
+// of h's device; nothing here synchronises, allocates per data or reads
+// device memory, so the operators can be captured in CUDA graphs.
+//
+// The CUDA entry points cannot check what lives in device memory (unit norm
+// of directions, per-row lo <= hi); axis_steer's Python layer checks those
+// when values are set (see axis_steer/ops.py and hooks).
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "ops.h"
+
+namespace axis_steer {
+namespace {
+
+axs_fin no_fin() { return axs_fin{nullptr, 0, 0}; }
+
+struct CudaBackend {
+  struct Guard {
+    explicit Guard(const at::Tensor& h) : device(h.device()) {
+      TORCH_CHECK_VALUE(h.is_cuda(), "h: expected a CUDA tensor, got one on ", h.device());
+    }
+    c10::cuda::CUDAGuard device;
+  };
+
+  static void* stream() { return static_cast<void*>(at::cuda::getCurrentCUDAStream().stream()); }
+
+  static axs_status one_step(axs_rows h, axs_step s, axs_bin mask) {
+    axs_record rec{};
+    return axs_apply_cuda_(h, &s, 1, mask, rec, stream());
+  }
+
+  static axs_status project(axs_rows h, const float* u, axs_bin mask, axs_fout p) {
+    return axs_project_cuda(h, u, mask, p, stream());
+  }
+
+  static axs_status clamp_(axs_rows h, const float* u, axs_fin lo, axs_fin hi, axs_bin mask, axs_fout pb,
+                           axs_fout pa, axs_bout changed) {
+    axs_step s{};
+    s.op = AXS_CLAMP;
+    s.dir = u;
+    s.a = lo;
+    s.b = hi;
+    s.p_before = pb;
+    s.p_after = pa;
+    s.changed = changed;
+    return one_step(h, s, mask);
+  }
+
+  static axs_status set_projection_(axs_rows h, const float* u, axs_fin t, axs_bin mask, axs_fout pb) {
+    axs_step s{};
+    s.op = AXS_SET;
+    s.dir = u;
+    s.a = t;
+    s.b = no_fin();
+    s.p_before = pb;
+    return one_step(h, s, mask);
+  }
+
+  static axs_status steer_(axs_rows h, const float* w, axs_fin alpha, axs_bin mask) {
+    axs_step s{};
+    s.op = AXS_STEER;
+    s.dir = w;
+    s.a = alpha;
+    s.b = no_fin();
+    return one_step(h, s, mask);
+  }
+
+  static axs_status apply_(const Program& pg) {
+    return axs_apply_cuda_(pg.h, pg.steps.data(), pg.n_steps, pg.mask, pg.rec, stream());
+  }
+};
+
+}  // namespace
+}  // namespace axis_steer
+
+TORCH_LIBRARY_IMPL(axis_steer, CUDA, m) {
+  using B = axis_steer::CudaBackend;
+  m.impl("project", &axis_steer::project_impl<B>);
+  m.impl("clamp_", &axis_steer::clamp_impl<B>);
+  m.impl("set_projection_", &axis_steer::set_projection_impl<B>);
+  m.impl("steer_", &axis_steer::steer_impl<B>);
+  m.impl("apply_", &axis_steer::apply_inplace_impl<B>);
+  m.impl("apply", &axis_steer::apply_impl<B>);
+}

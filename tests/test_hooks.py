@@ -1,0 +1,570 @@
+"""Capping, steering, ablation and monitoring through forward hooks, on tiny
+random-weight models of every supported architecture."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from axis_steer import formats  # noqa: E402
+from axis_steer.errors import AxisSteerError  # noqa: E402
+from axis_steer.hooks import Attachment, residual_norms  # noqa: E402
+from axis_steer.models import find_layers  # noqa: E402
+from axis_steer.reference import reference_style_cap_hook  # noqa: E402
+
+from zoo import ARCHS, HIDDEN, LAYERS, VOCAB, random_axis, tiny_model  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def unit(v):
+    return v / v.norm()
+
+
+class Capture:
+    """Records block outputs (after axis_steer's hooks, which run first)."""
+
+    def __init__(self, model, layers):
+        self.blocks = find_layers(model).blocks
+        self.outs: dict[int, list] = {i: [] for i in layers}
+        self.handles = [self.blocks[i].register_forward_hook(self._make(i)) for i in layers]
+
+    def _make(self, i):
+        def hook(mod, args, out):
+            h = out if isinstance(out, torch.Tensor) else out[0]
+            self.outs[i].append(h.detach().clone())
+
+        return hook
+
+    def cat(self, i):
+        return torch.cat(self.outs[i], dim=1)
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+def batch(seed=0, b=2, s=7, pad=(2, 0)):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (b, s), generator=g)
+    am = torch.ones(b, s, dtype=torch.long)
+    for r, p in enumerate(pad):
+        am[r, :p] = 0
+        ids[r, :p] = 0
+    return ids, am
+
+
+def thresholds_from(model, axis, layers, q=0.6):
+    """Per-layer floors that many tokens are below (from an uncapped pass)."""
+    ids, am = batch(5, b=2, s=12, pad=(0, 0))
+    cap = Capture(model, layers)
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=am)
+    cap.close()
+    return {i: float(torch.quantile(cap.cat(i) @ unit(axis[i]), q)) for i in layers}
+
+
+# ---- discovery -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_discovery_and_capping_on_every_architecture(arch):
+    model = tiny_model(arch)
+    found = find_layers(model)
+    assert len(found) == LAYERS and found.hidden_size == HIDDEN
+    axis = random_axis()
+    layers = [1, 2]
+    taus = thresholds_from(model, axis, layers)
+    ids, am = batch(1)
+    with torch.no_grad():
+        base = model(input_ids=ids, attention_mask=am).logits
+    att = Attachment(model, axis)
+    att.cap(layers, taus)
+    mon = att.monitor(layers)
+    cap = Capture(model, layers)  # registered after: sees the capped outputs
+    with att, torch.no_grad():
+        out = model(input_ids=ids, attention_mask=am).logits
+    cap.close()
+    real = am.bool()
+    for i in layers:
+        p = cap.outs[i][0] @ unit(axis[i])
+        assert (p[real] >= taus[i] - 1e-4).all(), (arch, i)
+    r = mon.readings()
+    assert np.isnan(r.p_in[0, :, :2]).all()  # padding never recorded
+    assert r.fired.any() and not torch.equal(base, out)
+    assert all(not blk._forward_hooks for blk in found.blocks)  # hooks gone
+    assert not found.backbone._forward_pre_hooks
+
+
+def test_discovery_sees_through_wrappers_and_takes_an_override():
+    model = tiny_model("llama")
+    compiled = torch.compile(model, backend="eager")
+    assert find_layers(compiled).blocks is model.model.layers
+    peft = pytest.importorskip("peft")
+    lora = peft.get_peft_model(tiny_model("llama"), peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    assert len(find_layers(lora)) == LAYERS
+    assert find_layers(model, layers="model.layers").blocks is model.model.layers
+    assert find_layers(model, layers=model.model.layers).path == "model.layers"
+    with pytest.raises(ValueError, match="has no attribute"):
+        find_layers(model, layers="model.blocks")
+
+
+def test_discovery_finds_the_language_model_inside_gemma3_multimodal():
+    T = transformers
+    text = T.Gemma3TextConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, head_dim=8,
+    )
+    vision = T.SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  image_size=28, patch_size=14)
+    cfg = T.Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4)
+    model = T.Gemma3ForConditionalGeneration(cfg).eval()
+    found = find_layers(model)
+    assert len(found) == 3 and type(found.blocks[0]).__name__ == "Gemma3DecoderLayer"
+    assert found.hidden_size == HIDDEN
+
+
+def test_unknown_structure_lists_what_was_looked_for():
+    class Weird(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(4, 4)
+
+    with pytest.raises(AxisSteerError, match="ModuleList"):
+        find_layers(Weird())
+
+
+# ---- semantics --------------------------------------------------------------------------------
+
+
+def test_tokens_above_the_floor_are_untouched():
+    model = tiny_model("llama")
+    axis = random_axis()
+    layer = 1
+    taus = thresholds_from(model, axis, [layer], q=0.5)
+    ids, am = batch(2, pad=(0, 0))
+    cap = Capture(model, [layer])
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=am)
+    base = cap.cat(layer)
+    cap.outs[layer].clear()
+    att = Attachment(model, axis)
+    att.cap(layer, taus[layer])
+    with att, torch.no_grad():
+        model(input_ids=ids, attention_mask=am)
+    cap.close()
+    capped = cap.cat(layer)
+    above = (base @ unit(axis[layer])) >= taus[layer]
+    assert above.any() and (~above).any()
+    assert torch.equal(capped[above], base[above])  # bit for bit
+    assert not torch.equal(capped[~above], base[~above])
+
+
+def test_generation_with_and_without_cache_is_identical():
+    model = tiny_model("llama")
+    axis = random_axis()
+    taus = thresholds_from(model, axis, [1, 2, 3])
+    ids, am = batch(3)
+    att = Attachment(model, axis)
+    att.cap([1, 2, 3], taus)
+    mon = att.monitor([2])
+    with att:
+        a = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=8, do_sample=False)
+        ra = mon.readings()
+        b = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=8, do_sample=False, use_cache=False)
+        rb = mon.readings()
+    assert torch.equal(a, b)
+    np.testing.assert_allclose(ra.p_in, rb.p_in, atol=2e-5, equal_nan=True)
+    assert ra.fired.any()
+
+
+def test_left_padded_batch_equals_each_sequence_alone():
+    model = tiny_model("qwen2")
+    axis = random_axis()
+    taus = thresholds_from(model, axis, [1, 2])
+    g = torch.Generator().manual_seed(9)
+    seqs = [torch.randint(3, VOCAB, (n,), generator=g) for n in (5, 9, 7)]
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros(3, width, dtype=torch.long)
+    am = torch.zeros(3, width, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, width - len(s):] = s
+        am[r, width - len(s):] = 1
+    att = Attachment(model, axis)
+    att.cap([1, 2], taus)
+    mon = att.monitor([1, 2])
+    with att:
+        out = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=6, do_sample=False)
+        rb = mon.readings()
+        for r, s in enumerate(seqs):
+            alone = model.generate(input_ids=s[None], attention_mask=torch.ones(1, len(s), dtype=torch.long),
+                                   max_new_tokens=6, do_sample=False)
+            ra = mon.readings()
+            assert torch.equal(alone[0, len(s):], out[r, width:]), r
+            np.testing.assert_allclose(ra.row(0, 1), rb.row(r, 1), atol=2e-5)
+            np.testing.assert_allclose(ra.row(0, 2, "p_out"), rb.row(r, 2, "p_out"), atol=2e-5)
+            assert np.array_equal(ra.row(0, 2, "fired"), rb.row(r, 2, "fired"))
+    assert rb.valid.sum(1).tolist() == [len(s) + 5 for s in seqs]
+
+
+def test_monitoring_equals_a_teacher_forced_pass():
+    model = tiny_model("gemma2")
+    axis = random_axis()
+    taus = thresholds_from(model, axis, [2])
+    ids, am = batch(4, pad=(3, 0))
+    att = Attachment(model, axis)
+    att.cap(2, taus[2])
+    mon = att.monitor([1, 2])
+    with att:
+        out = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=7, do_sample=True, top_k=5,
+                             generator=None)
+        gen = mon.readings()
+        full = out[:, :-1]
+        full_am = torch.cat([am, torch.ones(2, full.shape[1] - am.shape[1], dtype=torch.long)], 1)
+        with torch.no_grad():
+            model(input_ids=full, attention_mask=full_am)
+        tf = mon.readings()
+    np.testing.assert_allclose(gen.p_in, tf.p_in, atol=3e-5, equal_nan=True)
+    np.testing.assert_allclose(gen.p_out, tf.p_out, atol=3e-5, equal_nan=True)
+    assert np.array_equal(gen.fired, tf.fired)
+    assert np.array_equal(gen.tokens[gen.valid], full[torch.as_tensor(gen.valid)].numpy())
+
+
+def test_hooks_are_removed_after_an_exception_inside_generate():
+    model = tiny_model("llama")
+    att = Attachment(model, random_axis())
+    att.cap([0, 3], 0.0)
+    att.monitor([1])
+
+    class Boom(transformers.LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            raise RuntimeError("boom")
+
+    ids, am = batch(0)
+    with pytest.raises(RuntimeError, match="boom"):
+        with att:
+            model.generate(input_ids=ids, attention_mask=am, max_new_tokens=3,
+                           logits_processor=transformers.LogitsProcessorList([Boom()]))
+    found = find_layers(model)
+    assert all(not b._forward_hooks for b in found.blocks) and not found.backbone._forward_pre_hooks
+    assert not att.attached
+
+
+def test_entering_twice_is_an_error_and_detach_is_idempotent():
+    model = tiny_model("llama")
+    att = Attachment(model, random_axis())
+    att.cap(1, 0.0)
+    with att:
+        with pytest.raises(AxisSteerError, match="already attached"):
+            att.attach()
+    att.detach()
+    att.detach()
+
+
+def test_reference_config_parity_with_the_reference_formula():
+    """A reference capping experiment (ceilings on v = -axis with negative caps,
+    two vectors on one layer) gives exactly the reference code's result."""
+    model = tiny_model("llama")
+    axis = random_axis()
+    g = torch.Generator().manual_seed(4)
+    extra = torch.randn(HIDDEN, generator=g)
+    taus = thresholds_from(model, axis, [1, 2])
+    cfg = formats.ReferenceCappingConfig(
+        vectors={
+            "neg1": (-axis[1], 1),
+            "neg2": (-axis[2], 2),
+            "other2": (extra, 2),
+            "steer": (axis[3], 3),
+        },
+        experiments=[
+            {"id": "warmup", "interventions": []},
+            {
+                "id": "layers_1:3-p0.25",
+                "interventions": [
+                    {"vector": "neg1", "cap": -taus[1]},
+                    {"vector": "neg2", "cap": -taus[2]},
+                    {"vector": "other2", "cap": 0.1},
+                    {"vector": "steer"},  # no cap: not capping, skipped
+                ],
+            },
+        ],
+    )
+    exp = cfg.experiment("layers_1:3-p0.25")
+    assert exp.metadata["skipped_without_cap"] == ["steer"]
+    assert cfg.experiment(1).entries[0].name == "neg1"
+    ids, am = batch(6, pad=(0, 0))
+    blocks = find_layers(model).blocks
+    handles = [
+        blocks[1].register_forward_hook(reference_style_cap_hook([(-axis[1], -taus[1])])),
+        blocks[2].register_forward_hook(reference_style_cap_hook([(-axis[2], -taus[2]), (extra, 0.1)])),
+    ]
+    with torch.no_grad():
+        ref = model(input_ids=ids, attention_mask=am, output_hidden_states=True)
+    for h in handles:
+        h.remove()
+    att = Attachment(model, axis)
+    att.cap_config(exp)
+    with att, torch.no_grad():
+        got = model(input_ids=ids, attention_mask=am, output_hidden_states=True)
+    for i in (2, 3):  # layer outputs after the capped blocks
+        torch.testing.assert_close(got.hidden_states[i], ref.hidden_states[i], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.logits, ref.logits, atol=1e-4, rtol=1e-4)
+    # and on the +axis, ceiling at -tau on -axis is a floor at tau
+    assert (got.hidden_states[2] @ unit(axis[1]) >= taus[1] - 1e-4).all()
+
+
+def test_output_hidden_states_reflect_capping():
+    model = tiny_model("llama")
+    axis = random_axis()
+    taus = thresholds_from(model, axis, [2])
+    ids, am = batch(7, pad=(0, 0))
+    att = Attachment(model, axis)
+    att.cap(2, taus[2])
+    with att, torch.no_grad():
+        hs = model(input_ids=ids, attention_mask=am, output_hidden_states=True).hidden_states
+    assert (hs[3] @ unit(axis[2]) >= taus[2] - 1e-4).all()
+
+
+# ---- retuning, per-row control, composition ----------------------------------------------------
+
+
+def test_retuning_touches_tensors_only():
+    model = tiny_model("llama")
+    axis = random_axis()
+    att = Attachment(model, axis)
+    cap = att.cap([1, 2], 0.0)
+    att.monitor([1])
+    blocks = find_layers(model).blocks
+    with att:
+        hooks_before = {i: list(blocks[i]._forward_hooks.values()) for i in (1, 2)}
+        params = {i: att._programs[i].params for i in (1, 2)}
+        cap.set_thresholds({1: 0.5, 2: -0.5})
+        cap.disable()
+        assert torch.isinf(att._programs[1].params).all()
+        cap.enable()
+        assert att._programs[1].params[0, 0] == 0.5  # the cap is step 0 (on the axis: the monitor reuses it)
+        assert len(att._programs[1].ops) == 1
+        assert {i: list(blocks[i]._forward_hooks.values()) for i in (1, 2)} == hooks_before
+        assert all(att._programs[i].params is params[i] for i in (1, 2))
+
+
+def test_per_row_control_mixes_capped_and_uncapped_sequences():
+    model = tiny_model("llama")
+    axis = random_axis()
+    taus = thresholds_from(model, axis, [1, 2], q=0.8)
+    ids, am = batch(8, b=3, pad=(0, 2, 1))
+    with torch.no_grad():
+        base = model(input_ids=ids, attention_mask=am).logits
+    att = Attachment(model, axis)
+    cap = att.cap([1, 2], taus)
+    cap.enable([True, False, True])
+    with att, torch.no_grad():
+        mixed = model(input_ids=ids, attention_mask=am).logits
+        cap.enable(True)
+        cap.set_thresholds(torch.tensor([[taus[1], taus[2]], [-1e9, -1e9], [taus[1], taus[2]]]))
+        per_row = model(input_ids=ids, attention_mask=am).logits
+        with pytest.raises(AxisSteerError, match="batch of 3"):
+            model(input_ids=ids[:2], attention_mask=am[:2])
+    assert torch.equal(mixed[1], base[1])
+    assert not torch.allclose(mixed[0], base[0])
+    torch.testing.assert_close(per_row, mixed)
+
+
+def test_two_attachments_compose_in_attach_order():
+    model = tiny_model("llama")
+    axis = random_axis()
+    layer = 2
+    ids, am = batch(9, pad=(0, 0))
+    # A pins the projection to 1.0, B pins it to -1.0: the last one wins
+    a = Attachment(model, axis)
+    a.ablate(layer, target=1.0)
+    b = Attachment(model, axis)
+    b.ablate(layer, target=-1.0)
+    cap = Capture(model, [layer])
+    with a, b, torch.no_grad():
+        model(input_ids=ids, attention_mask=am)
+    cap.close()
+    p = cap.cat(layer) @ unit(axis[layer])
+    torch.testing.assert_close(p, torch.full_like(p, -1.0), atol=1e-5, rtol=0)
+    blocks = find_layers(model).blocks
+    assert not blocks[layer]._forward_hooks
+
+
+def test_steering_units_and_direction():
+    model = tiny_model("llama")
+    axis = random_axis() * 3
+    layer = 1
+    ids, am = batch(10, pad=(0, 0))
+    norms = residual_norms(model, {"input_ids": ids, "attention_mask": am})
+    assert set(norms) == set(range(LAYERS)) and all(v > 0 for v in norms.values())
+    cap = Capture(model, [layer])
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=am)
+    base = cap.cat(layer)
+    for units, coef, expect in (
+        ("axis", 2.0, 2.0 * axis[layer].norm()),
+        ("residual", 0.5, 0.5 * norms[layer]),
+        ("axis", -1.0, -1.0 * axis[layer].norm()),
+    ):
+        cap.outs[layer].clear()
+        att = Attachment(model, axis)
+        att.steer(layer, coef, units=units, residual_norms=norms)
+        with att, torch.no_grad():
+            model(input_ids=ids, attention_mask=am)
+        shift = (cap.cat(layer) - base) @ unit(axis[layer])
+        torch.testing.assert_close(shift, torch.full_like(shift, float(expect)), atol=1e-4, rtol=1e-4)
+    cap.close()
+
+
+def test_ablation_zeroes_the_projection():
+    model = tiny_model("olmo2")
+    axis = random_axis()
+    att = Attachment(model, axis)
+    att.ablate([0, 3])
+    mon = att.monitor([0, 3])
+    ids, am = batch(11)
+    with att, torch.no_grad():
+        model(input_ids=ids, attention_mask=am)
+    r = mon.readings()
+    vals = r.p_out[np.broadcast_to(r.valid[:, None, :], r.p_out.shape)]
+    assert np.abs(vals).max() < 1e-5
+    assert np.abs(r.p_in[np.broadcast_to(r.valid[:, None, :], r.p_in.shape)]).max() > 1e-3
+
+
+# ---- torch.compile -----------------------------------------------------------------------------
+
+
+def test_compiled_model_does_not_recompile_when_retuned_and_honours_detach():
+    model = tiny_model("llama")
+    axis = random_axis()
+    taus = thresholds_from(model, axis, [1, 2])
+    ids, am = batch(12, pad=(0, 0))
+    torch._dynamo.reset()
+    compiles = []
+
+    def backend(gm, example_inputs):
+        compiles.append(gm)
+        return gm.forward
+
+    att = Attachment(model, axis)
+    cap = att.cap([1, 2], taus)
+    mon = att.monitor([2]).prepare(batch=2, capacity=64)
+    att.attach()
+    fn = torch.compile(model, backend=backend)
+    with torch.no_grad():
+        eager_cap = None
+        out1 = fn(input_ids=ids, attention_mask=am).logits
+        n = len(compiles)
+        cap.set_thresholds({1: taus[1] + 0.3, 2: taus[2] + 0.3})
+        out2 = fn(input_ids=ids, attention_mask=am).logits
+        cap.disable()
+        out3 = fn(input_ids=ids, attention_mask=am).logits
+        cap.enable()
+        out4 = fn(input_ids=ids, attention_mask=am).logits
+        assert len(compiles) == n, "retuning recompiled"
+        r = mon.readings()
+        assert r.fired.any()
+        att.detach()
+        eager_cap = model(input_ids=ids, attention_mask=am).logits  # no hooks now
+        out5 = fn(input_ids=ids, attention_mask=am).logits
+    assert not torch.equal(out1, out2) and not torch.equal(out2, out3)
+    torch.testing.assert_close(out2, out4)  # re-enabled with the retuned thresholds
+    torch.testing.assert_close(out3, eager_cap)  # disabled == no capping
+    torch.testing.assert_close(out5, eager_cap)  # detached: compiled code follows
+    torch._dynamo.reset()
+
+
+def test_attaching_to_a_compiled_model_is_refused():
+    model = tiny_model("llama")
+    compiled = torch.compile(model, backend="eager")
+    with pytest.raises(AxisSteerError, match="compiled"):
+        Attachment(compiled, random_axis()).attach()
+    Attachment(compiled, random_axis()).attach(allow_compiled=True).detach()
+
+
+# ---- gradients -----------------------------------------------------------------------------------
+
+
+def test_grad_mode_uses_the_differentiable_path_and_checkpointing_does_not_double_count():
+    model = tiny_model("llama")
+    model.train()
+    axis = random_axis()
+    ids, am = batch(13, pad=(0, 0))
+    att = Attachment(model, axis)
+    att.cap([1, 2], 0.2)
+    mon = att.monitor([1])
+    with att:
+        out = model(input_ids=ids, attention_mask=am, labels=ids)
+        out.loss.backward()
+        plain = mon.readings()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        model.zero_grad()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        out2 = model(input_ids=ids, attention_mask=am, labels=ids)
+        out2.loss.backward()
+        ckpt = mon.readings()
+        grads2 = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    assert int(mon._count) == 2  # the recomputation recorded nothing
+    np.testing.assert_allclose(plain.p_in, ckpt.p_in, atol=1e-5)
+    torch.testing.assert_close(out.loss, out2.loss)
+    for g1, g2 in zip(grads, grads2):
+        torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "build, exc, words",
+    [
+        (lambda m, a: Attachment(m, a[:, :5]), ValueError, "does not fit"),
+        (lambda m, a: Attachment(m, a[:2]), ValueError, "does not fit"),
+        (lambda m, a: Attachment(m, a * float("nan")), ValueError, "NaN"),
+        (lambda m, a: Attachment(m, a).cap(9, 0.0), ValueError, "out of range"),
+        (lambda m, a: Attachment(m, a).cap([], 0.0), ValueError, "empty"),
+        (lambda m, a: Attachment(m, a).cap([1, 1], 0.0), ValueError, "repeat"),
+        (lambda m, a: Attachment(m, a).cap(1, float("nan")), ValueError, "NaN"),
+        (lambda m, a: Attachment(m, a).cap(1, math.inf), ValueError, "not a bound"),
+        (lambda m, a: Attachment(m, a).cap(1, 0.0, side="top"), ValueError, "side"),
+        (lambda m, a: Attachment(m, a).cap(1, (2.0, 1.0), side="band"), ValueError, "lo = 2.0 > hi"),
+        (lambda m, a: Attachment(m, a).cap([1, 2], [0.1, 0.2, 0.3]), ValueError, "3 values for 2 layers"),
+        (lambda m, a: Attachment(m, a).cap([1, 2], {1: 0.0}), ValueError, "no value for layers"),
+        (lambda m, a: Attachment(m, a.clone().index_fill_(0, torch.tensor([1]), 0.0)).cap(1, 0.0), ValueError, "norm 0"),
+        (lambda m, a: Attachment(m, a).cap(1, 0.0, direction=torch.zeros(HIDDEN)), ValueError, "norm"),
+        (lambda m, a: Attachment(m, a).cap(1, 0.0, direction=torch.ones(7)), ValueError, "shape"),
+        (lambda m, a: Attachment(m, a).steer(1, 1.0, units="percent"), ValueError, "units"),
+        (lambda m, a: Attachment(m, a).steer(1, 1.0, units="residual"), ValueError, "residual_norms"),
+        (lambda m, a: Attachment(m, a).steer(1, float("inf")), ValueError, "finite"),
+        (lambda m, a: Attachment(m, a).ablate(1, target=float("nan")), ValueError, "finite"),
+        (lambda m, a: Attachment(m, a).monitor([0], capacity=0), ValueError, "capacity"),
+        (lambda m, a: Attachment(m).monitor([0]), ValueError, "no axis"),
+        (lambda m, a: Attachment(m, a).cap_config(formats.CapConfig([])), ValueError, "no capping entries"),
+        (lambda m, a: Attachment(m, a).cap_config(formats.CapConfig([formats.CapEntry(7, a[0])])), ValueError, "out of range"),
+        (lambda m, a: Attachment(m, a).monitor([1]).readings(), AxisSteerError, "no forward pass"),
+    ],
+)
+def test_bad_input_is_a_clear_error(build, exc, words):
+    model = tiny_model("llama")
+    with pytest.raises(exc, match=words):
+        build(model, random_axis())
+    found = find_layers(model)
+    assert all(not b._forward_hooks for b in found.blocks)
+
+
+def test_per_row_values_must_match_the_batch():
+    model = tiny_model("llama")
+    att = Attachment(model, random_axis())
+    cap = att.cap([1], torch.tensor([[0.1], [0.2]]))  # (batch, layers): per row
+    with pytest.raises(ValueError, match="batch 2"):
+        cap.set_thresholds({1: torch.tensor([0.1, 0.2, 0.3])})
+    with pytest.raises(AxisSteerError, match="per-row values"):
+        att.clear_rows()
+    cap.set_thresholds(0.1)
+    att.clear_rows()
+    with att, torch.no_grad():
+        model(input_ids=torch.randint(3, VOCAB, (5, 4)))
