@@ -62,7 +62,7 @@ class BuildExt(build_ext):
 numpy_module = Extension(
     "axis_steer._C",
     sources=["csrc/python/module.c"],
-    include_dirs=[numpy.get_include(), "csrc"],
+    include_dirs=[numpy.get_include(), os.path.join(HERE, "csrc")],
     extra_compile_args=["-std=c11", *COMMON, *OMP],
     extra_link_args=OMP,
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION")],
@@ -137,10 +137,22 @@ torch_exts, torch_build_ext = torch_modules()
 if torch_build_ext is not None:
 
     class BuildExtWithTorch(torch_build_ext):
+        """torch's builder for the operators; the plain C compiler for the
+        NumPy module (torch's would compile module.c as C++)."""
+
         def run(self):
             if self.distribution.has_c_libraries():
                 self.run_command("build_clib")
             super().run()
+
+        def build_extension(self, ext):
+            if ext.name != numpy_module.name:
+                return super().build_extension(ext)
+            patched = {k: self.compiler.__dict__.pop(k) for k in ("compile", "_compile") if k in self.compiler.__dict__}
+            try:
+                return build_ext.build_extension(self, ext)
+            finally:
+                self.compiler.__dict__.update(patched)
 
     cmdclass = {"build_ext": BuildExtWithTorch}
 else:

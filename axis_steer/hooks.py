@@ -49,14 +49,13 @@ from __future__ import annotations
 import inspect
 import math
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from axis_steer import _torch_ops
 from axis_steer.errors import AxisSteerError
 from axis_steer.formats import Axis, CapConfig
 from axis_steer.models import Layers, find_layers, module_device, unwrap
@@ -186,7 +185,7 @@ class _ModelHooks:
             att._check_batch(st.batch)
             for mon in att._monitors:
                 mon._begin_forward(st, ids, cache)
-        for dev, off in self.offsets.items():
+        for off in self.offsets.values():
             if isinstance(st.past, torch.Tensor):
                 off.copy_(st.past)
             else:
@@ -488,6 +487,10 @@ class Monitor:
         self._seen = True
         self._count.add_(1)
 
+    def remove(self) -> None:
+        """Stops monitoring (the layer's hook goes if nothing else runs there)."""
+        self._att._remove(self)
+
     def prepare(self, batch: int, capacity: int | None = None, device: Any = None) -> Monitor:
         """Allocates the buffers for ``batch`` rows and ``capacity`` tokens now.
         Eager runs do this by themselves; under torch.compile, a first call
@@ -528,9 +531,10 @@ class Monitor:
                 f"the sequence reached {length} tokens but the monitor holds {self.capacity}; readings past "
                 "that were not recorded. Create the monitor with a larger capacity."
             )
-        p_in = np.stack([self._bufs[l][0][:, :length].float().cpu().numpy() for l in self.layers], 1)
-        p_out = np.stack([self._bufs[l][1][:, :length].float().cpu().numpy() for l in self.layers], 1)
-        fired = np.stack([self._bufs[l][2][:, :length].cpu().numpy() for l in self.layers], 1)
+        bufs = [self._bufs[layer] for layer in self.layers]
+        p_in = np.stack([b[0][:, :length].float().cpu().numpy() for b in bufs], 1)
+        p_out = np.stack([b[1][:, :length].float().cpu().numpy() for b in bufs], 1)
+        fired = np.stack([b[2][:, :length].cpu().numpy() for b in bufs], 1)
         valid = self._valid[:, :length].cpu().numpy()
         tokens = self._tokens[:, :length].cpu().numpy()
         p_in[~np.broadcast_to(valid[:, None, :], p_in.shape)] = np.nan

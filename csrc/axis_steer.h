@@ -173,28 +173,24 @@ int axs_default_threads(void);
 
 /* p[r] = <h[r], u>.   h: (n_outer, n_inner, d) read only; u: (d,) unit;
  * p: (n_outer, n_inner) float32. */
-axs_status axs_project(axs_rows h, const float *u, axs_bin mask, axs_fout p,
-                       int n_threads);
+axs_status axs_project(axs_rows h, const float *u, axs_bin mask, axs_fout p, int n_threads);
 
 /* h[r] <- h[r] + u (clamp(p, lo, hi) - p), in place. u: (d,) unit; lo, hi:
  * per-row values (a NULL lo is -inf, a NULL hi is +inf). */
-axs_status axs_clamp_(axs_rows h, const float *u, axs_fin lo, axs_fin hi,
-                      axs_bin mask, axs_fout p_before, axs_fout p_after,
-                      axs_bout changed, int n_threads);
+axs_status axs_clamp_(axs_rows h, const float *u, axs_fin lo, axs_fin hi, axs_bin mask,
+                      axs_fout p_before, axs_fout p_after, axs_bout changed, int n_threads);
 
 /* h[r] <- h[r] + u (t - p), in place; t = 0 ablates the direction. */
-axs_status axs_set_projection_(axs_rows h, const float *u, axs_fin t,
-                               axs_bin mask, axs_fout p_before,
-                               int n_threads);
+axs_status axs_set_projection_(axs_rows h, const float *u, axs_fin t, axs_bin mask,
+                               axs_fout p_before, int n_threads);
 
 /* h[r] <- h[r] + alpha[r] w, in place. w: (d,) any finite vector. */
-axs_status axs_steer_(axs_rows h, const float *w, axs_fin alpha, axs_bin mask,
-                      int n_threads);
+axs_status axs_steer_(axs_rows h, const float *w, axs_fin alpha, axs_bin mask, int n_threads);
 
 /* Runs steps[0 .. n_steps) on every row, in order, in one pass over h.
  * 1 <= n_steps <= AXS_MAX_STEPS. */
-axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps,
-                      axs_bin mask, axs_record rec, int n_threads);
+axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
+                      int n_threads);
 
 /* ---- CUDA (declared always, defined only in builds with CUDA) ------------
  * The same contracts on device pointers: h, directions, parameters, masks
@@ -205,11 +201,10 @@ axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps,
  * device data (unit norm of a direction, per-row lo <= hi) are the caller's
  * job; the kernels apply the rules above to whatever they are given.
  * AXS_EDEVICE reports a launch failure (its message names the CUDA error). */
-axs_status axs_project_cuda(axs_rows h, const float *u, axs_bin mask,
-                            axs_fout p, void *stream);
+axs_status axs_project_cuda(axs_rows h, const float *u, axs_bin mask, axs_fout p, void *stream);
 
-axs_status axs_apply_cuda_(axs_rows h, const axs_step *steps, int n_steps,
-                           axs_bin mask, axs_record rec, void *stream);
+axs_status axs_apply_cuda_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
+                           axs_record rec, void *stream);
 
 #ifdef __cplusplus
 }

@@ -28,8 +28,7 @@
 
 #define AXS_LANES 16
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&        \
-    !defined(AXS_NO_CLONES)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(AXS_NO_CLONES)
 #define AXS_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define AXS_CLONES
@@ -98,8 +97,8 @@ AXS_CLONES static float dot_bf16(const void *row, const float *u, int64_t d) {
 
 /* The update loops keep the same lane structure as the dot products, so the
  * dot of the stored row (when v is given) is the one dot_* would compute. */
-AXS_CLONES static float axpy_dot_f32(void *row, const float *w, float c,
-                                     const float *v, int64_t d) {
+AXS_CLONES static float axpy_dot_f32(void *row, const float *w, float c, const float *v,
+                                     int64_t d) {
   float *x = (float *)row;
   if (v == NULL) {
     for (int64_t j = 0; j < d; j++)
@@ -123,8 +122,8 @@ AXS_CLONES static float axpy_dot_f32(void *row, const float *w, float c,
   return sum_lanes(acc, tail);
 }
 
-AXS_CLONES static float axpy_dot_f16(void *row, const float *w, float c,
-                                     const float *v, int64_t d) {
+AXS_CLONES static float axpy_dot_f16(void *row, const float *w, float c, const float *v,
+                                     int64_t d) {
   uint16_t *x = (uint16_t *)row;
   if (v == NULL) {
     for (int64_t j = 0; j < d; j++)
@@ -148,8 +147,8 @@ AXS_CLONES static float axpy_dot_f16(void *row, const float *w, float c,
   return sum_lanes(acc, tail);
 }
 
-AXS_CLONES static float axpy_dot_bf16(void *row, const float *w, float c,
-                                      const float *v, int64_t d) {
+AXS_CLONES static float axpy_dot_bf16(void *row, const float *w, float c, const float *v,
+                                      int64_t d) {
   uint16_t *x = (uint16_t *)row;
   if (v == NULL) {
     for (int64_t j = 0; j < d; j++)
@@ -174,11 +173,12 @@ AXS_CLONES static float axpy_dot_bf16(void *row, const float *w, float c,
 }
 
 /* Sum of squares of a float32 vector, in the lane order of dot_f32. */
-float axs_sumsq_f32(const float *v, int64_t d) { return dot_f32(v, v, d); }
+float axs_sumsq_f32(const float *v, int64_t d) {
+  return dot_f32(v, v, d);
+}
 
 typedef float (*axs_dot_fn)(const void *, const float *, int64_t);
-typedef float (*axs_axpy_dot_fn)(void *, const float *, float, const float *,
-                                 int64_t);
+typedef float (*axs_axpy_dot_fn)(void *, const float *, float, const float *, int64_t);
 
 /* ---- the program over one row -------------------------------------------- */
 
@@ -231,8 +231,7 @@ static void skip_row(const axs_program *pg, int64_t o, int64_t i) {
 }
 
 /* Where step s moves the projection p, or p itself when it does not. */
-static inline float step_target(const axs_step *s, float p, int64_t o,
-                                int64_t i) {
+static inline float step_target(const axs_step *s, float p, int64_t o, int64_t i) {
   if (s->op == AXS_CLAMP) {
     float t = p;
     if (s->a.data != NULL && t < fin_at(s->a, o, i))
@@ -254,13 +253,12 @@ static void run_row(const axs_program *pg, int64_t o, int64_t i) {
     skip_row(pg, o, i);
     return;
   }
-  char *row = (char *)pg->h.data +
-              (size_t)(o * pg->h.stride_outer + i * pg->h.stride_inner) *
-                  pg->esize;
+  char *row =
+      (char *)pg->h.data + (size_t)(o * pg->h.stride_outer + i * pg->h.stride_inner) * pg->esize;
   const int64_t d = pg->h.d;
   const float *dir0 = pg->steps[0].dir;
   int want_rec = pg->rec.p_in.data != NULL || pg->rec.p_out.data != NULL;
-  float p0 = 0.0f;    /* <row, dir0>, valid while p0_ok */
+  float p0 = 0.0f; /* <row, dir0>, valid while p0_ok */
   int p0_ok = 0;
   int fired = 0;
   if (want_rec && pg->steps[0].op == AXS_STEER) {
@@ -297,8 +295,7 @@ static void run_row(const axs_program *pg, int64_t o, int64_t i) {
       if (s->op != AXS_PROJECT && isfinite(p) && isfinite(t) && t != p) {
         /* the projection of the stored row is computed in the same pass, and
          * only when someone reads it */
-        int need_pa = s->p_after.data != NULL ||
-                      (s->dir == dir0 && pg->rec.p_out.data != NULL);
+        int need_pa = s->p_after.data != NULL || (s->dir == dir0 && pg->rec.p_out.data != NULL);
         pa = pg->axpy_dot(row, s->dir, t - p, need_pa ? s->dir : NULL, d);
         wrote = 1;
         if (s->op == AXS_CLAMP)
@@ -323,9 +320,8 @@ static void run_row(const axs_program *pg, int64_t o, int64_t i) {
 
 /* ---- entry points ---------------------------------------------------------- */
 
-axs_status axs_apply_named(axs_rows h, const axs_step *steps, int n_steps,
-                           axs_bin mask, axs_record rec, int n_threads,
-                           const axs_names *names) {
+axs_status axs_apply_named(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
+                           axs_record rec, int n_threads, const axs_names *names) {
   axs_clear_error();
   axs_status st = axs_check_call(h, steps, n_steps, mask, rec, names);
   if (st != AXS_OK)
@@ -357,8 +353,8 @@ axs_status axs_apply_named(axs_rows h, const axs_step *steps, int n_steps,
   const int64_t n_rows = h.n_outer * h.n_inner;
   if (n_threads <= 0)
     n_threads = axs_default_threads();
-  int parallel = n_threads > 1 && n_rows > 1 &&
-                 (double)n_rows * (double)h.d >= AXS_PARALLEL_MIN_ELEMS;
+  int parallel =
+      n_threads > 1 && n_rows > 1 && (double)n_rows * (double)h.d >= AXS_PARALLEL_MIN_ELEMS;
   if (!parallel) {
     for (int64_t o = 0; o < h.n_outer; o++)
       for (int64_t i = 0; i < h.n_inner; i++)
@@ -373,8 +369,8 @@ axs_status axs_apply_named(axs_rows h, const axs_step *steps, int n_steps,
   return AXS_OK;
 }
 
-axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps,
-                      axs_bin mask, axs_record rec, int n_threads) {
+axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
+                      int n_threads) {
   return axs_apply_named(h, steps, n_steps, mask, rec, n_threads, NULL);
 }
 
@@ -395,19 +391,16 @@ static axs_step one_step(axs_op op, const float *dir, axs_fin a, axs_fin b) {
   return s;
 }
 
-axs_status axs_project(axs_rows h, const float *u, axs_bin mask, axs_fout p,
-                       int n_threads) {
+axs_status axs_project(axs_rows h, const float *u, axs_bin mask, axs_fout p, int n_threads) {
   static const axs_names names = {"u", "-", "-", "p", "p", "-"};
   axs_step s = one_step(AXS_PROJECT, u, no_fin, no_fin);
   s.p_before = p;
   return axs_apply_named(h, &s, 1, mask, no_record, n_threads, &names);
 }
 
-axs_status axs_clamp_(axs_rows h, const float *u, axs_fin lo, axs_fin hi,
-                      axs_bin mask, axs_fout p_before, axs_fout p_after,
-                      axs_bout changed, int n_threads) {
-  static const axs_names names = {"u",        "lo",      "hi",
-                                  "p_before", "p_after", "changed"};
+axs_status axs_clamp_(axs_rows h, const float *u, axs_fin lo, axs_fin hi, axs_bin mask,
+                      axs_fout p_before, axs_fout p_after, axs_bout changed, int n_threads) {
+  static const axs_names names = {"u", "lo", "hi", "p_before", "p_after", "changed"};
   axs_step s = one_step(AXS_CLAMP, u, lo, hi);
   s.p_before = p_before;
   s.p_after = p_after;
@@ -415,17 +408,15 @@ axs_status axs_clamp_(axs_rows h, const float *u, axs_fin lo, axs_fin hi,
   return axs_apply_named(h, &s, 1, mask, no_record, n_threads, &names);
 }
 
-axs_status axs_set_projection_(axs_rows h, const float *u, axs_fin t,
-                               axs_bin mask, axs_fout p_before,
-                               int n_threads) {
+axs_status axs_set_projection_(axs_rows h, const float *u, axs_fin t, axs_bin mask,
+                               axs_fout p_before, int n_threads) {
   static const axs_names names = {"u", "target", "-", "p_before", "-", "-"};
   axs_step s = one_step(AXS_SET, u, t, no_fin);
   s.p_before = p_before;
   return axs_apply_named(h, &s, 1, mask, no_record, n_threads, &names);
 }
 
-axs_status axs_steer_(axs_rows h, const float *w, axs_fin alpha, axs_bin mask,
-                      int n_threads) {
+axs_status axs_steer_(axs_rows h, const float *w, axs_fin alpha, axs_bin mask, int n_threads) {
   static const axs_names names = {"w", "alpha", "-", "-", "-", "-"};
   axs_step s = one_step(AXS_STEER, w, alpha, no_fin);
   return axs_apply_named(h, &s, 1, mask, no_record, n_threads, &names);

@@ -34,22 +34,21 @@ const char *axs_dtype_name(axs_dtype dtype);
 
 /* Everything about a call that can be checked without reading device data:
  * sizes, strides, enums, missing pointers, overlaps. */
-axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps,
-                          axs_bin mask, axs_record rec, const axs_names *names);
+axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
+                          axs_record rec, const axs_names *names);
 
 /* The checks that read the values (direction norms, per-row lo <= hi);
  * host memory only. */
-axs_status axs_check_values(axs_rows h, const axs_step *steps, int n_steps,
-                            axs_bin mask, const axs_names *names);
+axs_status axs_check_values(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
+                            const axs_names *names);
 
 /* Sum of squares of a float32 vector, vectorised like the row dot products
  * (cpu.c). */
 float axs_sumsq_f32(const float *v, int64_t d);
 
 /* The CPU engine behind every public CPU entry point. */
-axs_status axs_apply_named(axs_rows h, const axs_step *steps, int n_steps,
-                           axs_bin mask, axs_record rec, int n_threads,
-                           const axs_names *names);
+axs_status axs_apply_named(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
+                           axs_record rec, int n_threads, const axs_names *names);
 
 #ifdef __cplusplus
 }

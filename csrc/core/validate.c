@@ -14,9 +14,13 @@
 
 static _Thread_local char axs_error_buf[512];
 
-const char *axs_last_error(void) { return axs_error_buf; }
+const char *axs_last_error(void) {
+  return axs_error_buf;
+}
 
-void axs_clear_error(void) { axs_error_buf[0] = '\0'; }
+void axs_clear_error(void) {
+  axs_error_buf[0] = '\0';
+}
 
 axs_status axs_fail(axs_status status, const char *fmt, ...) {
   va_list ap;
@@ -71,9 +75,8 @@ typedef struct {
   const char *lo, *hi; /* [lo, hi); lo == hi when empty */
 } axs_extent;
 
-static axs_extent extent_of(const void *data, int64_t n_outer, int64_t n_inner,
-                            int64_t so, int64_t si, int64_t row_len,
-                            size_t esize) {
+static axs_extent extent_of(const void *data, int64_t n_outer, int64_t n_inner, int64_t so,
+                            int64_t si, int64_t row_len, size_t esize) {
   axs_extent e = {(const char *)data, (const char *)data};
   if (data == NULL || n_outer == 0 || n_inner == 0)
     return e;
@@ -114,13 +117,10 @@ static axs_status check_rows(axs_rows h) {
                     "float16 or bfloat16)",
                     (int)h.dtype);
   if (h.n_outer < 0 || h.n_inner < 0)
-    return axs_fail(AXS_EINVAL,
-                    "h: row counts (%lld, %lld) must not be negative",
+    return axs_fail(AXS_EINVAL, "h: row counts (%lld, %lld) must not be negative",
                     (long long)h.n_outer, (long long)h.n_inner);
   if (h.d < 1)
-    return axs_fail(AXS_EINVAL,
-                    "h: row length d = %lld (expected at least 1)",
-                    (long long)h.d);
+    return axs_fail(AXS_EINVAL, "h: row length d = %lld (expected at least 1)", (long long)h.d);
   if (h.stride_outer < 0 || h.stride_inner < 0)
     return axs_fail(AXS_EINVAL,
                     "h: row strides (%lld, %lld) must not be negative (make "
@@ -160,14 +160,12 @@ static axs_status check_rows(axs_rows h) {
 static axs_status check_fout(axs_rows h, axs_fout o, axs_label name) {
   if (o.data == NULL || h.n_outer * h.n_inner == 0)
     return AXS_OK;
-  if (o.stride_outer < 0 || o.stride_inner < 0 ||
-      (h.n_outer > 1 && o.stride_outer == 0) ||
+  if (o.stride_outer < 0 || o.stride_inner < 0 || (h.n_outer > 1 && o.stride_outer == 0) ||
       (h.n_inner > 1 && o.stride_inner == 0))
     return axs_fail(AXS_EINVAL,
                     "%s: output strides (%lld, %lld) would write one element "
                     "for several rows (expected one element per row)",
-                    name.text, (long long)o.stride_outer,
-                    (long long)o.stride_inner);
+                    name.text, (long long)o.stride_outer, (long long)o.stride_inner);
   return AXS_OK;
 }
 
@@ -178,31 +176,27 @@ static axs_status check_bout(axs_rows h, axs_bout o, axs_label name) {
 
 static axs_status check_fin(axs_fin v, axs_label name) {
   if (v.data != NULL && (v.stride_outer < 0 || v.stride_inner < 0))
-    return axs_fail(AXS_EINVAL, "%s: strides (%lld, %lld) must not be negative",
-                    name.text, (long long)v.stride_outer,
-                    (long long)v.stride_inner);
+    return axs_fail(AXS_EINVAL, "%s: strides (%lld, %lld) must not be negative", name.text,
+                    (long long)v.stride_outer, (long long)v.stride_inner);
   return AXS_OK;
 }
 
-static axs_status check_disjoint_from_h(axs_extent hx, axs_extent e,
-                                        axs_label name) {
+static axs_status check_disjoint_from_h(axs_extent hx, axs_extent e, axs_label name) {
   if (extents_overlap(hx, e))
-    return axs_fail(AXS_EINVAL,
-                    "%s overlaps the memory of h (expected separate buffers)",
+    return axs_fail(AXS_EINVAL, "%s overlaps the memory of h (expected separate buffers)",
                     name.text);
   return AXS_OK;
 }
 
-#define AXS_TRY(expr)                                                          \
-  do {                                                                         \
-    axs_status axs_try_status_ = (expr);                                       \
-    if (axs_try_status_ != AXS_OK)                                             \
-      return axs_try_status_;                                                  \
+#define AXS_TRY(expr)                                                                              \
+  do {                                                                                             \
+    axs_status axs_try_status_ = (expr);                                                           \
+    if (axs_try_status_ != AXS_OK)                                                                 \
+      return axs_try_status_;                                                                      \
   } while (0)
 
-static axs_status check_step(axs_rows h, axs_extent hx, const axs_step *s,
-                             int k, const axs_names *names,
-                             axs_outputs *outs) {
+static axs_status check_step(axs_rows h, axs_extent hx, const axs_step *s, int k,
+                             const axs_names *names, axs_outputs *outs) {
   axs_label dir = label_of(names ? names->dir : NULL, "dirs", k);
   axs_label a = label_of(names ? names->a : NULL, "a", k);
   axs_label b = label_of(names ? names->b : NULL, "b", k);
@@ -224,46 +218,40 @@ static axs_status check_step(axs_rows h, axs_extent hx, const axs_step *s,
   AXS_TRY(check_fout(h, s->p_before, pb));
   AXS_TRY(check_fout(h, s->p_after, pa));
   AXS_TRY(check_bout(h, s->changed, ch));
-  AXS_TRY(check_disjoint_from_h(
-      hx, extent_of(s->dir, 1, 1, 0, 0, h.d, sizeof(float)), dir));
-  AXS_TRY(check_disjoint_from_h(
-      hx,
-      extent_of(s->a.data, h.n_outer, h.n_inner, s->a.stride_outer,
-                s->a.stride_inner, 1, sizeof(float)),
-      a));
-  AXS_TRY(check_disjoint_from_h(
-      hx,
-      extent_of(s->b.data, h.n_outer, h.n_inner, s->b.stride_outer,
-                s->b.stride_inner, 1, sizeof(float)),
-      b));
+  AXS_TRY(check_disjoint_from_h(hx, extent_of(s->dir, 1, 1, 0, 0, h.d, sizeof(float)), dir));
+  AXS_TRY(check_disjoint_from_h(hx,
+                                extent_of(s->a.data, h.n_outer, h.n_inner, s->a.stride_outer,
+                                          s->a.stride_inner, 1, sizeof(float)),
+                                a));
+  AXS_TRY(check_disjoint_from_h(hx,
+                                extent_of(s->b.data, h.n_outer, h.n_inner, s->b.stride_outer,
+                                          s->b.stride_inner, 1, sizeof(float)),
+                                b));
   add_output(outs,
-             extent_of(s->p_before.data, h.n_outer, h.n_inner,
-                       s->p_before.stride_outer, s->p_before.stride_inner, 1,
-                       sizeof(float)),
+             extent_of(s->p_before.data, h.n_outer, h.n_inner, s->p_before.stride_outer,
+                       s->p_before.stride_inner, 1, sizeof(float)),
              pb);
   add_output(outs,
-             extent_of(s->p_after.data, h.n_outer, h.n_inner,
-                       s->p_after.stride_outer, s->p_after.stride_inner, 1,
-                       sizeof(float)),
+             extent_of(s->p_after.data, h.n_outer, h.n_inner, s->p_after.stride_outer,
+                       s->p_after.stride_inner, 1, sizeof(float)),
              pa);
   add_output(outs,
-             extent_of(s->changed.data, h.n_outer, h.n_inner,
-                       s->changed.stride_outer, s->changed.stride_inner, 1, 1),
+             extent_of(s->changed.data, h.n_outer, h.n_inner, s->changed.stride_outer,
+                       s->changed.stride_inner, 1, 1),
              ch);
   return AXS_OK;
 }
 
-axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps,
-                          axs_bin mask, axs_record rec,
-                          const axs_names *names) {
+axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
+                          axs_record rec, const axs_names *names) {
   AXS_TRY(check_rows(h));
   if (steps == NULL || n_steps < 1 || n_steps > AXS_MAX_STEPS)
     return axs_fail(AXS_EINVAL,
                     "steps: %d steps given (expected 1 to %d, and a non-NULL "
                     "array)",
                     n_steps, AXS_MAX_STEPS);
-  axs_extent hx = extent_of(h.data, h.n_outer, h.n_inner, h.stride_outer,
-                            h.stride_inner, h.d, axs_dtype_size(h.dtype));
+  axs_extent hx = extent_of(h.data, h.n_outer, h.n_inner, h.stride_outer, h.stride_inner, h.d,
+                            axs_dtype_size(h.dtype));
   axs_outputs outs;
   outs.n = 0;
   for (int k = 0; k < n_steps; k++)
@@ -272,11 +260,9 @@ axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps,
   if (mask.data != NULL && (mask.stride_outer < 0 || mask.stride_inner < 0))
     return axs_fail(AXS_EINVAL, "mask: strides (%lld, %lld) must not be negative",
                     (long long)mask.stride_outer, (long long)mask.stride_inner);
-  AXS_TRY(check_disjoint_from_h(hx,
-                                extent_of(mask.data, h.n_outer, h.n_inner,
-                                          mask.stride_outer, mask.stride_inner,
-                                          1, 1),
-                                mask_name));
+  AXS_TRY(check_disjoint_from_h(
+      hx, extent_of(mask.data, h.n_outer, h.n_inner, mask.stride_outer, mask.stride_inner, 1, 1),
+      mask_name));
   axs_label rin = label_of("p_in", NULL, 0);
   axs_label rout = label_of("p_out", NULL, 0);
   axs_label rfired = label_of("fired", NULL, 0);
@@ -284,8 +270,7 @@ axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps,
   axs_rows rec_rows = h;
   if (rec.offset != NULL) {
     if (rec.capacity < 0)
-      return axs_fail(AXS_EINVAL,
-                      "record capacity = %lld (expected >= 0 columns)",
+      return axs_fail(AXS_EINVAL, "record capacity = %lld (expected >= 0 columns)",
                       (long long)rec.capacity);
     rec_rows.n_inner = rec.capacity;
   }
@@ -293,29 +278,25 @@ axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps,
   AXS_TRY(check_fout(rec_rows, rec.p_out, rout));
   AXS_TRY(check_bout(rec_rows, rec.fired, rfired));
   add_output(&outs,
-             extent_of(rec.p_in.data, h.n_outer, rec_rows.n_inner,
-                       rec.p_in.stride_outer, rec.p_in.stride_inner, 1,
-                       sizeof(float)),
+             extent_of(rec.p_in.data, h.n_outer, rec_rows.n_inner, rec.p_in.stride_outer,
+                       rec.p_in.stride_inner, 1, sizeof(float)),
              rin);
   add_output(&outs,
-             extent_of(rec.p_out.data, h.n_outer, rec_rows.n_inner,
-                       rec.p_out.stride_outer, rec.p_out.stride_inner, 1,
-                       sizeof(float)),
+             extent_of(rec.p_out.data, h.n_outer, rec_rows.n_inner, rec.p_out.stride_outer,
+                       rec.p_out.stride_inner, 1, sizeof(float)),
              rout);
   add_output(&outs,
-             extent_of(rec.fired.data, h.n_outer, rec_rows.n_inner,
-                       rec.fired.stride_outer, rec.fired.stride_inner, 1, 1),
+             extent_of(rec.fired.data, h.n_outer, rec_rows.n_inner, rec.fired.stride_outer,
+                       rec.fired.stride_inner, 1, 1),
              rfired);
   if (rec.offset != NULL)
-    AXS_TRY(check_disjoint_from_h(
-        hx, extent_of(rec.offset, 1, 1, 0, 0, 1, sizeof(int64_t)),
-        label_of("record offset", NULL, 0)));
+    AXS_TRY(check_disjoint_from_h(hx, extent_of(rec.offset, 1, 1, 0, 0, 1, sizeof(int64_t)),
+                                  label_of("record offset", NULL, 0)));
   for (int i = 0; i < outs.n; i++) {
     AXS_TRY(check_disjoint_from_h(hx, outs.items[i].extent, outs.items[i].name));
     for (int j = i + 1; j < outs.n; j++)
       if (extents_overlap(outs.items[i].extent, outs.items[j].extent))
-        return axs_fail(AXS_EINVAL,
-                        "outputs %s and %s overlap (expected separate buffers)",
+        return axs_fail(AXS_EINVAL, "outputs %s and %s overlap (expected separate buffers)",
                         outs.items[i].name.text, outs.items[j].name.text);
   }
   return AXS_OK;
@@ -323,14 +304,12 @@ axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps,
 
 /* ---- the value checks (host memory) -------------------------------------- */
 
-static axs_status check_direction(const float *dir, int64_t d, int unit,
-                                  axs_label name) {
+static axs_status check_direction(const float *dir, int64_t d, int unit, axs_label name) {
   float ss = axs_sumsq_f32(dir, d);
   if (!isfinite(ss)) {
     for (int64_t j = 0; j < d; j++)
       if (!isfinite(dir[j]))
-        return axs_fail(AXS_EINVAL,
-                        "%s[%lld] = %g (expected finite values in a direction)",
+        return axs_fail(AXS_EINVAL, "%s[%lld] = %g (expected finite values in a direction)",
                         name.text, (long long)j, (double)dir[j]);
     if (unit)
       return axs_fail(AXS_EINVAL,
@@ -344,13 +323,12 @@ static axs_status check_direction(const float *dir, int64_t d, int unit,
     return axs_fail(AXS_EINVAL,
                     "%s has norm %.6g (expected a unit vector: divide it by "
                     "its norm%s)",
-                    name.text, norm,
-                    norm == 0.0 ? "; a zero vector has no direction" : "");
+                    name.text, norm, norm == 0.0 ? "; a zero vector has no direction" : "");
   return AXS_OK;
 }
 
-static axs_status check_bounds(axs_rows h, const axs_step *s, axs_bin mask,
-                               axs_label a, axs_label b) {
+static axs_status check_bounds(axs_rows h, const axs_step *s, axs_bin mask, axs_label a,
+                               axs_label b) {
   if (s->a.data == NULL || s->b.data == NULL || h.n_outer * h.n_inner == 0)
     return AXS_OK;
   int64_t no = (s->a.stride_outer | s->b.stride_outer) ? h.n_outer : 1;
@@ -371,21 +349,19 @@ static axs_status check_bounds(axs_rows h, const axs_step *s, axs_bin mask,
         return axs_fail(AXS_EINVAL,
                         "%s = %g > %s = %g at row (%lld, %lld) (expected "
                         "lo <= hi; use -inf or +inf for an open side)",
-                        a.text, (double)lo, b.text, (double)hi, (long long)o,
-                        (long long)i);
+                        a.text, (double)lo, b.text, (double)hi, (long long)o, (long long)i);
     }
   return AXS_OK;
 }
 
-axs_status axs_check_values(axs_rows h, const axs_step *steps, int n_steps,
-                            axs_bin mask, const axs_names *names) {
+axs_status axs_check_values(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
+                            const axs_names *names) {
   for (int k = 0; k < n_steps; k++) {
     const axs_step *s = &steps[k];
     axs_label dir = label_of(names ? names->dir : NULL, "dirs", k);
     AXS_TRY(check_direction(s->dir, h.d, s->op != AXS_STEER, dir));
     if (s->op == AXS_CLAMP)
-      AXS_TRY(check_bounds(h, s, mask,
-                           label_of(names ? names->a : NULL, "a", k),
+      AXS_TRY(check_bounds(h, s, mask, label_of(names ? names->a : NULL, "a", k),
                            label_of(names ? names->b : NULL, "b", k)));
   }
   return AXS_OK;

@@ -43,33 +43,30 @@ static void shape_text(char *buf, size_t n, int nd, const npy_intp *dims) {
   buf[0] = '\0';
   at += (size_t)snprintf(buf, n, "(");
   for (int k = 0; k < nd && at < n; k++)
-    at += (size_t)snprintf(buf + at, n - at, "%s%lld", k ? ", " : "",
-                           (long long)dims[k]);
+    at += (size_t)snprintf(buf + at, n - at, "%s%lld", k ? ", " : "", (long long)dims[k]);
   if (at < n)
     snprintf(buf + at, n - at, nd == 1 ? ",)" : ")");
 }
 
 static int is_word_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         (c >= '0' && c <= '9') || c == '_';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
 }
 
 /* Copies the core's message into out, replacing whole-word occurrences of
  * renames[2i] by renames[2i + 1] (a NULL-terminated list), and, when
  * apply_params is set, "a[k]" / "b[k]" by "params[k, 0]" / "params[k, 1]". */
-static void rename_message(const char *in, const char *const *renames,
-                           int apply_params, char *out, size_t n) {
+static void rename_message(const char *in, const char *const *renames, int apply_params, char *out,
+                           size_t n) {
   size_t o = 0;
   for (size_t i = 0; in[i] != '\0' && o + 1 < n;) {
     int at_word = i == 0 || !is_word_char(in[i - 1]);
-    if (at_word && apply_params && (in[i] == 'a' || in[i] == 'b') &&
-        in[i + 1] == '[') {
+    if (at_word && apply_params && (in[i] == 'a' || in[i] == 'b') && in[i + 1] == '[') {
       size_t j = i + 2;
       while (in[j] >= '0' && in[j] <= '9')
         j++;
       if (j > i + 2 && in[j] == ']') {
-        int w = snprintf(out + o, n - o, "params[%.*s, %c]", (int)(j - i - 2),
-                         in + i + 2, in[i] == 'a' ? '0' : '1');
+        int w = snprintf(out + o, n - o, "params[%.*s, %c]", (int)(j - i - 2), in + i + 2,
+                         in[i] == 'a' ? '0' : '1');
         o = w < 0 ? o : (o + (size_t)w < n ? o + (size_t)w : n - 1);
         i = j + 1;
         continue;
@@ -79,8 +76,7 @@ static void rename_message(const char *in, const char *const *renames,
       int done = 0;
       for (int r = 0; renames[r] != NULL; r += 2) {
         size_t len = strlen(renames[r]);
-        if (strncmp(in + i, renames[r], len) == 0 &&
-            !is_word_char(in[i + len])) {
+        if (strncmp(in + i, renames[r], len) == 0 && !is_word_char(in[i + len])) {
           int w = snprintf(out + o, n - o, "%s", renames[r + 1]);
           o = w < 0 ? o : (o + (size_t)w < n ? o + (size_t)w : n - 1);
           i += len;
@@ -97,13 +93,11 @@ static void rename_message(const char *in, const char *const *renames,
 }
 
 /* Raises the exception for a failed core call, with its message renamed. */
-static PyObject *raise_core(axs_status st, const char *const *renames,
-                            int apply_params) {
+static PyObject *raise_core(axs_status st, const char *const *renames, int apply_params) {
   char msg[1024];
   const char *m = axs_last_error();
   if (m == NULL || m[0] == '\0')
-    snprintf(msg, sizeof msg,
-             "the axis_steer core failed with status %d and gave no message",
+    snprintf(msg, sizeof msg, "the axis_steer core failed with status %d and gave no message",
              (int)st);
   else
     rename_message(m, renames, apply_params, msg, sizeof msg);
@@ -163,8 +157,7 @@ static int is_named_bfloat16(PyArrayObject *a) {
     PyErr_Clear();
     return 0;
   }
-  int yes = PyUnicode_Check(name) &&
-            PyUnicode_CompareWithASCIIString(name, "bfloat16") == 0;
+  int yes = PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "bfloat16") == 0;
   Py_DECREF(name);
   return yes;
 }
@@ -213,8 +206,7 @@ static const char *dtype_label(int code) {
 /* h: (d,), (n, d) or (batch, seq, d); last axis contiguous, other strides
  * non-negative multiples of the item size. fname names the op for the
  * read-only message; NULL when h is only read. */
-static int parse_h(PyObject *obj, PyObject *dtype_obj, const char *fname,
-                   h_arg *h) {
+static int parse_h(PyObject *obj, PyObject *dtype_obj, const char *fname, h_arg *h) {
   if (!PyArray_Check(obj)) {
     PyErr_Format(PyExc_TypeError,
                  "h: expected a numpy.ndarray of shape (d,), (n, d) or "
@@ -252,12 +244,11 @@ static int parse_h(PyObject *obj, PyObject *dtype_obj, const char *fname,
     got = AXS_BF16;
   else if (type_num == NPY_UINT16) {
     if (want != AXS_BF16) {
-      PyErr_SetString(
-          PyExc_TypeError,
-          "h: dtype uint16 is not a float type. To pass bfloat16 data as its "
-          "raw bits, view it as uint16 and call with dtype=\"bfloat16\" (from "
-          "torch: t.view(torch.int16).numpy().view(np.uint16)); an ml_dtypes "
-          "bfloat16 array is recognised without dtype=");
+      PyErr_SetString(PyExc_TypeError,
+                      "h: dtype uint16 is not a float type. To pass bfloat16 data as its "
+                      "raw bits, view it as uint16 and call with dtype=\"bfloat16\" (from "
+                      "torch: t.view(torch.int16).numpy().view(np.uint16)); an ml_dtypes "
+                      "bfloat16 array is recognised without dtype=");
       return -1;
     }
     got = AXS_BF16;
@@ -275,8 +266,7 @@ static int parse_h(PyObject *obj, PyObject *dtype_obj, const char *fname,
     PyErr_Format(PyExc_TypeError,
                  "dtype=\"%s\" does not match h, whose dtype is %S (stored as "
                  "%s; leave dtype=None, or pass an array of that dtype)",
-                 dtype_label(want), (PyObject *)PyArray_DESCR(a),
-                 dtype_label(got));
+                 dtype_label(want), (PyObject *)PyArray_DESCR(a), dtype_label(got));
     return -1;
   }
   if (!PyArray_ISNOTSWAPPED(a)) {
@@ -296,8 +286,7 @@ static int parse_h(PyObject *obj, PyObject *dtype_obj, const char *fname,
   npy_intp esz = PyArray_ITEMSIZE(a);
   npy_intp d = shape[nd - 1];
   if (d < 1) {
-    PyErr_SetString(PyExc_ValueError,
-                    "h: the last axis has length 0 (expected d >= 1)");
+    PyErr_SetString(PyExc_ValueError, "h: the last axis has length 0 (expected d >= 1)");
     return -1;
   }
   /* an empty h has no rows to lay out (NumPy gives it zero strides) */
@@ -361,17 +350,15 @@ static int parse_h(PyObject *obj, PyObject *dtype_obj, const char *fname,
 /* Strides of dims longer than 1 are non-negative multiples of esz. */
 static int strides_ok(PyArrayObject *a, npy_intp esz) {
   for (int k = 0; k < PyArray_NDIM(a); k++)
-    if (PyArray_DIM(a, k) > 1 &&
-        (PyArray_STRIDE(a, k) < 0 || PyArray_STRIDE(a, k) % esz != 0))
+    if (PyArray_DIM(a, k) > 1 && (PyArray_STRIDE(a, k) < 0 || PyArray_STRIDE(a, k) % esz != 0))
       return 0;
   return 1;
 }
 
 /* The core's (outer, inner) element strides of an array of shape `shape`
  * (nd dims, byte strides st) broadcast right-aligned against h.shape[:-1]. */
-static int broadcast_rows(const h_arg *h, const char *name, int nd,
-                          const npy_intp *shape, const npy_intp *st,
-                          npy_intp esz, int64_t *so, int64_t *si) {
+static int broadcast_rows(const h_arg *h, const char *name, int nd, const npy_intp *shape,
+                          const npy_intp *st, npy_intp esz, int64_t *so, int64_t *si) {
   npy_intp es[2] = {0, 0};
   int ok = nd <= h->nd_rows;
   for (int k = 0; ok && k < nd; k++) {
@@ -442,9 +429,8 @@ static PyArrayObject *as_f32(PyObject *obj, const char *name) {
     Py_DECREF(a);
     return NULL;
   }
-  PyArrayObject *f = (PyArrayObject *)PyArray_FromArray(
-      a, PyArray_DescrFromType(NPY_FLOAT32),
-      NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST);
+  PyArrayObject *f = (PyArrayObject *)PyArray_FromArray(a, PyArray_DescrFromType(NPY_FLOAT32),
+                                                        NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST);
   Py_DECREF(a);
   if (f == NULL)
     return NULL;
@@ -457,8 +443,8 @@ static PyArrayObject *as_f32(PyObject *obj, const char *name) {
 /* A per-row value (lo, hi, target, alpha): a Python number, or an array
  * broadcastable to h.shape[:-1]. None or absent is "not given" (data NULL);
  * required values reject it. */
-static int parse_fin(PyObject *obj, const char *name, int required,
-                     const h_arg *h, call_ctx *c, axs_fin *out) {
+static int parse_fin(PyObject *obj, const char *name, int required, const h_arg *h, call_ctx *c,
+                     axs_fin *out) {
   out->data = NULL;
   out->stride_outer = out->stride_inner = 0;
   if (obj == NULL || obj == Py_None) {
@@ -471,8 +457,7 @@ static int parse_fin(PyObject *obj, const char *name, int required,
     return -1;
   }
   if (PyBool_Check(obj)) {
-    PyErr_Format(PyExc_TypeError, "%s = %R (expected a float, not a bool)",
-                 name, obj);
+    PyErr_Format(PyExc_TypeError, "%s = %R (expected a float, not a bool)", name, obj);
     return -1;
   }
   if (PyFloat_Check(obj) || PyLong_Check(obj)) {
@@ -494,9 +479,8 @@ static int parse_fin(PyObject *obj, const char *name, int required,
   PyArrayObject *a = as_f32(obj, name);
   if (a == NULL)
     return -1;
-  if (broadcast_rows(h, name, PyArray_NDIM(a), PyArray_DIMS(a),
-                     PyArray_STRIDES(a), sizeof(float), &out->stride_outer,
-                     &out->stride_inner) < 0) {
+  if (broadcast_rows(h, name, PyArray_NDIM(a), PyArray_DIMS(a), PyArray_STRIDES(a), sizeof(float),
+                     &out->stride_outer, &out->stride_inner) < 0) {
     Py_DECREF(a);
     return -1;
   }
@@ -506,8 +490,8 @@ static int parse_fin(PyObject *obj, const char *name, int required,
 }
 
 /* u / w: (d,) float32 (float64 is converted). */
-static int parse_dir(PyObject *obj, const char *name, const h_arg *h,
-                     call_ctx *c, const float **out) {
+static int parse_dir(PyObject *obj, const char *name, const h_arg *h, call_ctx *c,
+                     const float **out) {
   PyArrayObject *a = (PyArrayObject *)PyArray_FROM_O(obj);
   if (a == NULL)
     return -1;
@@ -531,9 +515,8 @@ static int parse_dir(PyObject *obj, const char *name, const h_arg *h,
     Py_DECREF(a);
     return -1;
   }
-  PyArrayObject *f = (PyArrayObject *)PyArray_FromArray(
-      a, PyArray_DescrFromType(NPY_FLOAT32),
-      NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+  PyArrayObject *f = (PyArrayObject *)PyArray_FromArray(a, PyArray_DescrFromType(NPY_FLOAT32),
+                                                        NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
   Py_DECREF(a);
   if (f == NULL)
     return -1;
@@ -543,8 +526,7 @@ static int parse_dir(PyObject *obj, const char *name, const h_arg *h,
 }
 
 /* mask: bool or uint8 (0 = skip the row), broadcastable to h.shape[:-1]. */
-static int parse_mask(PyObject *obj, const h_arg *h, call_ctx *c,
-                      axs_bin *out) {
+static int parse_mask(PyObject *obj, const h_arg *h, call_ctx *c, axs_bin *out) {
   out->data = NULL;
   out->stride_outer = out->stride_inner = 0;
   if (obj == NULL || obj == Py_None)
@@ -563,9 +545,8 @@ static int parse_mask(PyObject *obj, const h_arg *h, call_ctx *c,
   a = with_usable_strides(a, 1);
   if (a == NULL)
     return -1;
-  if (broadcast_rows(h, "mask", PyArray_NDIM(a), PyArray_DIMS(a),
-                     PyArray_STRIDES(a), 1, &out->stride_outer,
-                     &out->stride_inner) < 0) {
+  if (broadcast_rows(h, "mask", PyArray_NDIM(a), PyArray_DIMS(a), PyArray_STRIDES(a), 1,
+                     &out->stride_outer, &out->stride_inner) < 0) {
     Py_DECREF(a);
     return -1;
   }
@@ -584,8 +565,7 @@ typedef struct {
   const char *name;
 } out_arg;
 
-static int parse_out(PyObject *obj, const char *name, int flag, const h_arg *h,
-                     out_arg *out) {
+static int parse_out(PyObject *obj, const char *name, int flag, const h_arg *h, out_arg *out) {
   out->data = NULL;
   out->so = out->si = 0;
   out->arr = NULL;
@@ -603,12 +583,11 @@ static int parse_out(PyObject *obj, const char *name, int flag, const h_arg *h,
   }
   PyArrayObject *a = (PyArrayObject *)obj;
   int tn = PyArray_TYPE(a);
-  int type_ok = flag ? (tn == NPY_BOOL || tn == NPY_UINT8)
-                     : (tn == NPY_FLOAT32 && PyArray_ISNOTSWAPPED(a));
+  int type_ok =
+      flag ? (tn == NPY_BOOL || tn == NPY_UINT8) : (tn == NPY_FLOAT32 && PyArray_ISNOTSWAPPED(a));
   if (!type_ok) {
     PyErr_Format(PyExc_TypeError, "%s: dtype %S (expected %s%s)", name,
-                 (PyObject *)PyArray_DESCR(a), want,
-                 flag ? " or uint8" : " in native byte order");
+                 (PyObject *)PyArray_DESCR(a), want, flag ? " or uint8" : " in native byte order");
     return -1;
   }
   int nd = PyArray_NDIM(a);
@@ -619,14 +598,12 @@ static int parse_out(PyObject *obj, const char *name, int flag, const h_arg *h,
   if (!same) {
     char s[96];
     shape_text(s, sizeof s, nd, shape);
-    PyErr_Format(PyExc_ValueError,
-                 "%s: shape %s (expected exactly h.shape[:-1] = %s)", name, s,
+    PyErr_Format(PyExc_ValueError, "%s: shape %s (expected exactly h.shape[:-1] = %s)", name, s,
                  h->row_text);
     return -1;
   }
   if (!PyArray_ISWRITEABLE(a)) {
-    PyErr_Format(PyExc_ValueError,
-                 "%s is read-only (expected a writeable array)", name);
+    PyErr_Format(PyExc_ValueError, "%s is read-only (expected a writeable array)", name);
     return -1;
   }
   npy_intp esz = PyArray_ITEMSIZE(a);
@@ -640,8 +617,7 @@ static int parse_out(PyObject *obj, const char *name, int flag, const h_arg *h,
                  name, s, (Py_ssize_t)esz, want);
     return -1;
   }
-  if (broadcast_rows(h, name, nd, shape, PyArray_STRIDES(a), esz, &out->so,
-                     &out->si) < 0)
+  if (broadcast_rows(h, name, nd, shape, PyArray_STRIDES(a), esz, &out->so, &out->si) < 0)
     return -1;
   /* one element per row: the smaller stride of a dim longer than 1 must be
    * >= 1, the larger one must step over the whole smaller dim */
@@ -690,8 +666,7 @@ static void byte_range(PyArrayObject *a, const char **lo, const char **hi) {
 
 /* Outputs must not overlap an input: the kernel reads inputs row by row
  * while it writes outputs, so a shared byte would change later rows. */
-static int check_outputs_vs_inputs(const call_ctx *c, const out_arg *outs,
-                                   int n_outs) {
+static int check_outputs_vs_inputs(const call_ctx *c, const out_arg *outs, int n_outs) {
   for (int i = 0; i < n_outs; i++) {
     if (outs[i].arr == NULL)
       continue;
@@ -725,42 +700,39 @@ static axs_bout bout_of(const out_arg *o) {
 /* ---- the functions ----------------------------------------------------------
  */
 
-PyDoc_STRVAR(
-    project_doc,
-    "project(h, u, *, mask=None, out=None, dtype=None, threads=0) -> ndarray\n"
-    "\n"
-    "Projection of each row of h on the unit direction u: p[r] = <h[r], u>,\n"
-    "accumulated in float32 in a fixed order (the same bits for any thread\n"
-    "count).\n"
-    "\n"
-    "h:       (d,), (n, d) or (batch, seq, d); float32, float16, or bfloat16\n"
-    "         (an ml_dtypes bfloat16 array, or its bits as uint16 with\n"
-    "         dtype=\"bfloat16\"). The last axis must be contiguous.\n"
-    "u:       (d,) float32 (float64 is converted), unit norm within UNIT_TOL.\n"
-    "mask:    bool or uint8, broadcastable to h.shape[:-1]; rows where it is\n"
-    "         0 are not read and get NaN.\n"
-    "out:     float32 array of shape h.shape[:-1] to write into (any\n"
-    "         non-negative strides); a new one when None.\n"
-    "dtype:   \"float32\", \"float16\" or \"bfloat16\": asserts h's dtype\n"
-    "         (required to read uint16 as bfloat16).\n"
-    "threads: OpenMP threads; <= 0 uses default_threads(). Inputs under\n"
-    "         PARALLEL_MIN_ELEMS elements run on the calling thread.\n"
-    "\n"
-    "Returns out: float32 of shape h.shape[:-1], in the units of h. A row\n"
-    "holding NaN or inf gives a non-finite projection.\n"
-    "Raises TypeError (dtype), ValueError (shape, stride, norm, overlap).\n"
-    "The GIL is released while the kernel runs.");
+PyDoc_STRVAR(project_doc,
+             "project(h, u, *, mask=None, out=None, dtype=None, threads=0) -> ndarray\n"
+             "\n"
+             "Projection of each row of h on the unit direction u: p[r] = <h[r], u>,\n"
+             "accumulated in float32 in a fixed order (the same bits for any thread\n"
+             "count).\n"
+             "\n"
+             "h:       (d,), (n, d) or (batch, seq, d); float32, float16, or bfloat16\n"
+             "         (an ml_dtypes bfloat16 array, or its bits as uint16 with\n"
+             "         dtype=\"bfloat16\"). The last axis must be contiguous.\n"
+             "u:       (d,) float32 (float64 is converted), unit norm within UNIT_TOL.\n"
+             "mask:    bool or uint8, broadcastable to h.shape[:-1]; rows where it is\n"
+             "         0 are not read and get NaN.\n"
+             "out:     float32 array of shape h.shape[:-1] to write into (any\n"
+             "         non-negative strides); a new one when None.\n"
+             "dtype:   \"float32\", \"float16\" or \"bfloat16\": asserts h's dtype\n"
+             "         (required to read uint16 as bfloat16).\n"
+             "threads: OpenMP threads; <= 0 uses default_threads(). Inputs under\n"
+             "         PARALLEL_MIN_ELEMS elements run on the calling thread.\n"
+             "\n"
+             "Returns out: float32 of shape h.shape[:-1], in the units of h. A row\n"
+             "holding NaN or inf gives a non-finite projection.\n"
+             "Raises TypeError (dtype), ValueError (shape, stride, norm, overlap).\n"
+             "The GIL is released while the kernel runs.");
 
 static PyObject *py_project(PyObject *self, PyObject *args, PyObject *kw) {
   (void)self;
   static char *kwlist[] = {"h", "u", "mask", "out", "dtype", "threads", NULL};
   static const char *const renames[] = {"p", "out", NULL};
-  PyObject *h_obj, *u_obj, *mask_obj = Py_None, *out_obj = Py_None,
-                           *dtype_obj = Py_None;
+  PyObject *h_obj, *u_obj, *mask_obj = Py_None, *out_obj = Py_None, *dtype_obj = Py_None;
   int threads = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|$OOOi:project", kwlist, &h_obj,
-                                   &u_obj, &mask_obj, &out_obj, &dtype_obj,
-                                   &threads))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|$OOOi:project", kwlist, &h_obj, &u_obj, &mask_obj,
+                                   &out_obj, &dtype_obj, &threads))
     return NULL;
   call_ctx c;
   c.n = c.n_scalar = 0;
@@ -769,8 +741,7 @@ static PyObject *py_project(PyObject *self, PyObject *args, PyObject *kw) {
   const float *u;
   axs_bin mask;
   out_arg out;
-  if (parse_h(h_obj, dtype_obj, NULL, &h) < 0 ||
-      parse_dir(u_obj, "u", &h, &c, &u) < 0 ||
+  if (parse_h(h_obj, dtype_obj, NULL, &h) < 0 || parse_dir(u_obj, "u", &h, &c, &u) < 0 ||
       parse_mask(mask_obj, &h, &c, &mask) < 0)
     goto done;
   if (out_obj == Py_None) {
@@ -798,48 +769,44 @@ done:
   return result;
 }
 
-PyDoc_STRVAR(
-    clamp_doc,
-    "clamp_(h, u, lo=-inf, hi=inf, *, mask=None, p_before=None, p_after=None,\n"
-    "       changed=None, dtype=None, threads=0) -> None\n"
-    "\n"
-    "Clamps the projection of each row of h on the unit direction u into\n"
-    "[lo, hi], in place: h[r] <- h[r] + u (clamp(p, lo, hi) - p) with\n"
-    "p = <h[r], u>. A floor (the paper's cap) is hi=inf, a ceiling (the\n"
-    "reference code's cap) is lo=-inf. Rows already inside [lo, hi] are not\n"
-    "written (bit-for-bit unchanged); rows holding NaN or inf are never\n"
-    "written; a NaN bound means no bound on that side.\n"
-    "\n"
-    "h:        (d,), (n, d) or (batch, seq, d); float32, float16 or bfloat16\n"
-    "          (see project); writeable; last axis contiguous.\n"
-    "u:        (d,) float32 (float64 is converted), unit norm.\n"
-    "lo, hi:   floats or float32-convertible arrays broadcastable to\n"
-    "          h.shape[:-1], in the units of h; lo > hi is a ValueError.\n"
-    "mask:     bool or uint8 broadcastable to h.shape[:-1]; 0 = leave the row\n"
-    "          alone (its outputs get NaN / False).\n"
-    "p_before: float32 (h.shape[:-1]) written with <h[r], u> before.\n"
-    "p_after:  float32 (h.shape[:-1]) written with <h[r], u> after, from the\n"
-    "          stored row (so including float16/bfloat16 rounding).\n"
-    "changed:  bool (h.shape[:-1]) written with True where the row changed.\n"
-    "dtype, threads: as in project.\n"
-    "\n"
-    "Raises TypeError (dtype), ValueError (shape, stride, norm, lo > hi,\n"
-    "read-only h, overlapping buffers). The GIL is released while the kernel\n"
-    "runs.");
+PyDoc_STRVAR(clamp_doc, "clamp_(h, u, lo=-inf, hi=inf, *, mask=None, p_before=None, p_after=None,\n"
+                        "       changed=None, dtype=None, threads=0) -> None\n"
+                        "\n"
+                        "Clamps the projection of each row of h on the unit direction u into\n"
+                        "[lo, hi], in place: h[r] <- h[r] + u (clamp(p, lo, hi) - p) with\n"
+                        "p = <h[r], u>. A floor (the paper's cap) is hi=inf, a ceiling (the\n"
+                        "reference code's cap) is lo=-inf. Rows already inside [lo, hi] are not\n"
+                        "written (bit-for-bit unchanged); rows holding NaN or inf are never\n"
+                        "written; a NaN bound means no bound on that side.\n"
+                        "\n"
+                        "h:        (d,), (n, d) or (batch, seq, d); float32, float16 or bfloat16\n"
+                        "          (see project); writeable; last axis contiguous.\n"
+                        "u:        (d,) float32 (float64 is converted), unit norm.\n"
+                        "lo, hi:   floats or float32-convertible arrays broadcastable to\n"
+                        "          h.shape[:-1], in the units of h; lo > hi is a ValueError.\n"
+                        "mask:     bool or uint8 broadcastable to h.shape[:-1]; 0 = leave the row\n"
+                        "          alone (its outputs get NaN / False).\n"
+                        "p_before: float32 (h.shape[:-1]) written with <h[r], u> before.\n"
+                        "p_after:  float32 (h.shape[:-1]) written with <h[r], u> after, from the\n"
+                        "          stored row (so including float16/bfloat16 rounding).\n"
+                        "changed:  bool (h.shape[:-1]) written with True where the row changed.\n"
+                        "dtype, threads: as in project.\n"
+                        "\n"
+                        "Raises TypeError (dtype), ValueError (shape, stride, norm, lo > hi,\n"
+                        "read-only h, overlapping buffers). The GIL is released while the kernel\n"
+                        "runs.");
 
 static PyObject *py_clamp(PyObject *self, PyObject *args, PyObject *kw) {
   (void)self;
-  static char *kwlist[] = {"h",     "u",        "lo",      "hi",
-                           "mask",  "p_before", "p_after", "changed",
-                           "dtype", "threads",  NULL};
-  PyObject *h_obj, *u_obj, *lo_obj = Py_None, *hi_obj = Py_None,
-                           *mask_obj = Py_None, *pb_obj = Py_None,
-                           *pa_obj = Py_None, *ch_obj = Py_None,
+  static char *kwlist[] = {"h",       "u",       "lo",    "hi",      "mask", "p_before",
+                           "p_after", "changed", "dtype", "threads", NULL};
+  PyObject *h_obj, *u_obj, *lo_obj = Py_None, *hi_obj = Py_None, *mask_obj = Py_None,
+                           *pb_obj = Py_None, *pa_obj = Py_None, *ch_obj = Py_None,
                            *dtype_obj = Py_None;
   int threads = 0;
-  if (!PyArg_ParseTupleAndKeywords(
-          args, kw, "OO|OO$OOOOOi:clamp_", kwlist, &h_obj, &u_obj, &lo_obj,
-          &hi_obj, &mask_obj, &pb_obj, &pa_obj, &ch_obj, &dtype_obj, &threads))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OO$OOOOOi:clamp_", kwlist, &h_obj, &u_obj, &lo_obj,
+                                   &hi_obj, &mask_obj, &pb_obj, &pa_obj, &ch_obj, &dtype_obj,
+                                   &threads))
     return NULL;
   call_ctx c;
   c.n = c.n_scalar = 0;
@@ -849,20 +816,17 @@ static PyObject *py_clamp(PyObject *self, PyObject *args, PyObject *kw) {
   axs_fin lo, hi;
   axs_bin mask;
   out_arg outs[3];
-  if (parse_h(h_obj, dtype_obj, "clamp_", &h) < 0 ||
-      parse_dir(u_obj, "u", &h, &c, &u) < 0 ||
-      parse_fin(lo_obj, "lo", 0, &h, &c, &lo) < 0 ||
-      parse_fin(hi_obj, "hi", 0, &h, &c, &hi) < 0 ||
+  if (parse_h(h_obj, dtype_obj, "clamp_", &h) < 0 || parse_dir(u_obj, "u", &h, &c, &u) < 0 ||
+      parse_fin(lo_obj, "lo", 0, &h, &c, &lo) < 0 || parse_fin(hi_obj, "hi", 0, &h, &c, &hi) < 0 ||
       parse_mask(mask_obj, &h, &c, &mask) < 0 ||
       parse_out(pb_obj, "p_before", 0, &h, &outs[0]) < 0 ||
       parse_out(pa_obj, "p_after", 0, &h, &outs[1]) < 0 ||
-      parse_out(ch_obj, "changed", 1, &h, &outs[2]) < 0 ||
-      check_outputs_vs_inputs(&c, outs, 3) < 0)
+      parse_out(ch_obj, "changed", 1, &h, &outs[2]) < 0 || check_outputs_vs_inputs(&c, outs, 3) < 0)
     goto done;
   axs_status st;
   Py_BEGIN_ALLOW_THREADS;
-  st = axs_clamp_(h.rows, u, lo, hi, mask, fout_of(&outs[0]), fout_of(&outs[1]),
-                  bout_of(&outs[2]), threads);
+  st = axs_clamp_(h.rows, u, lo, hi, mask, fout_of(&outs[0]), fout_of(&outs[1]), bout_of(&outs[2]),
+                  threads);
   Py_END_ALLOW_THREADS;
   if (st != AXS_OK) {
     raise_core(st, NULL, 0);
@@ -875,38 +839,33 @@ done:
   return result;
 }
 
-PyDoc_STRVAR(
-    set_projection_doc,
-    "set_projection_(h, u, target, *, mask=None, p_before=None, dtype=None,\n"
-    "                threads=0) -> None\n"
-    "\n"
-    "Sets the projection of each row of h on the unit direction u to target,\n"
-    "in place: h[r] <- h[r] + u (target - <h[r], u>). target = 0 ablates the\n"
-    "direction. A non-finite target, or a row holding NaN or inf, leaves the\n"
-    "row unchanged.\n"
-    "\n"
-    "h:        (d,), (n, d) or (batch, seq, d), writeable (see project).\n"
-    "u:        (d,) float32 (float64 is converted), unit norm.\n"
-    "target:   float or float32-convertible array broadcastable to\n"
-    "          h.shape[:-1], in the units of h.\n"
-    "mask:     bool or uint8 broadcastable to h.shape[:-1].\n"
-    "p_before: float32 (h.shape[:-1]) written with <h[r], u> before.\n"
-    "dtype, threads: as in project.\n"
-    "\n"
-    "Raises TypeError / ValueError as clamp_. Releases the GIL while the\n"
-    "kernel runs.");
+PyDoc_STRVAR(set_projection_doc,
+             "set_projection_(h, u, target, *, mask=None, p_before=None, dtype=None,\n"
+             "                threads=0) -> None\n"
+             "\n"
+             "Sets the projection of each row of h on the unit direction u to target,\n"
+             "in place: h[r] <- h[r] + u (target - <h[r], u>). target = 0 ablates the\n"
+             "direction. A non-finite target, or a row holding NaN or inf, leaves the\n"
+             "row unchanged.\n"
+             "\n"
+             "h:        (d,), (n, d) or (batch, seq, d), writeable (see project).\n"
+             "u:        (d,) float32 (float64 is converted), unit norm.\n"
+             "target:   float or float32-convertible array broadcastable to\n"
+             "          h.shape[:-1], in the units of h.\n"
+             "mask:     bool or uint8 broadcastable to h.shape[:-1].\n"
+             "p_before: float32 (h.shape[:-1]) written with <h[r], u> before.\n"
+             "dtype, threads: as in project.\n"
+             "\n"
+             "Raises TypeError / ValueError as clamp_. Releases the GIL while the\n"
+             "kernel runs.");
 
-static PyObject *py_set_projection(PyObject *self, PyObject *args,
-                                   PyObject *kw) {
+static PyObject *py_set_projection(PyObject *self, PyObject *args, PyObject *kw) {
   (void)self;
-  static char *kwlist[] = {"h",        "u",     "target",  "mask",
-                           "p_before", "dtype", "threads", NULL};
-  PyObject *h_obj, *u_obj, *t_obj, *mask_obj = Py_None, *pb_obj = Py_None,
-                                   *dtype_obj = Py_None;
+  static char *kwlist[] = {"h", "u", "target", "mask", "p_before", "dtype", "threads", NULL};
+  PyObject *h_obj, *u_obj, *t_obj, *mask_obj = Py_None, *pb_obj = Py_None, *dtype_obj = Py_None;
   int threads = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|$OOOi:set_projection_",
-                                   kwlist, &h_obj, &u_obj, &t_obj, &mask_obj,
-                                   &pb_obj, &dtype_obj, &threads))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|$OOOi:set_projection_", kwlist, &h_obj, &u_obj,
+                                   &t_obj, &mask_obj, &pb_obj, &dtype_obj, &threads))
     return NULL;
   call_ctx c;
   c.n = c.n_scalar = 0;
@@ -917,10 +876,8 @@ static PyObject *py_set_projection(PyObject *self, PyObject *args,
   axs_bin mask;
   out_arg pb;
   if (parse_h(h_obj, dtype_obj, "set_projection_", &h) < 0 ||
-      parse_dir(u_obj, "u", &h, &c, &u) < 0 ||
-      parse_fin(t_obj, "target", 1, &h, &c, &t) < 0 ||
-      parse_mask(mask_obj, &h, &c, &mask) < 0 ||
-      parse_out(pb_obj, "p_before", 0, &h, &pb) < 0 ||
+      parse_dir(u_obj, "u", &h, &c, &u) < 0 || parse_fin(t_obj, "target", 1, &h, &c, &t) < 0 ||
+      parse_mask(mask_obj, &h, &c, &mask) < 0 || parse_out(pb_obj, "p_before", 0, &h, &pb) < 0 ||
       check_outputs_vs_inputs(&c, &pb, 1) < 0)
     goto done;
   axs_status st;
@@ -938,33 +895,29 @@ done:
   return result;
 }
 
-PyDoc_STRVAR(
-    steer_doc,
-    "steer_(h, w, alpha, *, mask=None, dtype=None, threads=0) -> None\n"
-    "\n"
-    "Adds alpha * w to each row of h, in place: h[r] <- h[r] + alpha[r] w.\n"
-    "w is used as given (not normalised), so alpha is in units of ||w||.\n"
-    "Rows with alpha == 0 or a non-finite alpha are left unchanged.\n"
-    "\n"
-    "h:      (d,), (n, d) or (batch, seq, d), writeable (see project).\n"
-    "w:      (d,) float32 (float64 is converted), any finite vector.\n"
-    "alpha:  float or float32-convertible array broadcastable to\n"
-    "        h.shape[:-1].\n"
-    "mask:   bool or uint8 broadcastable to h.shape[:-1].\n"
-    "dtype, threads: as in project.\n"
-    "\n"
-    "Raises TypeError / ValueError as clamp_. Releases the GIL while the\n"
-    "kernel runs.");
+PyDoc_STRVAR(steer_doc, "steer_(h, w, alpha, *, mask=None, dtype=None, threads=0) -> None\n"
+                        "\n"
+                        "Adds alpha * w to each row of h, in place: h[r] <- h[r] + alpha[r] w.\n"
+                        "w is used as given (not normalised), so alpha is in units of ||w||.\n"
+                        "Rows with alpha == 0 or a non-finite alpha are left unchanged.\n"
+                        "\n"
+                        "h:      (d,), (n, d) or (batch, seq, d), writeable (see project).\n"
+                        "w:      (d,) float32 (float64 is converted), any finite vector.\n"
+                        "alpha:  float or float32-convertible array broadcastable to\n"
+                        "        h.shape[:-1].\n"
+                        "mask:   bool or uint8 broadcastable to h.shape[:-1].\n"
+                        "dtype, threads: as in project.\n"
+                        "\n"
+                        "Raises TypeError / ValueError as clamp_. Releases the GIL while the\n"
+                        "kernel runs.");
 
 static PyObject *py_steer(PyObject *self, PyObject *args, PyObject *kw) {
   (void)self;
   static char *kwlist[] = {"h", "w", "alpha", "mask", "dtype", "threads", NULL};
-  PyObject *h_obj, *w_obj, *alpha_obj, *mask_obj = Py_None,
-                                       *dtype_obj = Py_None;
+  PyObject *h_obj, *w_obj, *alpha_obj, *mask_obj = Py_None, *dtype_obj = Py_None;
   int threads = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|$OOi:steer_", kwlist, &h_obj,
-                                   &w_obj, &alpha_obj, &mask_obj, &dtype_obj,
-                                   &threads))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|$OOi:steer_", kwlist, &h_obj, &w_obj, &alpha_obj,
+                                   &mask_obj, &dtype_obj, &threads))
     return NULL;
   call_ctx c;
   c.n = c.n_scalar = 0;
@@ -973,8 +926,7 @@ static PyObject *py_steer(PyObject *self, PyObject *args, PyObject *kw) {
   const float *w;
   axs_fin alpha;
   axs_bin mask;
-  if (parse_h(h_obj, dtype_obj, "steer_", &h) < 0 ||
-      parse_dir(w_obj, "w", &h, &c, &w) < 0 ||
+  if (parse_h(h_obj, dtype_obj, "steer_", &h) < 0 || parse_dir(w_obj, "w", &h, &c, &w) < 0 ||
       parse_fin(alpha_obj, "alpha", 1, &h, &c, &alpha) < 0 ||
       parse_mask(mask_obj, &h, &c, &mask) < 0)
     goto done;
@@ -1003,15 +955,14 @@ static int parse_ops(PyObject *obj, axs_op *ops, int *n_ops) {
                  obj, obj);
     return -1;
   }
-  PyObject *seq = PySequence_Fast(
-      obj, "ops: expected a sequence of op names (\"project\", \"clamp\", "
-           "\"set\", \"steer\") or codes (0..3)");
+  PyObject *seq =
+      PySequence_Fast(obj, "ops: expected a sequence of op names (\"project\", \"clamp\", "
+                           "\"set\", \"steer\") or codes (0..3)");
   if (seq == NULL)
     return -1;
   Py_ssize_t k_ops = PySequence_Fast_GET_SIZE(seq);
   if (k_ops < 1 || k_ops > AXS_MAX_STEPS) {
-    PyErr_Format(PyExc_ValueError,
-                 "ops: %zd ops given (expected 1 to MAX_STEPS = %d)", k_ops,
+    PyErr_Format(PyExc_ValueError, "ops: %zd ops given (expected 1 to MAX_STEPS = %d)", k_ops,
                  AXS_MAX_STEPS);
     Py_DECREF(seq);
     return -1;
@@ -1031,9 +982,8 @@ static int parse_ops(PyObject *obj, axs_op *ops, int *n_ops) {
       }
       code = v >= 0 && v <= 3 ? (long)v : -1;
     } else {
-      PyErr_Format(PyExc_TypeError,
-                   "ops[%zd] = %R: expected an op name or code (got %s)", k,
-                   item, Py_TYPE(item)->tp_name);
+      PyErr_Format(PyExc_TypeError, "ops[%zd] = %R: expected an op name or code (got %s)", k, item,
+                   Py_TYPE(item)->tp_name);
       Py_DECREF(seq);
       return -1;
     }
@@ -1052,48 +1002,45 @@ static int parse_ops(PyObject *obj, axs_op *ops, int *n_ops) {
   return 0;
 }
 
-PyDoc_STRVAR(
-    apply_doc,
-    "apply_(h, dirs, ops, params, *, mask=None, p_in=None, p_out=None,\n"
-    "       fired=None, dtype=None, threads=0) -> None\n"
-    "\n"
-    "Runs a short program of K steps on every row of h, in place and in one\n"
-    "pass; each step sees the result of the previous one. Step k is ops[k]\n"
-    "along dirs[k] with per-row values params[k, 0] and params[k, 1]:\n"
-    "  \"project\" (0): records only (params ignored)\n"
-    "  \"clamp\"   (1): projection clamped into [params[k, 0], params[k, 1]]\n"
-    "  \"set\"     (2): projection set to params[k, 0]\n"
-    "  \"steer\"   (3): h += params[k, 0] * dirs[k] (dirs[k] any finite\n"
-    "                 vector; the other ops need unit rows)\n"
-    "with the rules of clamp_, set_projection_ and steer_.\n"
-    "\n"
-    "h:      (d,), (n, d) or (batch, seq, d), writeable (see project).\n"
-    "dirs:   (K, d) float32 (float64 is converted).\n"
-    "ops:    sequence of K op names or codes, 1 <= K <= MAX_STEPS.\n"
-    "params: (K, 2, *B) float32-convertible, B broadcastable to\n"
-    "        h.shape[:-1]; params[k, 1] is read by clamp steps only.\n"
-    "mask:   bool or uint8 broadcastable to h.shape[:-1].\n"
-    "p_in:   float32 (h.shape[:-1]) written with <h[r], dirs[0]> before.\n"
-    "p_out:  float32 (h.shape[:-1]) written with <h[r], dirs[0]> after.\n"
-    "fired:  bool (h.shape[:-1]) written with True where a clamp step\n"
-    "        changed the row.\n"
-    "dtype, threads: as in project.\n"
-    "\n"
-    "Raises TypeError / ValueError as clamp_ (naming dirs[k], params[k, 0],\n"
-    "params[k, 1]). Releases the GIL while the kernel runs.");
+PyDoc_STRVAR(apply_doc, "apply_(h, dirs, ops, params, *, mask=None, p_in=None, p_out=None,\n"
+                        "       fired=None, dtype=None, threads=0) -> None\n"
+                        "\n"
+                        "Runs a short program of K steps on every row of h, in place and in one\n"
+                        "pass; each step sees the result of the previous one. Step k is ops[k]\n"
+                        "along dirs[k] with per-row values params[k, 0] and params[k, 1]:\n"
+                        "  \"project\" (0): records only (params ignored)\n"
+                        "  \"clamp\"   (1): projection clamped into [params[k, 0], params[k, 1]]\n"
+                        "  \"set\"     (2): projection set to params[k, 0]\n"
+                        "  \"steer\"   (3): h += params[k, 0] * dirs[k] (dirs[k] any finite\n"
+                        "                 vector; the other ops need unit rows)\n"
+                        "with the rules of clamp_, set_projection_ and steer_.\n"
+                        "\n"
+                        "h:      (d,), (n, d) or (batch, seq, d), writeable (see project).\n"
+                        "dirs:   (K, d) float32 (float64 is converted).\n"
+                        "ops:    sequence of K op names or codes, 1 <= K <= MAX_STEPS.\n"
+                        "params: (K, 2, *B) float32-convertible, B broadcastable to\n"
+                        "        h.shape[:-1]; params[k, 1] is read by clamp steps only.\n"
+                        "mask:   bool or uint8 broadcastable to h.shape[:-1].\n"
+                        "p_in:   float32 (h.shape[:-1]) written with <h[r], dirs[0]> before.\n"
+                        "p_out:  float32 (h.shape[:-1]) written with <h[r], dirs[0]> after.\n"
+                        "fired:  bool (h.shape[:-1]) written with True where a clamp step\n"
+                        "        changed the row.\n"
+                        "dtype, threads: as in project.\n"
+                        "\n"
+                        "Raises TypeError / ValueError as clamp_ (naming dirs[k], params[k, 0],\n"
+                        "params[k, 1]). Releases the GIL while the kernel runs.");
 
 static PyObject *py_apply(PyObject *self, PyObject *args, PyObject *kw) {
   (void)self;
   static char *kwlist[] = {"h",     "dirs",  "ops",   "params",  "mask", "p_in",
                            "p_out", "fired", "dtype", "threads", NULL};
-  PyObject *h_obj, *dirs_obj, *ops_obj, *params_obj,
-      *mask_obj = Py_None, *pin_obj = Py_None, *pout_obj = Py_None,
-      *fired_obj = Py_None, *dtype_obj = Py_None;
+  PyObject *h_obj, *dirs_obj, *ops_obj, *params_obj, *mask_obj = Py_None, *pin_obj = Py_None,
+                                                     *pout_obj = Py_None, *fired_obj = Py_None,
+                                                     *dtype_obj = Py_None;
   int threads = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|$OOOOOi:apply_", kwlist,
-                                   &h_obj, &dirs_obj, &ops_obj, &params_obj,
-                                   &mask_obj, &pin_obj, &pout_obj, &fired_obj,
-                                   &dtype_obj, &threads))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|$OOOOOi:apply_", kwlist, &h_obj, &dirs_obj,
+                                   &ops_obj, &params_obj, &mask_obj, &pin_obj, &pout_obj,
+                                   &fired_obj, &dtype_obj, &threads))
     return NULL;
   call_ctx c;
   c.n = c.n_scalar = 0;
@@ -1105,16 +1052,14 @@ static PyObject *py_apply(PyObject *self, PyObject *args, PyObject *kw) {
   axs_bin mask;
   out_arg outs[3];
   PyArrayObject *dirs_raw = NULL, *dirs = NULL, *params = NULL;
-  if (parse_h(h_obj, dtype_obj, "apply_", &h) < 0 ||
-      parse_ops(ops_obj, ops, &k_ops) < 0)
+  if (parse_h(h_obj, dtype_obj, "apply_", &h) < 0 || parse_ops(ops_obj, ops, &k_ops) < 0)
     goto done;
 
   /* dirs: (K, d) */
   dirs_raw = (PyArrayObject *)PyArray_FROM_O(dirs_obj);
   if (dirs_raw == NULL)
     goto done;
-  if (PyArray_TYPE(dirs_raw) != NPY_FLOAT32 &&
-      PyArray_TYPE(dirs_raw) != NPY_FLOAT64) {
+  if (PyArray_TYPE(dirs_raw) != NPY_FLOAT32 && PyArray_TYPE(dirs_raw) != NPY_FLOAT64) {
     PyErr_Format(PyExc_TypeError,
                  "dirs: dtype %S is not supported (expected float32, or "
                  "float64 which is converted)",
@@ -1131,9 +1076,8 @@ static PyObject *py_apply(PyObject *self, PyObject *args, PyObject *kw) {
                  s, k_ops, (long long)h.rows.d);
     goto done;
   }
-  dirs = (PyArrayObject *)PyArray_FromArray(
-      dirs_raw, PyArray_DescrFromType(NPY_FLOAT32),
-      NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+  dirs = (PyArrayObject *)PyArray_FromArray(dirs_raw, PyArray_DescrFromType(NPY_FLOAT32),
+                                            NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
   if (dirs == NULL)
     goto done;
   keep(&c, dirs, "dirs");
@@ -1157,9 +1101,8 @@ static PyObject *py_apply(PyObject *self, PyObject *args, PyObject *kw) {
                    s, k_ops, h.row_text);
       goto done;
     }
-    if (broadcast_rows(&h, "params[k, i]", nd - 2, shape + 2,
-                       PyArray_STRIDES(params) + 2, sizeof(float), &pso,
-                       &psi) < 0)
+    if (broadcast_rows(&h, "params[k, i]", nd - 2, shape + 2, PyArray_STRIDES(params) + 2,
+                       sizeof(float), &pso, &psi) < 0)
       goto done;
   }
   const char *pbase = (const char *)PyArray_DATA(params);
@@ -1170,15 +1113,13 @@ static PyObject *py_apply(PyObject *self, PyObject *args, PyObject *kw) {
     s->op = ops[k];
     s->dir = (const float *)PyArray_DATA(dirs) + (int64_t)k * h.rows.d;
     axs_fin a = {(const float *)(const void *)(pbase + k * pst0), pso, psi};
-    axs_fin b = {(const float *)(const void *)(pbase + k * pst0 + pst1), pso,
-                 psi};
+    axs_fin b = {(const float *)(const void *)(pbase + k * pst0 + pst1), pso, psi};
     if (ops[k] != AXS_PROJECT)
       s->a = a;
     if (ops[k] == AXS_CLAMP)
       s->b = b;
   }
-  if (parse_mask(mask_obj, &h, &c, &mask) < 0 ||
-      parse_out(pin_obj, "p_in", 0, &h, &outs[0]) < 0 ||
+  if (parse_mask(mask_obj, &h, &c, &mask) < 0 || parse_out(pin_obj, "p_in", 0, &h, &outs[0]) < 0 ||
       parse_out(pout_obj, "p_out", 0, &h, &outs[1]) < 0 ||
       parse_out(fired_obj, "fired", 1, &h, &outs[2]) < 0 ||
       check_outputs_vs_inputs(&c, outs, 3) < 0)
@@ -1204,11 +1145,10 @@ done:
   return result;
 }
 
-PyDoc_STRVAR(default_threads_doc,
-             "default_threads() -> int\n"
-             "\n"
-             "The number of threads a call with threads <= 0 uses (OpenMP's "
-             "default, or 1 in a build without OpenMP).");
+PyDoc_STRVAR(default_threads_doc, "default_threads() -> int\n"
+                                  "\n"
+                                  "The number of threads a call with threads <= 0 uses (OpenMP's "
+                                  "default, or 1 in a build without OpenMP).");
 
 static PyObject *py_default_threads(PyObject *self, PyObject *unused) {
   (void)self;
@@ -1217,53 +1157,40 @@ static PyObject *py_default_threads(PyObject *self, PyObject *unused) {
 }
 
 static PyMethodDef methods[] = {
-    {"project", (PyCFunction)(void (*)(void))py_project,
-     METH_VARARGS | METH_KEYWORDS, project_doc},
-    {"clamp_", (PyCFunction)(void (*)(void))py_clamp,
-     METH_VARARGS | METH_KEYWORDS, clamp_doc},
+    {"project", (PyCFunction)(void (*)(void))py_project, METH_VARARGS | METH_KEYWORDS, project_doc},
+    {"clamp_", (PyCFunction)(void (*)(void))py_clamp, METH_VARARGS | METH_KEYWORDS, clamp_doc},
     {"set_projection_", (PyCFunction)(void (*)(void))py_set_projection,
      METH_VARARGS | METH_KEYWORDS, set_projection_doc},
-    {"steer_", (PyCFunction)(void (*)(void))py_steer,
-     METH_VARARGS | METH_KEYWORDS, steer_doc},
-    {"apply_", (PyCFunction)(void (*)(void))py_apply,
-     METH_VARARGS | METH_KEYWORDS, apply_doc},
+    {"steer_", (PyCFunction)(void (*)(void))py_steer, METH_VARARGS | METH_KEYWORDS, steer_doc},
+    {"apply_", (PyCFunction)(void (*)(void))py_apply, METH_VARARGS | METH_KEYWORDS, apply_doc},
     {"default_threads", py_default_threads, METH_NOARGS, default_threads_doc},
     {NULL, NULL, 0, NULL}};
 
-PyDoc_STRVAR(
-    module_doc,
-    "axis_steer._C - NumPy bindings of the axis_steer C core.\n"
-    "\n"
-    "Every function works on rows h of shape (d,), (n, d) or (batch, seq, d)\n"
-    "in float32, float16 or bfloat16 (an ml_dtypes bfloat16 array, or its\n"
-    "bits as a uint16 array with dtype=\"bfloat16\"), with float32\n"
-    "arithmetic and round-to-nearest-even stores. Directions are (d,)\n"
-    "float32; per-row values and masks broadcast to h.shape[:-1]; outputs\n"
-    "have shape h.shape[:-1]. Functions ending in _ modify h in place.\n"
-    "\n"
-    "  project(h, u)                  p = <h, u>\n"
-    "  clamp_(h, u, lo, hi)           projection clamped into [lo, hi]\n"
-    "  set_projection_(h, u, target)  projection set to target\n"
-    "  steer_(h, w, alpha)            h += alpha * w\n"
-    "  apply_(h, dirs, ops, params)   several of these steps in one pass\n"
-    "\n"
-    "Bad arguments raise TypeError or ValueError naming the argument; a\n"
-    "failure inside the core raises axis_steer.errors.AxisSteerError. The\n"
-    "GIL is released while a kernel runs.\n"
-    "\n"
-    "Constants: MAX_STEPS (most steps in apply_), PARALLEL_MIN_ELEMS (inputs\n"
-    "with fewer elements run on one thread), UNIT_TOL (allowed | ||u|| - 1 "
-    "|).");
+PyDoc_STRVAR(module_doc, "axis_steer._C - NumPy bindings of the axis_steer C core.\n"
+                         "\n"
+                         "Every function works on rows h of shape (d,), (n, d) or (batch, seq, d)\n"
+                         "in float32, float16 or bfloat16 (an ml_dtypes bfloat16 array, or its\n"
+                         "bits as a uint16 array with dtype=\"bfloat16\"), with float32\n"
+                         "arithmetic and round-to-nearest-even stores. Directions are (d,)\n"
+                         "float32; per-row values and masks broadcast to h.shape[:-1]; outputs\n"
+                         "have shape h.shape[:-1]. Functions ending in _ modify h in place.\n"
+                         "\n"
+                         "  project(h, u)                  p = <h, u>\n"
+                         "  clamp_(h, u, lo, hi)           projection clamped into [lo, hi]\n"
+                         "  set_projection_(h, u, target)  projection set to target\n"
+                         "  steer_(h, w, alpha)            h += alpha * w\n"
+                         "  apply_(h, dirs, ops, params)   several of these steps in one pass\n"
+                         "\n"
+                         "Bad arguments raise TypeError or ValueError naming the argument; a\n"
+                         "failure inside the core raises axis_steer.errors.AxisSteerError. The\n"
+                         "GIL is released while a kernel runs.\n"
+                         "\n"
+                         "Constants: MAX_STEPS (most steps in apply_), PARALLEL_MIN_ELEMS (inputs\n"
+                         "with fewer elements run on one thread), UNIT_TOL (allowed | ||u|| - 1 "
+                         "|).");
 
-static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT,
-                                        "_C",
-                                        module_doc,
-                                        -1,
-                                        methods,
-                                        NULL,
-                                        NULL,
-                                        NULL,
-                                        NULL};
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_C", module_doc, -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__C(void) {
   import_array();
@@ -1282,10 +1209,8 @@ PyMODINIT_FUNC PyInit__C(void) {
   Py_XDECREF(axs_error_type);
   axs_error_type = cls;
   PyObject *tol = PyFloat_FromDouble((double)AXS_UNIT_TOL);
-  if (tol == NULL ||
-      PyModule_AddIntConstant(m, "MAX_STEPS", AXS_MAX_STEPS) < 0 ||
-      PyModule_AddIntConstant(m, "PARALLEL_MIN_ELEMS", AXS_PARALLEL_MIN_ELEMS) <
-          0 ||
+  if (tol == NULL || PyModule_AddIntConstant(m, "MAX_STEPS", AXS_MAX_STEPS) < 0 ||
+      PyModule_AddIntConstant(m, "PARALLEL_MIN_ELEMS", AXS_PARALLEL_MIN_ELEMS) < 0 ||
       PyModule_AddObject(m, "UNIT_TOL", tol) < 0) {
     Py_XDECREF(tol);
     Py_DECREF(m);

@@ -33,17 +33,17 @@ static long g_checks = 0, g_failures = 0;
 static long g_case_failures = 0, g_printed = 0;
 static char g_case[256] = ""; /* what the current checks are about */
 
-#define CHECK(cond, ...)                                                       \
-  do {                                                                         \
-    g_checks++;                                                                \
-    if (!(cond)) {                                                             \
-      g_failures++;                                                            \
-      if (++g_case_failures <= 3 && ++g_printed <= 200) {                      \
-        fprintf(stderr, "FAIL %s:%d [%s] ", __FILE__, __LINE__, g_case);       \
-        fprintf(stderr, __VA_ARGS__);                                          \
-        fputc('\n', stderr);                                                   \
-      }                                                                        \
-    }                                                                          \
+#define CHECK(cond, ...)                                                                           \
+  do {                                                                                             \
+    g_checks++;                                                                                    \
+    if (!(cond)) {                                                                                 \
+      g_failures++;                                                                                \
+      if (++g_case_failures <= 3 && ++g_printed <= 200) {                                          \
+        fprintf(stderr, "FAIL %s:%d [%s] ", __FILE__, __LINE__, g_case);                           \
+        fprintf(stderr, __VA_ARGS__);                                                              \
+        fputc('\n', stderr);                                                                       \
+      }                                                                                            \
+    }                                                                                              \
   } while (0)
 
 #if defined(__GNUC__)
@@ -92,7 +92,9 @@ static uint64_t rng_u64(void) {
   return z ^ (z >> 31);
 }
 
-static double rng_unit(void) { return (double)(rng_u64() >> 11) * 0x1p-53; }
+static double rng_unit(void) {
+  return (double)(rng_u64() >> 11) * 0x1p-53;
+}
 
 static double rng_normal(void) {
   double u1 = rng_unit(), u2 = rng_unit();
@@ -110,7 +112,9 @@ static const char *dt_name(axs_dtype dt) {
   return dt == AXS_F32 ? "float32" : dt == AXS_F16 ? "float16" : "bfloat16";
 }
 
-static size_t dt_size(axs_dtype dt) { return dt == AXS_F32 ? 4 : 2; }
+static size_t dt_size(axs_dtype dt) {
+  return dt == AXS_F32 ? 4 : 2;
+}
 
 /* relative and absolute error of one store to the dtype */
 static double store_rel(axs_dtype dt) {
@@ -176,8 +180,7 @@ static axs_rows rows_of(const layout_t *L, axs_dtype dt, void *data) {
 /* h with every byte outside the rows set to a pattern, rows ~ N(0, scale^2);
  * a few rows get a -0.0 and (float16) a subnormal, which any write would
  * show. Returns the buffer; *n_bytes is its size. */
-static void *make_h(const layout_t *L, axs_dtype dt, double scale,
-                    size_t *n_bytes) {
+static void *make_h(const layout_t *L, axs_dtype dt, double scale, size_t *n_bytes) {
   size_t n = (size_t)layout_elems(L) * dt_size(dt) + 64;
   unsigned char *buf = (unsigned char *)xcalloc(n, 1);
   for (size_t k = 0; k < n; k++)
@@ -201,16 +204,14 @@ static unsigned char *row_bytes(const layout_t *L, axs_dtype dt, size_t n) {
   unsigned char *in = (unsigned char *)xcalloc(n, 1);
   for (int64_t o = 0; o < L->no; o++)
     for (int64_t i = 0; i < L->ni; i++)
-      memset(in + (size_t)row_at(L, o, i) * dt_size(dt), 1,
-             (size_t)L->d * dt_size(dt));
+      memset(in + (size_t)row_at(L, o, i) * dt_size(dt), 1, (size_t)L->d * dt_size(dt));
   return in;
 }
 
-static int row_same(const layout_t *L, axs_dtype dt, const void *a,
-                    const void *b, int64_t o, int64_t i) {
+static int row_same(const layout_t *L, axs_dtype dt, const void *a, const void *b, int64_t o,
+                    int64_t i) {
   size_t off = (size_t)row_at(L, o, i) * dt_size(dt);
-  return memcmp((const char *)a + off, (const char *)b + off,
-                (size_t)L->d * dt_size(dt)) == 0;
+  return memcmp((const char *)a + off, (const char *)b + off, (size_t)L->d * dt_size(dt)) == 0;
 }
 
 /* a float32 unit vector (normalised in double) */
@@ -238,8 +239,7 @@ static float *make_vec(int64_t d, double scale) {
  * ------------------------------------ */
 
 enum { BC_SCALAR, BC_OUTER, BC_INNER, BC_FULL, BC_COUNT };
-static const char *const k_bc_names[BC_COUNT] = {"scalar", "per-outer",
-                                                 "per-inner", "per-row"};
+static const char *const k_bc_names[BC_COUNT] = {"scalar", "per-outer", "per-inner", "per-row"};
 
 typedef struct {
   float *phys;  /* what the core reads */
@@ -277,8 +277,7 @@ static rowvals make_vals(const layout_t *L, int mode, double mean, double sd) {
   v.fin.data = v.phys;
   for (int64_t o = 0; o < no; o++)
     for (int64_t i = 0; i < ni; i++)
-      v.value[o * ni + i] =
-          v.phys[o * v.fin.stride_outer + i * v.fin.stride_inner];
+      v.value[o * ni + i] = v.phys[o * v.fin.stride_outer + i * v.fin.stride_inner];
   return v;
 }
 
@@ -288,8 +287,7 @@ static void add_abs_of(rowvals *hi, const rowvals *lo, const layout_t *L) {
     hi->phys[k] = lo->phys[k] + fabsf(hi->phys[k]) + 0.05f;
   for (int64_t o = 0; o < L->no; o++)
     for (int64_t i = 0; i < L->ni; i++)
-      hi->value[o * L->ni + i] =
-          hi->phys[o * hi->fin.stride_outer + i * hi->fin.stride_inner];
+      hi->value[o * L->ni + i] = hi->phys[o * hi->fin.stride_outer + i * hi->fin.stride_inner];
 }
 
 static void free_vals(rowvals *v) {
@@ -351,8 +349,7 @@ static int fout_gaps_ok(const fouts *o, const layout_t *L) {
   unsigned char *used = (unsigned char *)xcalloc(o->n, 1);
   for (int64_t a = 0; a < L->no; a++)
     for (int64_t b = 0; b < L->ni; b++)
-      used[(o->f.data - o->buf) + a * o->f.stride_outer +
-           b * o->f.stride_inner] = 1;
+      used[(o->f.data - o->buf) + a * o->f.stride_outer + b * o->f.stride_inner] = 1;
   int ok = 1;
   for (size_t k = 0; k < o->n; k++)
     if (!used[k] && !same_bits_f(o->buf[k], k_fsentinel))
@@ -365,8 +362,7 @@ static int bout_gaps_ok(const bouts *o, const layout_t *L) {
   unsigned char *used = (unsigned char *)xcalloc(o->n, 1);
   for (int64_t a = 0; a < L->no; a++)
     for (int64_t b = 0; b < L->ni; b++)
-      used[(o->b.data - o->buf) + a * o->b.stride_outer +
-           b * o->b.stride_inner] = 1;
+      used[(o->b.data - o->buf) + a * o->b.stride_outer + b * o->b.stride_inner] = 1;
   int ok = 1;
   for (size_t k = 0; k < o->n; k++)
     if (!used[k] && o->buf[k] != k_bsentinel)
@@ -384,8 +380,7 @@ typedef struct {
   int finite;  /* every x_j finite */
 } proj_ref;
 
-static proj_ref ref_project(axs_dtype dt, const void *h, int64_t row,
-                            const float *u, int64_t d) {
+static proj_ref ref_project(axs_dtype dt, const void *h, int64_t row, const float *u, int64_t d) {
   proj_ref r = {0.0, 0.0, 1};
   for (int64_t j = 0; j < d; j++) {
     double x = ld(dt, h, row + j);
@@ -404,17 +399,15 @@ static double dot_tol(int64_t d, double sabs) {
 
 /* Checks that row (o, i) of h holds x + c * w for the x of h0 (c computed
  * in double by the caller, with cerr a bound on the kernel's error in c). */
-static int row_matches(axs_dtype dt, const layout_t *L, const void *h,
-                       const void *h0, int64_t o, int64_t i, const float *w,
-                       double c, double cerr, double *worst) {
+static int row_matches(axs_dtype dt, const layout_t *L, const void *h, const void *h0, int64_t o,
+                       int64_t i, const float *w, double c, double cerr, double *worst) {
   int64_t r = row_at(L, o, i);
   int ok = 1;
   for (int64_t j = 0; j < L->d; j++) {
     double x = ld(dt, h0, r + j), z = ld(dt, h, r + j);
     double cw = c * (double)w[j];
     double y = x + cw;
-    double tol = fabs((double)w[j]) * cerr +
-                 2.0 * FLT_EPSILON * (fabs(x) + fabs(cw)) +
+    double tol = fabs((double)w[j]) * cerr + 2.0 * FLT_EPSILON * (fabs(x) + fabs(cw)) +
                  store_rel(dt) * fabs(y) + store_abs(dt);
     double err = fabs(z - y);
     if (!(err <= tol))
@@ -446,10 +439,9 @@ static void run_op_case(const op_case *c) {
   const layout_t *L = c->L;
   axs_dtype dt = c->dt;
   char what[200];
-  snprintf(what, sizeof what, "%s %s %s, %s values, mask %d, outputs %d%s%s",
-           k_op_names[c->op], dt_name(dt), L->name, k_bc_names[c->mode],
-           c->use_mask, c->outputs, c->lo_only ? ", lo only" : "",
-           c->hi_only ? ", hi only" : "");
+  snprintf(what, sizeof what, "%s %s %s, %s values, mask %d, outputs %d%s%s", k_op_names[c->op],
+           dt_name(dt), L->name, k_bc_names[c->mode], c->use_mask, c->outputs,
+           c->lo_only ? ", lo only" : "", c->hi_only ? ", hi only" : "");
   set_case("%s", what);
 
   size_t nb;
@@ -459,16 +451,15 @@ static void run_op_case(const op_case *c) {
   unsigned char *in_rows = row_bytes(L, dt, nb);
   float *u = c->op == AXS_STEER ? make_vec(L->d, 0.7) : make_unit(L->d);
 
-  rowvals a = make_vals(L, c->mode, c->op == AXS_CLAMP ? -0.2 : 0.0,
-                        c->op == AXS_STEER ? 1.5 : 0.8);
+  rowvals a =
+      make_vals(L, c->mode, c->op == AXS_CLAMP ? -0.2 : 0.0, c->op == AXS_STEER ? 1.5 : 0.8);
   rowvals b = make_vals(L, c->mode, 0.0, 0.6);
   add_abs_of(&b, &a, L);
   if (c->op == AXS_STEER || c->op == AXS_SET) {
     /* a few special values: alpha 0, non-finite alpha / target */
     if (c->mode == BC_FULL && L->no * L->ni >= 4) {
       int64_t i0 = 0, o0 = 0;
-      a.phys[o0 * a.fin.stride_outer + i0 * a.fin.stride_inner] =
-          c->op == AXS_STEER ? 0.0f : NAN;
+      a.phys[o0 * a.fin.stride_outer + i0 * a.fin.stride_inner] = c->op == AXS_STEER ? 0.0f : NAN;
       a.value[0] = a.phys[0];
       int64_t ni = L->ni, last = L->no * ni - 1;
       int64_t ol = last / ni, il = last % ni;
@@ -519,28 +510,24 @@ static void run_op_case(const op_case *c) {
     s = axs_project(rows, u, mask, pb.f, c->threads);
     break;
   case AXS_CLAMP:
-    s = axs_clamp_(rows, u, c->hi_only ? no_fin : a.fin,
-                   c->lo_only ? no_fin : b.fin, mask, c->outputs ? pb.f : no_f,
-                   c->outputs ? pa.f : no_f, c->outputs ? ch.b : no_b,
+    s = axs_clamp_(rows, u, c->hi_only ? no_fin : a.fin, c->lo_only ? no_fin : b.fin, mask,
+                   c->outputs ? pb.f : no_f, c->outputs ? pa.f : no_f, c->outputs ? ch.b : no_b,
                    c->threads);
     break;
   case AXS_SET:
-    s = axs_set_projection_(rows, u, a.fin, mask, c->outputs ? pb.f : no_f,
-                            c->threads);
+    s = axs_set_projection_(rows, u, a.fin, mask, c->outputs ? pb.f : no_f, c->threads);
     break;
   case AXS_STEER:
     s = axs_steer_(rows, u, a.fin, mask, c->threads);
     break;
   }
   CHECK(s == AXS_OK, "status %d: %s", (int)s, axs_last_error());
-  CHECK(axs_last_error()[0] == '\0', "message after success: %s",
-        axs_last_error());
+  CHECK(axs_last_error()[0] == '\0', "message after success: %s", axs_last_error());
 
   /* the projection of the result, for p_after and the final position */
   fouts pr = make_fout(L);
   if (c->op != AXS_STEER && c->op != AXS_PROJECT)
-    CHECK(axs_project(rows, u, mask, pr.f, 1) == AXS_OK, "re-project: %s",
-          axs_last_error());
+    CHECK(axs_project(rows, u, mask, pr.f, 1) == AXS_OK, "re-project: %s", axs_last_error());
 
   /* bytes outside the rows are never touched */
   int gaps_ok = 1;
@@ -564,15 +551,13 @@ static void run_op_case(const op_case *c) {
       int64_t r = row_at(L, o, i);
       int same = row_same(L, dt, h, h0, o, i);
       if (!mask_value[k]) {
-        CHECK(same, "masked row (%lld, %lld) was written", (long long)o,
-              (long long)i);
+        CHECK(same, "masked row (%lld, %lld) was written", (long long)o, (long long)i);
         if (want_pb && c->op != AXS_STEER)
-          CHECK(isnan(fget(&pb, o, i)), "masked row (%lld, %lld): p = %g",
-                (long long)o, (long long)i, (double)fget(&pb, o, i));
+          CHECK(isnan(fget(&pb, o, i)), "masked row (%lld, %lld): p = %g", (long long)o,
+                (long long)i, (double)fget(&pb, o, i));
         if (c->op == AXS_CLAMP && c->outputs) {
           CHECK(isnan(fget(&pa, o, i)), "masked row: p_after not NaN");
-          CHECK(bget(&ch, o, i) == 0, "masked row: changed = %d",
-                bget(&ch, o, i));
+          CHECK(bget(&ch, o, i) == 0, "masked row: changed = %d", bget(&ch, o, i));
         }
         continue;
       }
@@ -581,24 +566,22 @@ static void run_op_case(const op_case *c) {
       if (c->op != AXS_STEER && want_pb) {
         float p = fget(&pb, o, i);
         CHECK(fabs((double)p - pr0.p) <= tol,
-              "row (%lld, %lld): p = %.9g, reference %.9g (tol %.3g)",
-              (long long)o, (long long)i, (double)p, pr0.p, tol);
+              "row (%lld, %lld): p = %.9g, reference %.9g (tol %.3g)", (long long)o, (long long)i,
+              (double)p, pr0.p, tol);
       }
       if (c->op == AXS_PROJECT) {
-        CHECK(same, "project wrote row (%lld, %lld)", (long long)o,
-              (long long)i);
+        CHECK(same, "project wrote row (%lld, %lld)", (long long)o, (long long)i);
         continue;
       }
       if (c->op == AXS_STEER) {
         double alpha = a.value[k];
         if (alpha == 0.0 || !isfinite(alpha)) {
-          CHECK(same, "steer with alpha = %g wrote row (%lld, %lld)", alpha,
-                (long long)o, (long long)i);
+          CHECK(same, "steer with alpha = %g wrote row (%lld, %lld)", alpha, (long long)o,
+                (long long)i);
           n_kept++;
         } else {
           CHECK(row_matches(dt, L, h, h0, o, i, u, alpha, 0.0, &worst),
-                "steer row (%lld, %lld) off the reference", (long long)o,
-                (long long)i);
+                "steer row (%lld, %lld) off the reference", (long long)o, (long long)i);
           n_written++;
         }
         continue;
@@ -627,18 +610,15 @@ static void run_op_case(const op_case *c) {
       if (near) {
         /* either outcome is right; it must be one of them */
         CHECK(same || row_matches(dt, L, h, h0, o, i, u, t - pr0.p, cerr, NULL),
-              "row (%lld, %lld) near a bound: neither kept nor moved",
-              (long long)o, (long long)i);
+              "row (%lld, %lld) near a bound: neither kept nor moved", (long long)o, (long long)i);
       } else if (expect_write) {
-        CHECK(!same || L->d == 0, "row (%lld, %lld) should move to %g",
-              (long long)o, (long long)i, t);
+        CHECK(!same || L->d == 0, "row (%lld, %lld) should move to %g", (long long)o, (long long)i,
+              t);
         CHECK(row_matches(dt, L, h, h0, o, i, u, t - pr0.p, cerr, &worst),
-              "row (%lld, %lld): moved row off the reference", (long long)o,
-              (long long)i);
+              "row (%lld, %lld): moved row off the reference", (long long)o, (long long)i);
         n_written++;
       } else {
-        CHECK(same, "row (%lld, %lld) inside the bounds was written",
-              (long long)o, (long long)i);
+        CHECK(same, "row (%lld, %lld) inside the bounds was written", (long long)o, (long long)i);
         n_kept++;
       }
       /* where the row ended up */
@@ -647,29 +627,27 @@ static void run_op_case(const op_case *c) {
       if (!near && expect_write) {
         double moved = 0.0;
         for (int64_t j = 0; j < L->d; j++)
-          moved += fabs((double)u[j]) *
-                   (fabs((double)u[j]) * cerr +
-                    store_rel(dt) * fabs(ld(dt, h, r + j)) + store_abs(dt) +
-                    2 * FLT_EPSILON *
-                        (fabs(ld(dt, h0, r + j)) + fabs((t - pr0.p) * u[j])));
+          moved +=
+              fabs((double)u[j]) *
+              (fabs((double)u[j]) * cerr + store_rel(dt) * fabs(ld(dt, h, r + j)) + store_abs(dt) +
+               2 * FLT_EPSILON * (fabs(ld(dt, h0, r + j)) + fabs((t - pr0.p) * u[j])));
         CHECK(fabs(pr1.p - t) <= end_tol + moved + 1e-6 * fabs(t),
-              "row (%lld, %lld): projection after = %.9g, wanted %.9g",
-              (long long)o, (long long)i, pr1.p, t);
+              "row (%lld, %lld): projection after = %.9g, wanted %.9g", (long long)o, (long long)i,
+              pr1.p, t);
       }
       if (c->op == AXS_CLAMP && c->outputs) {
         uint8_t changed = bget(&ch, o, i);
         CHECK(changed == 0 ? same : changed == 1,
-              "row (%lld, %lld): changed = %d but row same = %d", (long long)o,
-              (long long)i, changed, same);
+              "row (%lld, %lld): changed = %d but row same = %d", (long long)o, (long long)i,
+              changed, same);
         if (!near)
-          CHECK(changed == expect_write, "row (%lld, %lld): changed = %d",
-                (long long)o, (long long)i, changed);
+          CHECK(changed == expect_write, "row (%lld, %lld): changed = %d", (long long)o,
+                (long long)i, changed);
         /* p_after is the projection of the stored row, the very bits
          * axs_project gives */
         CHECK(same_bits_f(fget(&pa, o, i), fget(&pr, o, i)),
-              "row (%lld, %lld): p_after %.9g != project(result) %.9g",
-              (long long)o, (long long)i, (double)fget(&pa, o, i),
-              (double)fget(&pr, o, i));
+              "row (%lld, %lld): p_after %.9g != project(result) %.9g", (long long)o, (long long)i,
+              (double)fget(&pa, o, i), (double)fget(&pr, o, i));
         if (!changed)
           CHECK(same_bits_f(fget(&pa, o, i), fget(&pb, o, i)),
                 "unchanged row: p_after != p_before");
@@ -754,24 +732,24 @@ static void test_no_rows(void) {
   st1.op = AXS_CLAMP;
   st1.dir = u;
   st1.a = onef;
-  axs_record no_rec = record_of((axs_fout){NULL, 0, 0}, (axs_fout){NULL, 0, 0},
-                                (axs_bout){NULL, 0, 0});
+  axs_record no_rec =
+      record_of((axs_fout){NULL, 0, 0}, (axs_fout){NULL, 0, 0}, (axs_bout){NULL, 0, 0});
   for (int k = 0; k < 3; k++) {
     const layout_t *L = &layouts[k];
     set_case("no rows: %s", L->name);
     for (int t = 0; t < 3; t++) {
       axs_rows r = rows_of(L, k_dtypes[t], h);
       pf.stride_outer = L->ni;
-      CHECK(axs_project(r, u, nm, pf, 1) == AXS_OK, "project %s: %s",
+      CHECK(axs_project(r, u, nm, pf, 1) == AXS_OK, "project %s: %s", dt_name(k_dtypes[t]),
+            axs_last_error());
+      CHECK(axs_clamp_(r, u, onef, no_fin, nm, no_f, no_f, no_b, 1) == AXS_OK, "clamp %s: %s",
             dt_name(k_dtypes[t]), axs_last_error());
-      CHECK(axs_clamp_(r, u, onef, no_fin, nm, no_f, no_f, no_b, 1) == AXS_OK,
-            "clamp %s: %s", dt_name(k_dtypes[t]), axs_last_error());
-      CHECK(axs_set_projection_(r, u, onef, nm, no_f, 1) == AXS_OK,
-            "set %s: %s", dt_name(k_dtypes[t]), axs_last_error());
-      CHECK(axs_steer_(r, u, onef, nm, 1) == AXS_OK, "steer %s: %s",
+      CHECK(axs_set_projection_(r, u, onef, nm, no_f, 1) == AXS_OK, "set %s: %s",
             dt_name(k_dtypes[t]), axs_last_error());
-      CHECK(axs_apply_(r, &st1, 1, nm, no_rec, 1) == AXS_OK, "apply %s: %s",
-            dt_name(k_dtypes[t]), axs_last_error());
+      CHECK(axs_steer_(r, u, onef, nm, 1) == AXS_OK, "steer %s: %s", dt_name(k_dtypes[t]),
+            axs_last_error());
+      CHECK(axs_apply_(r, &st1, 1, nm, no_rec, 1) == AXS_OK, "apply %s: %s", dt_name(k_dtypes[t]),
+            axs_last_error());
     }
     int untouched = p[0] == 7 && p[1] == 7 && p[2] == 7 && p[3] == 7;
     for (int j = 0; j < 16; j++)
@@ -829,44 +807,35 @@ static void test_nan_policy(void) {
     axs_bout chb = {ch, 0, 1};
 
     set_case("NaN policy, %s", dt_name(dt));
-    CHECK(axs_project(rows, u, no_mask, pf, 1) == AXS_OK, "project: %s",
-          axs_last_error());
+    CHECK(axs_project(rows, u, no_mask, pf, 1) == AXS_OK, "project: %s", axs_last_error());
     CHECK(isnan(p[0]), "NaN row: p = %g", (double)p[0]);
-    CHECK(!isfinite(p[1]) && !isfinite(p[2]), "inf rows: p = %g, %g",
-          (double)p[1], (double)p[2]);
-    CHECK(isfinite(p[3]) && isfinite(p[4]) && isfinite(p[5]),
-          "finite rows: non-finite p");
+    CHECK(!isfinite(p[1]) && !isfinite(p[2]), "inf rows: p = %g, %g", (double)p[1], (double)p[2]);
+    CHECK(isfinite(p[3]) && isfinite(p[4]) && isfinite(p[5]), "finite rows: non-finite p");
 
     /* a floor above every finite row: finite rows move, the others do not */
     float lo = 50.0f;
     axs_fin lof = {&lo, 0, 0};
-    CHECK(axs_clamp_(rows, u, lof, no_fin, no_mask, pbf, paf, chb, 1) == AXS_OK,
-          "clamp: %s", axs_last_error());
+    CHECK(axs_clamp_(rows, u, lof, no_fin, no_mask, pbf, paf, chb, 1) == AXS_OK, "clamp: %s",
+          axs_last_error());
     for (int64_t r = 0; r < 3; r++) {
-      CHECK(row_same(&L, dt, h, h0, 0, r), "non-finite row %lld written",
-            (long long)r);
+      CHECK(row_same(&L, dt, h, h0, 0, r), "non-finite row %lld written", (long long)r);
       CHECK(ch[r] == 0, "non-finite row %lld: changed = 1", (long long)r);
-      CHECK(!isfinite(pb[r]) && !isfinite(pa[r]),
-            "non-finite row %lld: p_before %g, p_after %g", (long long)r,
-            (double)pb[r], (double)pa[r]);
-      CHECK(same_bits_f(pb[r], p[r]), "non-finite row %lld: p_before != p",
-            (long long)r);
+      CHECK(!isfinite(pb[r]) && !isfinite(pa[r]), "non-finite row %lld: p_before %g, p_after %g",
+            (long long)r, (double)pb[r], (double)pa[r]);
+      CHECK(same_bits_f(pb[r], p[r]), "non-finite row %lld: p_before != p", (long long)r);
     }
     for (int64_t r = 3; r < n; r++) {
-      CHECK(ch[r] == 1 && row_all_finite(dt, h, r * d, d),
-            "finite row %lld: changed %d, finite %d", (long long)r, ch[r],
-            row_all_finite(dt, h, r * d, d));
+      CHECK(ch[r] == 1 && row_all_finite(dt, h, r * d, d), "finite row %lld: changed %d, finite %d",
+            (long long)r, ch[r], row_all_finite(dt, h, r * d, d));
       CHECK(fabsf(pa[r] - lo) < (dt == AXS_F32 ? 1e-4f : 1.0f),
-            "finite row %lld: p_after = %g (floor %g)", (long long)r,
-            (double)pa[r], (double)lo);
+            "finite row %lld: p_after = %g (floor %g)", (long long)r, (double)pa[r], (double)lo);
     }
 
     /* NaN bounds never fire: a NaN floor and a NaN ceiling change nothing */
     memcpy(h, h0, nb);
     float nanv = NAN;
     axs_fin nanf = {&nanv, 0, 0};
-    CHECK(axs_clamp_(rows, u, nanf, nanf, no_mask, no_f, no_f, chb, 1) ==
-              AXS_OK,
+    CHECK(axs_clamp_(rows, u, nanf, nanf, no_mask, no_f, no_f, chb, 1) == AXS_OK,
           "clamp NaN bounds: %s", axs_last_error());
     CHECK(memcmp(h, h0, nb) == 0, "NaN bounds wrote h");
     for (int64_t r = 0; r < n; r++)
@@ -878,22 +847,19 @@ static void test_nan_policy(void) {
           "clamp NaN lo, hi = -50: %s", axs_last_error());
     for (int64_t r = 3; r < n; r++)
       CHECK(ch[r] == 1 && fabsf(pa[r] - hi) < (dt == AXS_F32 ? 1e-4f : 1.0f),
-            "NaN lo, hi -50: row %lld changed %d p_after %g", (long long)r,
-            ch[r], (double)pa[r]);
+            "NaN lo, hi -50: row %lld changed %d p_after %g", (long long)r, ch[r], (double)pa[r]);
     /* infinite open sides are no bounds */
     memcpy(h, h0, nb);
     float minf = -INFINITY, pinf = INFINITY;
     axs_fin minff = {&minf, 0, 0}, pinff = {&pinf, 0, 0};
-    CHECK(axs_clamp_(rows, u, minff, pinff, no_mask, no_f, no_f, chb, 1) ==
-              AXS_OK,
+    CHECK(axs_clamp_(rows, u, minff, pinff, no_mask, no_f, no_f, chb, 1) == AXS_OK,
           "clamp (-inf, inf): %s", axs_last_error());
     CHECK(memcmp(h, h0, nb) == 0, "clamp (-inf, inf) wrote h");
     /* A bound of +inf as floor (or -inf as ceiling): the header says +-inf,
      * like NaN, is "no bound". The rows must stay finite: an infinite bound
      * must not turn a finite row into infinities or NaN. */
     set_case("NaN policy, %s: lo = +inf", dt_name(dt));
-    CHECK(axs_clamp_(rows, u, pinff, pinff, no_mask, no_f, no_f, chb, 1) ==
-              AXS_OK,
+    CHECK(axs_clamp_(rows, u, pinff, pinff, no_mask, no_f, no_f, chb, 1) == AXS_OK,
           "clamp (+inf, +inf): %s", axs_last_error());
     for (int64_t r = 3; r < n; r++)
       CHECK(row_all_finite(dt, h, r * d, d),
@@ -901,8 +867,7 @@ static void test_nan_policy(void) {
             "(changed = %d)",
             (long long)r, ch[r]);
     memcpy(h, h0, nb);
-    CHECK(axs_clamp_(rows, u, minff, minff, no_mask, no_f, no_f, chb, 1) ==
-              AXS_OK,
+    CHECK(axs_clamp_(rows, u, minff, minff, no_mask, no_f, no_f, chb, 1) == AXS_OK,
           "clamp (-inf, -inf): %s", axs_last_error());
     for (int64_t r = 3; r < n; r++)
       CHECK(row_all_finite(dt, h, r * d, d),
@@ -915,11 +880,10 @@ static void test_nan_policy(void) {
     memcpy(h, h0, nb);
     float zero = 0.0f;
     axs_fin zf = {&zero, 0, 0};
-    CHECK(axs_set_projection_(rows, u, zf, no_mask, pbf, 1) == AXS_OK,
-          "set 0: %s", axs_last_error());
+    CHECK(axs_set_projection_(rows, u, zf, no_mask, pbf, 1) == AXS_OK, "set 0: %s",
+          axs_last_error());
     for (int64_t r = 0; r < 3; r++)
-      CHECK(row_same(&L, dt, h, h0, 0, r), "set: non-finite row %lld written",
-            (long long)r);
+      CHECK(row_same(&L, dt, h, h0, 0, r), "set: non-finite row %lld written", (long long)r);
     for (int64_t r = 3; r < n; r++)
       CHECK(!row_same(&L, dt, h, h0, 0, r) && row_all_finite(dt, h, r * d, d),
             "set: finite row %lld not ablated", (long long)r);
@@ -927,10 +891,9 @@ static void test_nan_policy(void) {
     for (int k = 0; k < 3; k++) {
       memcpy(h, h0, nb);
       axs_fin tf = {&bad_targets[k], 0, 0};
-      CHECK(axs_set_projection_(rows, u, tf, no_mask, no_f, 1) == AXS_OK,
-            "set %g: %s", (double)bad_targets[k], axs_last_error());
-      CHECK(memcmp(h, h0, nb) == 0, "set target %g wrote h",
-            (double)bad_targets[k]);
+      CHECK(axs_set_projection_(rows, u, tf, no_mask, no_f, 1) == AXS_OK, "set %g: %s",
+            (double)bad_targets[k], axs_last_error());
+      CHECK(memcmp(h, h0, nb) == 0, "set target %g wrote h", (double)bad_targets[k]);
     }
 
     /* steer: alpha 0 or non-finite changes nothing (a -0.0 survives) */
@@ -939,26 +902,23 @@ static void test_nan_policy(void) {
     for (int k = 0; k < 4; k++) {
       memcpy(h, h0, nb);
       axs_fin af = {&still[k], 0, 0};
-      CHECK(axs_steer_(rows, w, af, no_mask, 1) == AXS_OK, "steer %g: %s",
-            (double)still[k], axs_last_error());
-      CHECK(memcmp(h, h0, nb) == 0, "steer alpha = %g wrote h",
-            (double)still[k]);
+      CHECK(axs_steer_(rows, w, af, no_mask, 1) == AXS_OK, "steer %g: %s", (double)still[k],
+            axs_last_error());
+      CHECK(memcmp(h, h0, nb) == 0, "steer alpha = %g wrote h", (double)still[k]);
     }
     /* steering a NaN row keeps the NaN where it was and spreads nothing */
     memcpy(h, h0, nb);
     float one = 1.0f;
     axs_fin onef = {&one, 0, 0};
-    CHECK(axs_steer_(rows, w, onef, no_mask, 1) == AXS_OK, "steer 1: %s",
-          axs_last_error());
+    CHECK(axs_steer_(rows, w, onef, no_mask, 1) == AXS_OK, "steer 1: %s", axs_last_error());
     for (int64_t j = 0; j < d; j++) {
       float x = ld(dt, h, j);
-      CHECK(j == 3 ? isnan(x) : isfinite(x), "steered NaN row: x[%lld] = %g",
-            (long long)j, (double)x);
+      CHECK(j == 3 ? isnan(x) : isfinite(x), "steered NaN row: x[%lld] = %g", (long long)j,
+            (double)x);
     }
     CHECK(ld(dt, h, 1 * d + 5) == INFINITY && ld(dt, h, 2 * d + 1) == -INFINITY,
           "steered inf rows lost their infinities");
-    CHECK(!row_has_nan(dt, h, 1 * d, d) || w[5] == 0.0f,
-          "steered +inf row grew a NaN");
+    CHECK(!row_has_nan(dt, h, 1 * d, d) || w[5] == 0.0f, "steered +inf row grew a NaN");
     free(u);
     free(w);
     free(h);
@@ -975,13 +935,10 @@ static void test_nan_policy(void) {
     float alpha = 10000.0f;
     axs_rows r1 = {x, AXS_F16, 1, 1, 4, 0, 0};
     axs_fin af = {&alpha, 0, 0};
-    CHECK(axs_steer_(r1, w, af, no_mask, 1) == AXS_OK, "steer: %s",
-          axs_last_error());
-    CHECK(x[0] == 0x7c00 && x[1] == 0x7c00, "60000 + 10000 in float16 = %#x",
-          x[0]);
+    CHECK(axs_steer_(r1, w, af, no_mask, 1) == AXS_OK, "steer: %s", axs_last_error());
+    CHECK(x[0] == 0x7c00 && x[1] == 0x7c00, "60000 + 10000 in float16 = %#x", x[0]);
     /* 50000 is a tie between 49984 and 50016: to even */
-    CHECK(axs_f16_to_f32(x[2]) == 49984.0f, "60000 - 10000 = %g",
-          (double)axs_f16_to_f32(x[2]));
+    CHECK(axs_f16_to_f32(x[2]) == 49984.0f, "60000 - 10000 = %g", (double)axs_f16_to_f32(x[2]));
     CHECK(x[3] == axs_f32_to_f16(60000.0f), "w = 0 element changed");
   }
 }
@@ -1006,8 +963,8 @@ static void test_invalid(void) {
   axs_fout no_f = {NULL, 0, 0};
   axs_bout no_b = {NULL, 0, 0};
   axs_fin no_fin = {NULL, 0, 0};
-  axs_record no_rec = record_of((axs_fout){NULL, 0, 0}, (axs_fout){NULL, 0, 0},
-                                (axs_bout){NULL, 0, 0});
+  axs_record no_rec =
+      record_of((axs_fout){NULL, 0, 0}, (axs_fout){NULL, 0, 0}, (axs_bout){NULL, 0, 0});
   float two = 2.0f, one = 1.0f;
   axs_fin twof = {&two, 0, 0}, onef = {&one, 0, 0};
   float out[64], out2[64];
@@ -1017,39 +974,33 @@ static void test_invalid(void) {
 /* EXPECT: the status, a message exactly when it failed, the message naming
  * `needle`, and h untouched. EXPECT_W: the same for a call that may write h
  * (h is restored after it). */
-#define EXPECT_(call, status, needle, h_kept)                                  \
-  do {                                                                         \
-    s = (call);                                                                \
-    CHECK(s == (status), "%s: status %d, expected %d (%s)", #call, (int)s,     \
-          (int)(status), axs_last_error());                                    \
-    CHECK((status) == AXS_OK ? axs_last_error()[0] == '\0'                     \
-                             : axs_last_error()[0] != '\0',                    \
-          "%s: message \"%s\"", #call, axs_last_error());                      \
-    CHECK((needle) == NULL || msg_has(needle),                                 \
-          "%s: message \"%s\" does not name \"%s\"", #call, axs_last_error(),  \
-          (const char *)(needle));                                             \
-    if (h_kept)                                                                \
-      CHECK(memcmp(hbuf, h0, (size_t)(n * d + 64) * sizeof(float)) == 0,       \
-            "%s changed h", #call);                                            \
-    memcpy(hbuf, h0, (size_t)(n * d + 64) * sizeof(float));                    \
+#define EXPECT_(call, status, needle, h_kept)                                                      \
+  do {                                                                                             \
+    s = (call);                                                                                    \
+    CHECK(s == (status), "%s: status %d, expected %d (%s)", #call, (int)s, (int)(status),          \
+          axs_last_error());                                                                       \
+    CHECK((status) == AXS_OK ? axs_last_error()[0] == '\0' : axs_last_error()[0] != '\0',          \
+          "%s: message \"%s\"", #call, axs_last_error());                                          \
+    CHECK((needle) == NULL || msg_has(needle), "%s: message \"%s\" does not name \"%s\"", #call,   \
+          axs_last_error(), (const char *)(needle));                                               \
+    if (h_kept)                                                                                    \
+      CHECK(memcmp(hbuf, h0, (size_t)(n * d + 64) * sizeof(float)) == 0, "%s changed h", #call);   \
+    memcpy(hbuf, h0, (size_t)(n * d + 64) * sizeof(float));                                        \
   } while (0)
 #define EXPECT(call, status, needle) EXPECT_(call, status, needle, 1)
 #define EXPECT_W(call, status, needle) EXPECT_(call, status, needle, 0)
 
   set_case("invalid calls");
   /* bounds */
-  EXPECT(axs_clamp_(rows, u, twof, onef, no_mask, no_f, no_f, no_b, 1),
-         AXS_EINVAL, "lo");
+  EXPECT(axs_clamp_(rows, u, twof, onef, no_mask, no_f, no_f, no_b, 1), AXS_EINVAL, "lo");
   {
     float lo[5] = {0, 0, 0, 3, 0}, hi[5] = {1, 1, 1, 1, 1};
     axs_fin lof = {lo, 0, 1}, hif = {hi, 0, 1};
-    EXPECT(axs_clamp_(rows, u, lof, hif, no_mask, no_f, no_f, no_b, 1),
-           AXS_EINVAL, "row");
+    EXPECT(axs_clamp_(rows, u, lof, hif, no_mask, no_f, no_f, no_b, 1), AXS_EINVAL, "row");
     /* the same bound on a masked row is not read */
     uint8_t m[5] = {1, 1, 1, 0, 1};
     axs_bin mk = {m, 0, 1};
-    EXPECT_W(axs_clamp_(rows, u, lof, hif, mk, no_f, no_f, no_b, 1), AXS_OK,
-             NULL);
+    EXPECT_W(axs_clamp_(rows, u, lof, hif, mk, no_f, no_f, no_b, 1), AXS_OK, NULL);
   }
   /* directions */
   {
@@ -1058,8 +1009,7 @@ static void test_invalid(void) {
     EXPECT(axs_project(rows, v, no_mask, outf, 1), AXS_EINVAL, "zero");
     for (int64_t j = 0; j < d; j++)
       v[j] = 2.0f * u[j];
-    EXPECT(axs_clamp_(rows, v, onef, no_fin, no_mask, no_f, no_f, no_b, 1),
-           AXS_EINVAL, "norm");
+    EXPECT(axs_clamp_(rows, v, onef, no_fin, no_mask, no_f, no_f, no_b, 1), AXS_EINVAL, "norm");
     for (int64_t j = 0; j < d; j++)
       v[j] = u[j] * (1.0f + 0.0009f);
     EXPECT(axs_project(rows, v, no_mask, outf, 1), AXS_OK, NULL);
@@ -1068,8 +1018,7 @@ static void test_invalid(void) {
     EXPECT(axs_project(rows, v, no_mask, outf, 1), AXS_EINVAL, "u");
     memcpy(v, u, (size_t)d * sizeof(float));
     v[7] = NAN;
-    EXPECT(axs_set_projection_(rows, v, onef, no_mask, no_f, 1), AXS_EINVAL,
-           "u[7]");
+    EXPECT(axs_set_projection_(rows, v, onef, no_mask, no_f, 1), AXS_EINVAL, "u[7]");
     v[7] = INFINITY;
     EXPECT(axs_steer_(rows, v, onef, no_mask, 1), AXS_EINVAL, "w[7]");
     memset(v, 0, (size_t)d * sizeof(float));
@@ -1110,39 +1059,28 @@ static void test_invalid(void) {
     EXPECT(axs_project(r, u, no_mask, outf, 1), AXS_ETYPE, "dtype");
   }
   /* values and outputs */
-  EXPECT(axs_set_projection_(rows, u, no_fin, no_mask, no_f, 1), AXS_EINVAL,
-         "target");
+  EXPECT(axs_set_projection_(rows, u, no_fin, no_mask, no_f, 1), AXS_EINVAL, "target");
   EXPECT(axs_steer_(rows, u, no_fin, no_mask, 1), AXS_EINVAL, "alpha");
-  EXPECT(axs_project(rows, u, no_mask, (axs_fout){out, 0, 0}, 1), AXS_EINVAL,
-         "p");
-  EXPECT(axs_project(rows, u, no_mask, (axs_fout){out, 0, -1}, 1), AXS_EINVAL,
-         "p");
-  EXPECT(axs_clamp_(rows, u, (axs_fin){&one, 0, -1}, no_fin, no_mask, no_f,
-                    no_f, no_b, 1),
+  EXPECT(axs_project(rows, u, no_mask, (axs_fout){out, 0, 0}, 1), AXS_EINVAL, "p");
+  EXPECT(axs_project(rows, u, no_mask, (axs_fout){out, 0, -1}, 1), AXS_EINVAL, "p");
+  EXPECT(axs_clamp_(rows, u, (axs_fin){&one, 0, -1}, no_fin, no_mask, no_f, no_f, no_b, 1),
          AXS_EINVAL, "lo");
-  EXPECT(axs_clamp_(rows, u, onef, no_fin, (axs_bin){(uint8_t *)out, 0, -1},
-                    no_f, no_f, no_b, 1),
+  EXPECT(axs_clamp_(rows, u, onef, no_fin, (axs_bin){(uint8_t *)out, 0, -1}, no_f, no_f, no_b, 1),
          AXS_EINVAL, "mask");
-  EXPECT(axs_clamp_(rows, u, onef, no_fin, no_mask, outf, outf, no_b, 1),
+  EXPECT(axs_clamp_(rows, u, onef, no_fin, no_mask, outf, outf, no_b, 1), AXS_EINVAL, "overlap");
+  EXPECT(axs_clamp_(rows, u, onef, no_fin, no_mask, outf, (axs_fout){out + 4, 0, 1}, no_b, 1),
          AXS_EINVAL, "overlap");
-  EXPECT(axs_clamp_(rows, u, onef, no_fin, no_mask, outf,
-                    (axs_fout){out + 4, 0, 1}, no_b, 1),
-         AXS_EINVAL, "overlap");
-  EXPECT_W(axs_clamp_(rows, u, onef, no_fin, no_mask, outf,
-                      (axs_fout){out + 5, 0, 1}, no_b, 1),
+  EXPECT_W(axs_clamp_(rows, u, onef, no_fin, no_mask, outf, (axs_fout){out + 5, 0, 1}, no_b, 1),
            AXS_OK, NULL);
   EXPECT(axs_clamp_(rows, u, onef, no_fin, no_mask, outf, no_f,
                     (axs_bout){(uint8_t *)(void *)(out + 2), 0, 1}, 1),
          AXS_EINVAL, "overlap");
   /* anything overlapping h */
-  EXPECT(axs_project(rows, u, no_mask, (axs_fout){hbuf + 3, 0, 1}, 1),
-         AXS_EINVAL, "h");
+  EXPECT(axs_project(rows, u, no_mask, (axs_fout){hbuf + 3, 0, 1}, 1), AXS_EINVAL, "h");
   EXPECT(axs_project(rows, hbuf + d, no_mask, outf, 1), AXS_EINVAL, "h");
-  EXPECT(axs_clamp_(rows, u, (axs_fin){hbuf, 0, 1}, no_fin, no_mask, no_f, no_f,
-                    no_b, 1),
+  EXPECT(axs_clamp_(rows, u, (axs_fin){hbuf, 0, 1}, no_fin, no_mask, no_f, no_f, no_b, 1),
          AXS_EINVAL, "lo");
-  EXPECT(axs_clamp_(rows, u, onef, no_fin,
-                    (axs_bin){(const uint8_t *)(hbuf + 2), 0, 1}, no_f, no_f,
+  EXPECT(axs_clamp_(rows, u, onef, no_fin, (axs_bin){(const uint8_t *)(hbuf + 2), 0, 1}, no_f, no_f,
                     no_b, 1),
          AXS_EINVAL, "mask");
   /* axs_apply_ */
@@ -1155,14 +1093,11 @@ static void test_invalid(void) {
       steps[k].dir = u;
     }
     EXPECT(axs_apply_(rows, steps, 0, no_mask, no_rec, 1), AXS_EINVAL, "steps");
-    EXPECT(axs_apply_(rows, steps, AXS_MAX_STEPS + 1, no_mask, no_rec, 1),
-           AXS_EINVAL, "steps");
-    EXPECT(axs_apply_(rows, steps, AXS_MAX_STEPS, no_mask, no_rec, 1), AXS_OK,
-           NULL);
+    EXPECT(axs_apply_(rows, steps, AXS_MAX_STEPS + 1, no_mask, no_rec, 1), AXS_EINVAL, "steps");
+    EXPECT(axs_apply_(rows, steps, AXS_MAX_STEPS, no_mask, no_rec, 1), AXS_OK, NULL);
     EXPECT(axs_apply_(rows, NULL, 1, no_mask, no_rec, 1), AXS_EINVAL, "steps");
     steps[1].op = (axs_op)9;
-    EXPECT(axs_apply_(rows, steps, 2, no_mask, no_rec, 1), AXS_ETYPE,
-           "steps[1]");
+    EXPECT(axs_apply_(rows, steps, 2, no_mask, no_rec, 1), AXS_ETYPE, "steps[1]");
     steps[1].op = AXS_CLAMP;
     steps[1].dir = u2;
     steps[1].a = twof;
@@ -1171,8 +1106,7 @@ static void test_invalid(void) {
     steps[1].b = no_fin;
     for (int64_t j = 0; j < d; j++)
       u2[j] *= 3.0f;
-    EXPECT(axs_apply_(rows, steps, 2, no_mask, no_rec, 1), AXS_EINVAL,
-           "dirs[1]");
+    EXPECT(axs_apply_(rows, steps, 2, no_mask, no_rec, 1), AXS_EINVAL, "dirs[1]");
     steps[1].op = AXS_STEER; /* any finite vector may steer */
     EXPECT_W(axs_apply_(rows, steps, 2, no_mask, no_rec, 1), AXS_OK, NULL);
     steps[1].op = AXS_SET;
@@ -1181,8 +1115,8 @@ static void test_invalid(void) {
     EXPECT(axs_apply_(rows, steps, 2, no_mask, no_rec, 1), AXS_EINVAL, "a[1]");
     steps[1].op = AXS_PROJECT;
     steps[1].p_before = outf;
-    axs_record rec = record_of((axs_fout){out + 3, 0, 1},
-                               (axs_fout){NULL, 0, 0}, (axs_bout){NULL, 0, 0});
+    axs_record rec =
+        record_of((axs_fout){out + 3, 0, 1}, (axs_fout){NULL, 0, 0}, (axs_bout){NULL, 0, 0});
     EXPECT(axs_apply_(rows, steps, 2, no_mask, rec, 1), AXS_EINVAL, "overlap");
     rec.p_in.data = out2;
     rec.p_out.data = out2;
@@ -1191,8 +1125,7 @@ static void test_invalid(void) {
     free(u2);
   }
   /* a failure's message is cleared by the next success */
-  EXPECT(axs_clamp_(rows, u, twof, onef, no_mask, no_f, no_f, no_b, 1),
-         AXS_EINVAL, NULL);
+  EXPECT(axs_clamp_(rows, u, twof, onef, no_mask, no_f, no_f, no_b, 1), AXS_EINVAL, NULL);
   EXPECT(axs_project(rows, u, no_mask, outf, 1), AXS_OK, NULL);
 #undef EXPECT
 #undef EXPECT_W
@@ -1211,9 +1144,8 @@ typedef struct {
 } prog_out;
 
 /* [clamp u1 band, set u2, steer w, clamp u1 floor] with recording */
-static axs_status run_program(axs_rows rows, const float *u1, const float *u2,
-                              const float *w, axs_fin lo, axs_fin hi,
-                              axs_fin target, axs_fin alpha, axs_fin floor_,
+static axs_status run_program(axs_rows rows, const float *u1, const float *u2, const float *w,
+                              axs_fin lo, axs_fin hi, axs_fin target, axs_fin alpha, axs_fin floor_,
                               axs_bin mask, prog_out *po, int threads) {
   axs_step s[4];
   memset(s, 0, sizeof s);
@@ -1236,9 +1168,8 @@ static axs_status run_program(axs_rows rows, const float *u1, const float *u2,
     s[k].p_after = (axs_fout){po->p_after[k], so, si};
     s[k].changed = (axs_bout){po->changed[k], so, si};
   }
-  axs_record rec =
-      record_of((axs_fout){po->p_in, so, si}, (axs_fout){po->p_out, so, si},
-                (axs_bout){po->fired, so, si});
+  axs_record rec = record_of((axs_fout){po->p_in, so, si}, (axs_fout){po->p_out, so, si},
+                             (axs_bout){po->fired, so, si});
   return axs_apply_(rows, s, 4, mask, rec, threads);
 }
 
@@ -1247,8 +1178,7 @@ static void test_threads_and_apply(void) {
   layout_t L = {"(2, 300, 256) padded", 2, 300, 256, 300 * 260 + 5, 260};
   const int64_t d = L.d, n = L.no * L.ni;
   CHECK(n * d >= AXS_PARALLEL_MIN_ELEMS, "test size below the threshold");
-  CHECK(axs_default_threads() >= 1, "axs_default_threads() = %d",
-        axs_default_threads());
+  CHECK(axs_default_threads() >= 1, "axs_default_threads() = %d", axs_default_threads());
   for (int t = 0; t < 3; t++) {
     axs_dtype dt = k_dtypes[t];
     set_case("threads and apply, %s", dt_name(dt));
@@ -1275,16 +1205,14 @@ static void test_threads_and_apply(void) {
       hs[q] = xcalloc(nb, 1);
       memcpy(hs[q], h0, nb);
       pos[q] = (prog_out *)xcalloc(1, sizeof(prog_out));
-      axs_status s =
-          run_program(rows_of(&L, dt, hs[q]), u1, u2, w, lo.fin, hi.fin,
-                      target.fin, alpha.fin, floor_, mask, pos[q], nth[q]);
+      axs_status s = run_program(rows_of(&L, dt, hs[q]), u1, u2, w, lo.fin, hi.fin, target.fin,
+                                 alpha.fin, floor_, mask, pos[q], nth[q]);
       CHECK(s == AXS_OK, "program, %d threads: %s", nth[q], axs_last_error());
     }
     for (int q = 1; q < 3; q++) {
-      CHECK(memcmp(hs[0], hs[q], nb) == 0, "h differs: 1 vs %d threads",
+      CHECK(memcmp(hs[0], hs[q], nb) == 0, "h differs: 1 vs %d threads", nth[q]);
+      CHECK(memcmp(pos[0], pos[q], sizeof(prog_out)) == 0, "outputs differ: 1 vs %d threads",
             nth[q]);
-      CHECK(memcmp(pos[0], pos[q], sizeof(prog_out)) == 0,
-            "outputs differ: 1 vs %d threads", nth[q]);
     }
     /* each single-op entry point too */
     for (int op = 0; op < 4; op++) {
@@ -1298,18 +1226,15 @@ static void test_threads_and_apply(void) {
         axs_fout pf = {pp[q], L.ni, 1};
         axs_fout no_f = {NULL, 0, 0};
         axs_bout no_b = {NULL, 0, 0};
-        axs_status s =
-            op == 0   ? axs_project(r, u1, mask, pf, nth[q])
-            : op == 1 ? axs_clamp_(r, u1, lo.fin, hi.fin, mask, pf, no_f, no_b,
-                                   nth[q])
-            : op == 2 ? axs_set_projection_(r, u2, target.fin, mask, pf, nth[q])
-                      : axs_steer_(r, w, alpha.fin, mask, nth[q]);
-        CHECK(s == AXS_OK, "%s with %d threads: %s", k_op_names[op], nth[q],
-              axs_last_error());
+        axs_status s = op == 0   ? axs_project(r, u1, mask, pf, nth[q])
+                       : op == 1 ? axs_clamp_(r, u1, lo.fin, hi.fin, mask, pf, no_f, no_b, nth[q])
+                       : op == 2 ? axs_set_projection_(r, u2, target.fin, mask, pf, nth[q])
+                                 : axs_steer_(r, w, alpha.fin, mask, nth[q]);
+        CHECK(s == AXS_OK, "%s with %d threads: %s", k_op_names[op], nth[q], axs_last_error());
       }
       for (int q = 1; q < 3; q++) {
-        CHECK(memcmp(hh[0], hh[q], nb) == 0, "%s: h differs, 1 vs %d threads",
-              k_op_names[op], nth[q]);
+        CHECK(memcmp(hh[0], hh[q], nb) == 0, "%s: h differs, 1 vs %d threads", k_op_names[op],
+              nth[q]);
         if (op != 3)
           CHECK(memcmp(pp[0], pp[q], (size_t)n * sizeof(float)) == 0,
                 "%s: p differs, 1 vs %d threads", k_op_names[op], nth[q]);
@@ -1324,27 +1249,22 @@ static void test_threads_and_apply(void) {
     void *hq = xcalloc(nb, 1);
     memcpy(hq, h0, nb);
     axs_rows r = rows_of(&L, dt, hq);
-    static float pin[1000], pb0[1000], pa0[1000], pb1[1000], pb3[1000],
-        pa3[1000], pout[1000];
+    static float pin[1000], pb0[1000], pa0[1000], pb1[1000], pb3[1000], pa3[1000], pout[1000];
     static uint8_t ch0[1000], ch3[1000];
     axs_fout no_f = {NULL, 0, 0};
-    CHECK(axs_project(r, u1, mask, (axs_fout){pin, L.ni, 1}, 1) == AXS_OK,
-          "project: %s", axs_last_error());
-    CHECK(axs_clamp_(r, u1, lo.fin, hi.fin, mask, (axs_fout){pb0, L.ni, 1},
-                     (axs_fout){pa0, L.ni, 1}, (axs_bout){ch0, L.ni, 1},
-                     1) == AXS_OK,
-          "clamp: %s", axs_last_error());
-    CHECK(axs_set_projection_(r, u2, target.fin, mask, (axs_fout){pb1, L.ni, 1},
-                              1) == AXS_OK,
-          "set: %s", axs_last_error());
-    CHECK(axs_steer_(r, w, alpha.fin, mask, 1) == AXS_OK, "steer: %s",
+    CHECK(axs_project(r, u1, mask, (axs_fout){pin, L.ni, 1}, 1) == AXS_OK, "project: %s",
           axs_last_error());
-    CHECK(axs_clamp_(r, u1, floor_, (axs_fin){NULL, 0, 0}, mask,
-                     (axs_fout){pb3, L.ni, 1}, (axs_fout){pa3, L.ni, 1},
-                     (axs_bout){ch3, L.ni, 1}, 1) == AXS_OK,
+    CHECK(axs_clamp_(r, u1, lo.fin, hi.fin, mask, (axs_fout){pb0, L.ni, 1},
+                     (axs_fout){pa0, L.ni, 1}, (axs_bout){ch0, L.ni, 1}, 1) == AXS_OK,
+          "clamp: %s", axs_last_error());
+    CHECK(axs_set_projection_(r, u2, target.fin, mask, (axs_fout){pb1, L.ni, 1}, 1) == AXS_OK,
+          "set: %s", axs_last_error());
+    CHECK(axs_steer_(r, w, alpha.fin, mask, 1) == AXS_OK, "steer: %s", axs_last_error());
+    CHECK(axs_clamp_(r, u1, floor_, (axs_fin){NULL, 0, 0}, mask, (axs_fout){pb3, L.ni, 1},
+                     (axs_fout){pa3, L.ni, 1}, (axs_bout){ch3, L.ni, 1}, 1) == AXS_OK,
           "floor: %s", axs_last_error());
-    CHECK(axs_project(r, u1, mask, (axs_fout){pout, L.ni, 1}, 1) == AXS_OK,
-          "project after: %s", axs_last_error());
+    CHECK(axs_project(r, u1, mask, (axs_fout){pout, L.ni, 1}, 1) == AXS_OK, "project after: %s",
+          axs_last_error());
     (void)no_f;
     CHECK(memcmp(hq, hs[0], nb) == 0, "apply_ and single calls differ in h");
     const prog_out *po = pos[0];
@@ -1354,12 +1274,10 @@ static void test_threads_and_apply(void) {
       same_in &= same_bits_f(po->p_in[k], pin[k]);
       same_out &= same_bits_f(po->p_out[k], pout[k]);
       same_steps &= same_bits_f(po->p_before[0][k], pb0[k]) &&
-                    same_bits_f(po->p_after[0][k], pa0[k]) &&
-                    po->changed[0][k] == ch0[k] &&
+                    same_bits_f(po->p_after[0][k], pa0[k]) && po->changed[0][k] == ch0[k] &&
                     same_bits_f(po->p_before[1][k], pb1[k]) &&
                     same_bits_f(po->p_before[3][k], pb3[k]) &&
-                    same_bits_f(po->p_after[3][k], pa3[k]) &&
-                    po->changed[3][k] == ch3[k];
+                    same_bits_f(po->p_after[3][k], pa3[k]) && po->changed[3][k] == ch3[k];
       fired_ok &= po->fired[k] == (ch0[k] | ch3[k]);
       n_fired += po->fired[k];
     }
@@ -1367,8 +1285,7 @@ static void test_threads_and_apply(void) {
     CHECK(same_out, "p_out != project after");
     CHECK(same_steps, "per-step outputs != single-call outputs");
     CHECK(fired_ok, "fired != any clamp changed");
-    CHECK(n_fired > 0 && n_fired < n, "fired on %ld of %lld rows", n_fired,
-          (long long)n);
+    CHECK(n_fired > 0 && n_fired < n, "fired on %ld of %lld rows", n_fired, (long long)n);
 
     /* step 0 a steer: p_in and p_out are projections on its raw w */
     {
@@ -1385,20 +1302,18 @@ static void test_threads_and_apply(void) {
       s1.op = AXS_STEER;
       s1.dir = ws;
       s1.a = (axs_fin){&al, 0, 0};
-      axs_record rec = record_of((axs_fout){q_in, 0, 1},
-                                 (axs_fout){q_out, 0, 1}, (axs_bout){fi, 0, 1});
+      axs_record rec =
+          record_of((axs_fout){q_in, 0, 1}, (axs_fout){q_out, 0, 1}, (axs_bout){fi, 0, 1});
       axs_bin nm = {NULL, 0, 0};
-      CHECK(axs_apply_(rows_of(&S, dt, hsm), &s1, 1, nm, rec, 1) == AXS_OK,
-            "steer program: %s", axs_last_error());
+      CHECK(axs_apply_(rows_of(&S, dt, hsm), &s1, 1, nm, rec, 1) == AXS_OK, "steer program: %s",
+            axs_last_error());
       for (int64_t i = 0; i < 3; i++) {
         proj_ref a0 = ref_project(dt, hsm0, i * 20, ws, 20);
         proj_ref a1 = ref_project(dt, hsm, i * 20, ws, 20);
-        CHECK(fabs(q_in[i] - a0.p) <= dot_tol(20, a0.sabs),
-              "steer p_in[%lld] = %g, reference %g", (long long)i,
-              (double)q_in[i], a0.p);
-        CHECK(fabs(q_out[i] - a1.p) <= dot_tol(20, a1.sabs),
-              "steer p_out[%lld] = %g, reference %g", (long long)i,
-              (double)q_out[i], a1.p);
+        CHECK(fabs(q_in[i] - a0.p) <= dot_tol(20, a0.sabs), "steer p_in[%lld] = %g, reference %g",
+              (long long)i, (double)q_in[i], a0.p);
+        CHECK(fabs(q_out[i] - a1.p) <= dot_tol(20, a1.sabs), "steer p_out[%lld] = %g, reference %g",
+              (long long)i, (double)q_out[i], a1.p);
         CHECK(fi[i] == 0, "steer fired");
       }
       free(hsm);
@@ -1434,8 +1349,7 @@ static void test_record_offset(void) {
   float *u = make_unit(d);
   float p_ref[8], lo = 0.3f;
   axs_bin nm = {NULL, 0, 0};
-  CHECK(axs_project(rows_of(&L, AXS_F32, h), u, nm, (axs_fout){p_ref, ni, 1},
-                    1) == AXS_OK,
+  CHECK(axs_project(rows_of(&L, AXS_F32, h), u, nm, (axs_fout){p_ref, ni, 1}, 1) == AXS_OK,
         "project: %s", axs_last_error());
   const int64_t offsets[4] = {0, 5, -2, 9};
   for (int k = 0; k < 4; k++) {
@@ -1452,29 +1366,26 @@ static void test_record_offset(void) {
     s.op = AXS_CLAMP;
     s.dir = u;
     s.a = (axs_fin){&lo, 0, 0};
-    axs_record rec = record_of((axs_fout){p_in, cap, 1}, (axs_fout){NULL, 0, 0},
-                               (axs_bout){fired, cap, 1});
+    axs_record rec =
+        record_of((axs_fout){p_in, cap, 1}, (axs_fout){NULL, 0, 0}, (axs_bout){fired, cap, 1});
     rec.offset = &offsets[k];
     rec.capacity = cap;
-    CHECK(axs_apply_(rows_of(&L, AXS_F32, hc), &s, 1, nm, rec, 1) == AXS_OK,
-          "offset %lld: %s", (long long)offsets[k], axs_last_error());
+    CHECK(axs_apply_(rows_of(&L, AXS_F32, hc), &s, 1, nm, rec, 1) == AXS_OK, "offset %lld: %s",
+          (long long)offsets[k], axs_last_error());
     for (int64_t o = 0; o < no; o++)
       for (int64_t c = 0; c < cap; c++) {
         int64_t i = c - offsets[k];
         float got = p_in[o * cap + c];
         if (i >= 0 && i < ni) {
           CHECK(same_bits_f(got, p_ref[o * ni + i]),
-                "offset %lld: p_in[%lld][%lld] = %g, expected %g",
-                (long long)offsets[k], (long long)o, (long long)c, (double)got,
-                (double)p_ref[o * ni + i]);
+                "offset %lld: p_in[%lld][%lld] = %g, expected %g", (long long)offsets[k],
+                (long long)o, (long long)c, (double)got, (double)p_ref[o * ni + i]);
           CHECK(fired[o * cap + c] == (p_ref[o * ni + i] < lo),
-                "offset %lld: fired[%lld][%lld] = %d", (long long)offsets[k],
-                (long long)o, (long long)c, fired[o * cap + c]);
+                "offset %lld: fired[%lld][%lld] = %d", (long long)offsets[k], (long long)o,
+                (long long)c, fired[o * cap + c]);
         } else {
-          CHECK(same_bits_f(got, k_fsentinel) &&
-                    fired[o * cap + c] == k_bsentinel,
-                "offset %lld: column %lld written", (long long)offsets[k],
-                (long long)c);
+          CHECK(same_bits_f(got, k_fsentinel) && fired[o * cap + c] == k_bsentinel,
+                "offset %lld: column %lld written", (long long)offsets[k], (long long)c);
         }
       }
     free(hc);
@@ -1485,8 +1396,8 @@ static void test_record_offset(void) {
   memset(&s, 0, sizeof s);
   s.op = AXS_PROJECT;
   s.dir = u;
-  axs_record rec = record_of((axs_fout){p_in, cap, 1}, (axs_fout){NULL, 0, 0},
-                             (axs_bout){NULL, 0, 0});
+  axs_record rec =
+      record_of((axs_fout){p_in, cap, 1}, (axs_fout){NULL, 0, 0}, (axs_bout){NULL, 0, 0});
   rec.offset = &offsets[0];
   rec.capacity = -1;
   CHECK(axs_apply_(rows_of(&L, AXS_F32, h), &s, 1, nm, rec, 1) == AXS_EINVAL &&
@@ -1511,12 +1422,12 @@ static void test_fixed_order(void) {
     axs_rows r = {buf + off, AXS_F32, 1, 1, d, 0, 0};
     float p;
     axs_bin nm = {NULL, 0, 0};
-    CHECK(axs_project(r, u, nm, (axs_fout){&p, 0, 0}, 1) == AXS_OK,
-          "project: %s", axs_last_error());
+    CHECK(axs_project(r, u, nm, (axs_fout){&p, 0, 0}, 1) == AXS_OK, "project: %s",
+          axs_last_error());
     if (off == 0)
       ref = p;
-    CHECK(same_bits_f(p, ref), "offset %d: p = %.9g, at offset 0 %.9g", off,
-          (double)p, (double)ref);
+    CHECK(same_bits_f(p, ref), "offset %d: p = %.9g, at offset 0 %.9g", off, (double)p,
+          (double)ref);
   }
   free(u);
   free(buf);
@@ -1540,7 +1451,9 @@ static double ref_f16_value(uint16_t x) {
 }
 
 /* round to nearest even at quantum q (a power of two) */
-static double rne(double a, double q) { return nearbyint(a / q) * q; }
+static double rne(double a, double q) {
+  return nearbyint(a / q) * q;
+}
 
 static double ref_f16_round(float f) {
   if (isnan(f))
@@ -1573,23 +1486,21 @@ static int same_value(double got, double want) {
 static void check_f16(float f) {
   uint16_t h = axs_f32_to_f16(f);
   double got = (double)axs_f16_to_f32(h), want = ref_f16_round(f);
-  CHECK(same_value(got, want), "f32 %a (%#x) -> f16 %#x = %a, expected %a",
-        (double)f, axs_f32_bits(f), h, got, want);
+  CHECK(same_value(got, want), "f32 %a (%#x) -> f16 %#x = %a, expected %a", (double)f,
+        axs_f32_bits(f), h, got, want);
   if (isnan(f))
     CHECK((h & 0x7e00) == 0x7e00 && (h >> 15) == (axs_f32_bits(f) >> 31),
-          "NaN %#x -> f16 %#x (expected a quiet NaN with the sign)",
-          axs_f32_bits(f), h);
+          "NaN %#x -> f16 %#x (expected a quiet NaN with the sign)", axs_f32_bits(f), h);
 }
 
 static void check_bf16(float f) {
   uint16_t h = axs_f32_to_bf16(f);
   double got = (double)axs_bf16_to_f32(h), want = ref_bf16_round(f);
-  CHECK(same_value(got, want), "f32 %a (%#x) -> bf16 %#x = %a, expected %a",
-        (double)f, axs_f32_bits(f), h, got, want);
+  CHECK(same_value(got, want), "f32 %a (%#x) -> bf16 %#x = %a, expected %a", (double)f,
+        axs_f32_bits(f), h, got, want);
   if (isnan(f))
     CHECK((h & 0x7fc0) == 0x7fc0 && (h >> 15) == (axs_f32_bits(f) >> 31),
-          "NaN %#x -> bf16 %#x (expected a quiet NaN with the sign)",
-          axs_f32_bits(f), h);
+          "NaN %#x -> bf16 %#x (expected a quiet NaN with the sign)", axs_f32_bits(f), h);
 }
 
 static void test_conversions(void) {
@@ -1598,14 +1509,13 @@ static void test_conversions(void) {
   for (uint32_t x = 0; x < 65536; x++) {
     uint16_t h = (uint16_t)x;
     float f = axs_f16_to_f32(h);
-    CHECK(same_value((double)f, ref_f16_value(h)), "f16 %#x -> %a, expected %a",
-          h, (double)f, ref_f16_value(h));
+    CHECK(same_value((double)f, ref_f16_value(h)), "f16 %#x -> %a, expected %a", h, (double)f,
+          ref_f16_value(h));
     if (!isnan(f))
-      CHECK(axs_f32_to_f16(f) == h, "f16 %#x does not round-trip (%#x)", h,
-            axs_f32_to_f16(f));
+      CHECK(axs_f32_to_f16(f) == h, "f16 %#x does not round-trip (%#x)", h, axs_f32_to_f16(f));
     else
-      CHECK((axs_f32_to_f16(f) & 0x7e00) == 0x7e00,
-            "f16 NaN %#x came back as %#x", h, axs_f32_to_f16(f));
+      CHECK((axs_f32_to_f16(f) & 0x7e00) == 0x7e00, "f16 NaN %#x came back as %#x", h,
+            axs_f32_to_f16(f));
     /* ties between neighbours go to even; just off a tie goes to the near
      * side (covers subnormals and the step to infinity) */
     int e = (h >> 10) & 31;
@@ -1636,10 +1546,8 @@ static void test_conversions(void) {
   check_f16(-0.0f);
   check_f16(axs_bits_f32(0x7f800001u)); /* signalling NaN */
   check_f16(axs_bits_f32(0xffc00000u));
-  CHECK(axs_f32_to_f16(65520.0f) == 0x7c00, "65520 -> %#x",
-        axs_f32_to_f16(65520.0f));
-  CHECK(axs_f32_to_f16(0x1p-24f) == 0x0001, "2^-24 -> %#x",
-        axs_f32_to_f16(0x1p-24f));
+  CHECK(axs_f32_to_f16(65520.0f) == 0x7c00, "65520 -> %#x", axs_f32_to_f16(65520.0f));
+  CHECK(axs_f32_to_f16(0x1p-24f) == 0x0001, "2^-24 -> %#x", axs_f32_to_f16(0x1p-24f));
   CHECK(axs_f32_to_f16(-0.0f) == 0x8000, "-0 -> %#x", axs_f32_to_f16(-0.0f));
 
   set_case("bfloat16 <-> float32");
@@ -1649,11 +1557,10 @@ static void test_conversions(void) {
     float f = axs_bf16_to_f32(h);
     CHECK(axs_f32_bits(f) == x << 16, "bf16 %#x -> %#x", h, axs_f32_bits(f));
     if (!isnan(f))
-      CHECK(axs_f32_to_bf16(f) == h, "bf16 %#x does not round-trip (%#x)", h,
-            axs_f32_to_bf16(f));
+      CHECK(axs_f32_to_bf16(f) == h, "bf16 %#x does not round-trip (%#x)", h, axs_f32_to_bf16(f));
     else
-      CHECK(isnan(axs_bf16_to_f32(axs_f32_to_bf16(f))),
-            "bf16 NaN %#x came back as %#x", h, axs_f32_to_bf16(f));
+      CHECK(isnan(axs_bf16_to_f32(axs_f32_to_bf16(f))), "bf16 NaN %#x came back as %#x", h,
+            axs_f32_to_bf16(f));
     if ((h & 0x7f80) != 0x7f80 && (h & 0x7fff) != 0x7f7f) {
       double lo = (double)f, hi = (double)axs_bf16_to_f32((uint16_t)(h + 1));
       float mid = (float)((lo + hi) / 2);

@@ -11,11 +11,12 @@ namespace axis_steer {
 
 // p = <h[r], u> for every row.   h: (..., d); u: (d,) -> p: h.shape[:-1]
 template <typename Backend>
-at::Tensor project_impl(const at::Tensor& h, const at::Tensor& u, const c10::optional<at::Tensor>& mask) {
+at::Tensor project_impl(const at::Tensor &h, const at::Tensor &u,
+                        const c10::optional<at::Tensor> &mask) {
   typename Backend::Guard guard(h);
   RowDims dims = row_dims(h);
   axs_rows rows = rows_of(h);
-  const float* up = dir_of(h, u, "u");
+  const float *up = dir_of(h, u, "u");
   at::Tensor p = at::empty(dims.shape(), h.options().dtype(at::kFloat));
   axs_bin m = mask_of(h, mask, dims);
   axs_fout out = fout_of(h, p, dims, "p");
@@ -25,13 +26,14 @@ at::Tensor project_impl(const at::Tensor& h, const at::Tensor& u, const c10::opt
 
 // h[r] <- h[r] + u (clamp(p, lo, hi) - p), in place.
 template <typename Backend>
-void clamp_impl(const at::Tensor& h, const at::Tensor& u, const at::Tensor& lo, const at::Tensor& hi,
-                const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& p_before,
-                const c10::optional<at::Tensor>& p_after, const c10::optional<at::Tensor>& changed) {
+void clamp_impl(const at::Tensor &h, const at::Tensor &u, const at::Tensor &lo,
+                const at::Tensor &hi, const c10::optional<at::Tensor> &mask,
+                const c10::optional<at::Tensor> &p_before, const c10::optional<at::Tensor> &p_after,
+                const c10::optional<at::Tensor> &changed) {
   typename Backend::Guard guard(h);
   RowDims dims = row_dims(h);
   axs_rows rows = rows_of(h);
-  const float* up = dir_of(h, u, "u");
+  const float *up = dir_of(h, u, "u");
   axs_fin l = fin_of(h, lo, dims, "lo");
   axs_fin hh = fin_of(h, hi, dims, "hi");
   axs_bin m = mask_of(h, mask, dims);
@@ -43,12 +45,13 @@ void clamp_impl(const at::Tensor& h, const at::Tensor& u, const at::Tensor& lo, 
 
 // h[r] <- h[r] + u (target - p), in place.
 template <typename Backend>
-void set_projection_impl(const at::Tensor& h, const at::Tensor& u, const at::Tensor& target,
-                         const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& p_before) {
+void set_projection_impl(const at::Tensor &h, const at::Tensor &u, const at::Tensor &target,
+                         const c10::optional<at::Tensor> &mask,
+                         const c10::optional<at::Tensor> &p_before) {
   typename Backend::Guard guard(h);
   RowDims dims = row_dims(h);
   axs_rows rows = rows_of(h);
-  const float* up = dir_of(h, u, "u");
+  const float *up = dir_of(h, u, "u");
   axs_fin t = fin_of(h, target, dims, "target");
   axs_bin m = mask_of(h, mask, dims);
   axs_fout pb = fout_of(h, p_before, dims, "p_before");
@@ -57,12 +60,12 @@ void set_projection_impl(const at::Tensor& h, const at::Tensor& u, const at::Ten
 
 // h[r] <- h[r] + alpha[r] w, in place.
 template <typename Backend>
-void steer_impl(const at::Tensor& h, const at::Tensor& w, const at::Tensor& alpha,
-                const c10::optional<at::Tensor>& mask) {
+void steer_impl(const at::Tensor &h, const at::Tensor &w, const at::Tensor &alpha,
+                const c10::optional<at::Tensor> &mask) {
   typename Backend::Guard guard(h);
   RowDims dims = row_dims(h);
   axs_rows rows = rows_of(h);
-  const float* wp = dir_of(h, w, "w");
+  const float *wp = dir_of(h, w, "w");
   axs_fin a = fin_of(h, alpha, dims, "alpha");
   axs_bin m = mask_of(h, mask, dims);
   raise_status(Backend::steer_(rows, wp, a, m), "axis_steer.steer_");
@@ -72,10 +75,12 @@ void steer_impl(const at::Tensor& h, const at::Tensor& w, const at::Tensor& alph
 // record (p_in, p_out, fired) is about dirs[0]; with rec_offset it is
 // written from column *rec_offset on (see axs_record).
 template <typename Backend>
-void apply_inplace_impl(const at::Tensor& h, const at::Tensor& dirs, at::IntArrayRef ops, const at::Tensor& params,
-                        const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& p_in,
-                        const c10::optional<at::Tensor>& p_out, const c10::optional<at::Tensor>& fired,
-                        const c10::optional<at::Tensor>& rec_offset) {
+void apply_inplace_impl(const at::Tensor &h, const at::Tensor &dirs, at::IntArrayRef ops,
+                        const at::Tensor &params, const c10::optional<at::Tensor> &mask,
+                        const c10::optional<at::Tensor> &p_in,
+                        const c10::optional<at::Tensor> &p_out,
+                        const c10::optional<at::Tensor> &fired,
+                        const c10::optional<at::Tensor> &rec_offset) {
   typename Backend::Guard guard(h);
   Program pg = program_of(h, dirs, ops, params, mask, p_in, p_out, fired, rec_offset);
   raise_status(Backend::apply_(pg), "axis_steer.apply_");
@@ -84,16 +89,18 @@ void apply_inplace_impl(const at::Tensor& h, const at::Tensor& dirs, at::IntArra
 // The fused program on a copy of h; also returns which steps changed which
 // rows (K, *h.shape[:-1]), what the backward pass needs.
 template <typename Backend>
-std::tuple<at::Tensor, at::Tensor> apply_impl(const at::Tensor& h, const at::Tensor& dirs, at::IntArrayRef ops,
-                                              const at::Tensor& params, const c10::optional<at::Tensor>& mask) {
+std::tuple<at::Tensor, at::Tensor> apply_impl(const at::Tensor &h, const at::Tensor &dirs,
+                                              at::IntArrayRef ops, const at::Tensor &params,
+                                              const c10::optional<at::Tensor> &mask) {
   typename Backend::Guard guard(h);
   dtype_code(h);
   at::Tensor out = h.clone(at::MemoryFormat::Contiguous);
-  at::Tensor changed = at::empty(changed_shape(h, static_cast<int64_t>(ops.size())), h.options().dtype(at::kBool));
+  at::Tensor changed =
+      at::empty(changed_shape(h, static_cast<int64_t>(ops.size())), h.options().dtype(at::kBool));
   Program pg = program_of(out, dirs, ops, params, mask, c10::nullopt, c10::nullopt, c10::nullopt);
   attach_changed(pg, out, changed);
   raise_status(Backend::apply_(pg), "axis_steer.apply");
   return {out, changed};
 }
 
-}  // namespace axis_steer
+} // namespace axis_steer

@@ -16,29 +16,31 @@
 namespace axis_steer {
 namespace {
 
-axs_fin no_fin() { return axs_fin{nullptr, 0, 0}; }
+axs_fin no_fin() {
+  return axs_fin{nullptr, 0, 0};
+}
 
 struct CudaBackend {
   struct Guard {
-    explicit Guard(const at::Tensor& h) : device(h.device()) {
+    explicit Guard(const at::Tensor &h) : device(h.device()) {
       TORCH_CHECK_VALUE(h.is_cuda(), "h: expected a CUDA tensor, got one on ", h.device());
     }
     c10::cuda::CUDAGuard device;
   };
 
-  static void* stream() { return static_cast<void*>(at::cuda::getCurrentCUDAStream().stream()); }
+  static void *stream() { return static_cast<void *>(at::cuda::getCurrentCUDAStream().stream()); }
 
   static axs_status one_step(axs_rows h, axs_step s, axs_bin mask) {
     axs_record rec{};
     return axs_apply_cuda_(h, &s, 1, mask, rec, stream());
   }
 
-  static axs_status project(axs_rows h, const float* u, axs_bin mask, axs_fout p) {
+  static axs_status project(axs_rows h, const float *u, axs_bin mask, axs_fout p) {
     return axs_project_cuda(h, u, mask, p, stream());
   }
 
-  static axs_status clamp_(axs_rows h, const float* u, axs_fin lo, axs_fin hi, axs_bin mask, axs_fout pb,
-                           axs_fout pa, axs_bout changed) {
+  static axs_status clamp_(axs_rows h, const float *u, axs_fin lo, axs_fin hi, axs_bin mask,
+                           axs_fout pb, axs_fout pa, axs_bout changed) {
     axs_step s{};
     s.op = AXS_CLAMP;
     s.dir = u;
@@ -50,7 +52,8 @@ struct CudaBackend {
     return one_step(h, s, mask);
   }
 
-  static axs_status set_projection_(axs_rows h, const float* u, axs_fin t, axs_bin mask, axs_fout pb) {
+  static axs_status set_projection_(axs_rows h, const float *u, axs_fin t, axs_bin mask,
+                                    axs_fout pb) {
     axs_step s{};
     s.op = AXS_SET;
     s.dir = u;
@@ -60,7 +63,7 @@ struct CudaBackend {
     return one_step(h, s, mask);
   }
 
-  static axs_status steer_(axs_rows h, const float* w, axs_fin alpha, axs_bin mask) {
+  static axs_status steer_(axs_rows h, const float *w, axs_fin alpha, axs_bin mask) {
     axs_step s{};
     s.op = AXS_STEER;
     s.dir = w;
@@ -69,13 +72,13 @@ struct CudaBackend {
     return one_step(h, s, mask);
   }
 
-  static axs_status apply_(const Program& pg) {
+  static axs_status apply_(const Program &pg) {
     return axs_apply_cuda_(pg.h, pg.steps.data(), pg.n_steps, pg.mask, pg.rec, stream());
   }
 };
 
-}  // namespace
-}  // namespace axis_steer
+} // namespace
+} // namespace axis_steer
 
 TORCH_LIBRARY_IMPL(axis_steer, CUDA, m) {
   using B = axis_steer::CudaBackend;

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# check_cuda.sh - compiles every CUDA source under csrc/ with nvcc, warnings as
+# errors, for the architectures the build targets, then links the objects
+# with the C core they share code with (csrc/core/*.c: validate.c and what it
+# calls) into a shared object with --no-undefined, to prove that every axs_
+# symbol resolves. Needs nvcc, not a GPU: nothing built here is run.
+#
+#   AXIS_STEER_CUDA_ARCHS  CUDA architectures, "80;90" by default (as setup.py)
+#   NVCC                   the compiler, nvcc on PATH by default
+#   CC                     the C compiler for validate.c, gcc by default
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+NVCC=${NVCC:-nvcc}
+CC=${CC:-gcc}
+ARCHS=${AXIS_STEER_CUDA_ARCHS:-80;90}
+
+if ! command -v "$NVCC" >/dev/null 2>&1; then
+  echo "check_cuda: $NVCC not found (install the CUDA toolkit or set NVCC)" >&2
+  exit 1
+fi
+
+gencode=()
+arch_list=()
+for arch in $(echo "$ARCHS" | tr ',;' '  '); do
+  gencode+=(-gencode "arch=compute_${arch},code=sm_${arch}")
+  arch_list+=("sm_${arch}")
+done
+if [ ${#gencode[@]} -eq 0 ]; then
+  echo "check_cuda: AXIS_STEER_CUDA_ARCHS='$ARCHS' names no architecture" >&2
+  exit 1
+fi
+
+mapfile -t sources < <(find csrc -name '*.cu' | sort)
+if [ ${#sources[@]} -eq 0 ]; then
+  echo "check_cuda: no .cu files under csrc/" >&2
+  exit 1
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# The flags of setup.py (-O3, no FMA contraction, C++17), plus warnings as
+# errors for both nvcc and the host compiler.
+nvcc_flags=(-std=c++17 -O3 --fmad=false -Icsrc "${gencode[@]}"
+  -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror,-fPIC)
+
+echo "check_cuda: $("$NVCC" --version | tail -n 1)"
+echo "check_cuda: architectures ${arch_list[*]}"
+objects=()
+for src in "${sources[@]}"; do
+  obj="$tmp/$(echo "$src" | tr '/' '_').o"
+  echo "check_cuda: compiling $src"
+  echo "  $NVCC ${nvcc_flags[*]} -c $src -o $obj"
+  "$NVCC" "${nvcc_flags[@]}" -c "$src" -o "$obj"
+  objects+=("$obj")
+done
+
+# The C core as setup.py builds it, less OpenMP (not needed to resolve symbols).
+c_flags=(-std=c11 -O2 -fPIC -Wall -Wextra -Werror -ffp-contract=off -fno-fast-math)
+c_objects=()
+for src in csrc/core/*.c; do
+  obj="$tmp/$(echo "$src" | tr '/' '_').o"
+  echo "check_cuda: compiling $src"
+  echo "  $CC ${c_flags[*]} -c $src -o $obj"
+  "$CC" "${c_flags[@]}" -c "$src" -o "$obj"
+  c_objects+=("$obj")
+done
+
+so="$tmp/libaxs_cuda_check.so"
+echo "check_cuda: linking ${#objects[@]} CUDA and ${#c_objects[@]} C object(s)"
+echo "  $NVCC -shared ${gencode[*]} -Xcompiler -fPIC -Xlinker --no-undefined <objects> -lm -o $so"
+"$NVCC" -shared "${gencode[@]}" -Xcompiler -fPIC -Xlinker --no-undefined \
+  "${objects[@]}" "${c_objects[@]}" -lm -o "$so"
+
+# --no-undefined already fails on a missing symbol; say so in words too, and
+# check that the CUDA entry points are exported.
+undefined=$(nm -D --undefined-only "$so" | awk '{print $NF}' | grep '^axs_' || true)
+if [ -n "$undefined" ]; then
+  echo "check_cuda: undefined axs_ symbols in the shared object:" >&2
+  echo "$undefined" >&2
+  exit 1
+fi
+for sym in axs_project_cuda axs_apply_cuda_; do
+  if ! nm -D --defined-only "$so" | awk '{print $NF}' | grep -qx "$sym"; then
+    echo "check_cuda: $sym is not exported by the shared object" >&2
+    exit 1
+  fi
+done
+
+echo "check_cuda: OK (${sources[*]} for ${arch_list[*]}; axs_project_cuda and axs_apply_cuda_ link)"
