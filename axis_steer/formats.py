@@ -262,27 +262,33 @@ def save_scores(path: str | Path, scores: dict[str, int]) -> Path:
 RESPONSE_FIELDS = ("system_prompt", "prompt_index", "question_index", "question", "conversation", "label")
 
 
-def read_responses(path: str | Path) -> Iterator[dict]:
-    """Yields the objects of a reference ``responses.jsonl``, checked: each has
-    the reference fields and a conversation ending with the assistant."""
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file; a
+    line that is not JSON is a ValueError naming the file and line."""
     path = Path(path)
-    with path.open() as f:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            missing = [k for k in RESPONSE_FIELDS if k not in obj]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: missing {missing} (expected fields {list(RESPONSE_FIELDS)})")
-            conv = obj["conversation"]
-            if not isinstance(conv, list) or not conv or conv[-1].get("role") != "assistant":
-                raise ValueError(
-                    f"{path}:{lineno}: 'conversation' must be a list of messages ending with the assistant's"
-                )
-            yield obj
+
+
+def read_responses(path: str | Path) -> Iterator[dict]:
+    """Yields the objects of a reference ``responses.jsonl``, checked: each has
+    the reference fields and a conversation ending with the assistant."""
+    for lineno, obj in iter_jsonl(path):
+        missing = [k for k in RESPONSE_FIELDS if not isinstance(obj, dict) or k not in obj]
+        if missing:
+            raise ValueError(f"{path}:{lineno}: missing {missing} (expected fields {list(RESPONSE_FIELDS)})")
+        conv = obj["conversation"]
+        if not isinstance(conv, list) or not conv or conv[-1].get("role") != "assistant":
+            raise ValueError(f"{path}:{lineno}: 'conversation' must be a list of messages ending with the assistant's")
+        yield obj
 
 
 def write_responses(path: str | Path, rows: Iterable[dict], *, append: bool = False) -> Path:

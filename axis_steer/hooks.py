@@ -56,9 +56,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from axis_steer import _torch_ops  # noqa: F401  (registers torch.ops.axis_steer.*)
 from axis_steer.errors import AxisSteerError
 from axis_steer.formats import Axis, CapConfig
-from axis_steer.models import Layers, find_layers, module_device, unwrap
+from axis_steer.models import Layers, block_hidden, find_layers, module_device, unwrap
 from axis_steer.reference import CLAMP, PROJECT, SET, STEER
 
 _OPS = torch.ops.axis_steer
@@ -252,23 +253,12 @@ class _LayerHook:
 
 
 def _hidden_of(output: Any, hooks: _ModelHooks, index: int) -> torch.Tensor:
-    """The residual stream in a block's output: the output itself (transformers
-    v5), the first element of a tuple (v4), or a model output's first field,
-    shape-checked against the forward call (never a silent ``output[0]``)."""
-    if isinstance(output, torch.Tensor):
-        hidden = output
-    elif isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
-        hidden = output[0]
-    elif hasattr(output, "to_tuple") and isinstance(output.to_tuple()[0], torch.Tensor):
-        hidden = output.to_tuple()[0]
-    else:
-        raise AxisSteerError(
-            f"block {index} returned a {type(output).__name__}; expected a tensor, a tuple starting with "
-            "the hidden states, or a model output whose first field is the hidden states"
-        )
+    """The block's residual stream (models.block_hidden), checked against the
+    forward call's batch, length and hidden size."""
+    hidden = block_hidden(output, index)
     st = hooks.state
     d = hooks.layers.hidden_size
-    if hidden.dim() != 3 or hidden.shape[-1] != d or (st.active and tuple(hidden.shape[:2]) != (st.batch, st.seq)):
+    if hidden.shape[-1] != d or (st.active and tuple(hidden.shape[:2]) != (st.batch, st.seq)):
         raise AxisSteerError(
             f"block {index} output has shape {tuple(hidden.shape)}; expected (batch, seq, hidden) = "
             f"({st.batch}, {st.seq}, {d}). The block's output layout is not one axis_steer understands; "

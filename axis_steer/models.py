@@ -183,3 +183,35 @@ def find_layers(model: nn.Module, layers: nn.ModuleList | str | None = None) -> 
 
 def n_layers(model: nn.Module) -> int:
     return len(find_layers(model))
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """The device that input ids go to (the input embedding's)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if emb is not None and hasattr(emb, "weight"):
+        return emb.weight.device
+    return next(model.parameters()).device
+
+
+def block_hidden(output: Any, index: int) -> torch.Tensor:
+    """The residual stream in a decoder block's output: the output itself
+    (transformers v5), the first element of a tuple (v4), or a model output's
+    first field; always ``(batch, seq, d)``. Never a silent ``output[0]`` of a
+    tensor (that would be its first batch row)."""
+    if isinstance(output, torch.Tensor):
+        hidden = output
+    elif isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+        hidden = output[0]
+    elif hasattr(output, "to_tuple") and isinstance(output.to_tuple()[0], torch.Tensor):
+        hidden = output.to_tuple()[0]
+    else:
+        raise AxisSteerError(
+            f"block {index} returned a {type(output).__name__}; expected a tensor, a tuple starting with "
+            "the hidden states, or a model output whose first field is the hidden states"
+        )
+    if hidden.dim() != 3:
+        raise AxisSteerError(
+            f"block {index} output has shape {tuple(hidden.shape)}; expected (batch, seq, hidden). The "
+            "block's output layout is not one axis_steer understands; name the right blocks with layers=..."
+        )
+    return hidden

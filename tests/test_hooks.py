@@ -11,13 +11,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from zoo import ARCHS, HIDDEN, LAYERS, VOCAB, random_axis, tiny_model  # noqa: E402
-
 from axis_steer import formats  # noqa: E402
 from axis_steer.errors import AxisSteerError  # noqa: E402
 from axis_steer.hooks import Attachment, residual_norms  # noqa: E402
 from axis_steer.models import find_layers  # noqa: E402
 from axis_steer.reference import reference_style_cap_hook  # noqa: E402
+
+from zoo import ARCHS, HIDDEN, LAYERS, VOCAB, random_axis, tiny_model  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -10,6 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from axis_steer import ops as O  # noqa: E402
+from axis_steer import reference as R  # noqa: E402
+from axis_steer._torch_ops import apply_backward_h  # noqa: E402
+
 from helpers import (  # noqa: E402
     DTYPES,
     LAYOUTS,
@@ -21,10 +25,6 @@ from helpers import (  # noqa: E402
     torch_to_f64,
     unit_vector,
 )
-
-from axis_steer import ops as O  # noqa: E402
-from axis_steer import reference as R  # noqa: E402
-from axis_steer._torch_ops import apply_backward_h  # noqa: E402
 
 OPS = torch.ops.axis_steer
 N_ROWS = (0, 1, 3, 257)

@@ -41,14 +41,21 @@
 
 #include "internal.h"
 
+/* Build knob: the most blocks one launch uses; beyond it, blocks stride over
+ * the rows. The host emulation of these kernels (csrc/tests/cuda_emulation)
+ * sets it small so that small inputs run the grid-stride loops too. */
+#ifndef AXS_CUDA_MAX_BLOCKS
+#define AXS_CUDA_MAX_BLOCKS 65536
+#endif
+
 namespace {
 
 constexpr int kWarp = 32;
-constexpr int kWarpRowsPerBlock = 4;  // warp mode: one row per warp
-constexpr int kWarpMaxChunks = 128;   // warp mode up to 4 chunks per lane
-constexpr int kChunksPerThread = 4;   // block mode registers per thread
-constexpr int kMaxThreads = 1024;     // block mode, and the global fallback
-constexpr int64_t kMaxBlocks = 65536; // beyond this, blocks stride over rows
+constexpr int kWarpRowsPerBlock = 4;                // warp mode: one row per warp
+constexpr int kWarpMaxChunks = 128;                 // warp mode up to 4 chunks per lane
+constexpr int kChunksPerThread = 4;                 // block mode registers per thread
+constexpr int kMaxThreads = 1024;                   // block mode, and the global fallback
+constexpr int64_t kMaxBlocks = AXS_CUDA_MAX_BLOCKS; // beyond this, blocks stride over rows
 
 /* ---- storage formats --------------------------------------------------------
  * bits: one element as stored; V: elements per 16-byte chunk. */

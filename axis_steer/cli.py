@@ -1,0 +1,496 @@
+"""The ``axis-steer`` command line: one subcommand per step.
+
+A run folder (``--run``) carries a computation from step to step, so each step
+reads what the previous one wrote without extra flags::
+
+    axis-steer generate  --model M --run runs/m          # responses/*.jsonl
+    axis-steer judge     --run runs/m --style            # scores/ (optional)
+    axis-steer extract   --model M --run runs/m          # activation sums
+    axis-steer axis      --run runs/m                    # axis.safetensors, persona space, plots
+    axis-steer calibrate --model M --run runs/m          # caps, capping_config.pt, report
+    axis-steer project   --model M --run runs/m --conversations c.jsonl
+    axis-steer chat      --model M --run runs/m          # interactive, capped, live readings
+    axis-steer eval      --model M --run runs/m --texts t.txt --mc q.jsonl
+    axis-steer info      FILE
+    axis-steer demo                                      # the whole job on the built-in model
+
+``--model`` defaults to the built-in persona model (``axis_steer/data/persona-llama``).
+Every subcommand has ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from axis_steer.errors import AxisSteerError
+
+# ---- shared options ------------------------------------------------------------------------------
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=None, help="a Hugging Face model folder or id (default: the built-in persona model)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype")
+    g.add_argument("--device-map", default=None, help="a transformers device_map (e.g. auto) for models larger than one device")
+
+
+def _run_option(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--run", required=required, type=Path, help="the run folder (outputs of earlier steps are read from it)")
+
+
+def load_model(args: argparse.Namespace):
+    """(model, tokenizer) from --model / --device / --dtype / --device-map."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from axis_steer.personas import default_model_path
+
+    path = args.model or str(default_model_path())
+    if args.device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        device = args.device
+    if args.dtype == "auto":
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    else:
+        dtype = getattr(torch, args.dtype)
+    kw: dict[str, Any] = {"dtype": dtype}
+    if args.device_map:
+        kw["device_map"] = args.device_map
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    except OSError as exc:
+        raise AxisSteerError(f"--model {path}: cannot load it ({str(exc).splitlines()[0]})") from exc
+    if not args.device_map:
+        model.to(device)
+    model.eval()
+    tok.padding_side = "left"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def _load_axis(run: Path | None, axis_path: str | None):
+    from axis_steer.formats import load_axis
+
+    path = Path(axis_path) if axis_path else (run / "axis.safetensors" if run else None)
+    if path is None:
+        raise AxisSteerError("no axis: pass --axis FILE or --run with an axis.safetensors (run `axis-steer axis`)")
+    if not path.exists():
+        raise AxisSteerError(f"{path}: no axis here (run `axis-steer axis --run {run}` first, or pass --axis)")
+    return load_axis(path)
+
+
+def _load_caps(run: Path | None, caps: str | None, experiment: str | None):
+    """A CapConfig from --caps (ours or a reference .pt) or the run's default."""
+    from axis_steer.formats import load_capping_config, load_caps
+
+    if caps is None and run is not None:
+        default = default_caps_path(run)
+        caps = str(default) if default is not None else None
+    if caps is None:
+        return None
+    p = Path(caps)
+    if p.suffix == ".pt":
+        cfg = load_capping_config(p)
+        which: str | int = experiment if experiment is not None else 0
+        if isinstance(which, str) and which.isdigit():
+            which = int(which)
+        return cfg.experiment(which)
+    return load_caps(p)
+
+
+def default_caps_path(run: Path) -> Path | None:
+    """The run's calibrated caps at the 25th percentile (the paper's best), for
+    the first layer window calibrated; any percentile if p0.25 is absent."""
+    found = sorted((run / "calibration").glob("caps_layers_*_p*.safetensors"))
+    if not found:
+        return None
+    preferred = [f for f in found if f.stem.endswith("_p0.25")]
+    return (preferred or found)[0]
+
+
+def _read_conversations(path: Path) -> list[list[dict]]:
+    """A JSONL of conversations: each line a message list, or an object with a
+    ``conversation`` / ``messages`` list (the reference responses format works)."""
+    from axis_steer.formats import iter_jsonl
+
+    out = []
+    for lineno, obj in iter_jsonl(path):
+        conv = obj if isinstance(obj, list) else (obj.get("conversation") or obj.get("messages") if isinstance(obj, dict) else None)
+        if not isinstance(conv, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in conv):
+            raise ValueError(f"{path}:{lineno}: expected a list of {{'role', 'content'}} messages (or an object with 'conversation')")
+        out.append(conv)
+    if not out:
+        raise ValueError(f"{path}: no conversations")
+    return out
+
+
+def _layers_arg(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        if ":" in part:
+            a, b = part.split(":")
+            out.extend(range(int(a), int(b)))
+        else:
+            out.append(int(part))
+    return out
+
+
+def _windows_arg(items: Sequence[str] | None) -> list[tuple[int, int]] | None:
+    if not items:
+        return None
+    out = []
+    for w in items:
+        try:
+            a, b = w.split(":")
+            out.append((int(a), int(b)))
+        except ValueError as exc:
+            raise ValueError(f"--window {w!r}: expected a:b (a half-open layer range)") from exc
+    return out
+
+
+# ---- subcommands -----------------------------------------------------------------------------------
+
+
+def cmd_generate(args: argparse.Namespace) -> str:
+    from axis_steer.generate import generate_responses
+
+    model, tok = load_model(args)
+    summary = generate_responses(
+        model,
+        tok,
+        args.roles,
+        args.run,
+        roles=args.only,
+        n_questions=args.questions,
+        n_prompts=args.prompts,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        greedy=args.greedy,
+        seed=args.seed,
+    )
+    return str(summary)
+
+
+def cmd_judge(args: argparse.Namespace) -> str:
+    from axis_steer.judge import judge_responses, style_judge
+
+    if args.scores:
+        source: Any = args.scores
+    elif args.style:
+        source = style_judge
+    elif args.callable:
+        import importlib
+
+        mod, _, fn = args.callable.partition(":")
+        source = getattr(importlib.import_module(mod), fn)
+    else:
+        raise ValueError("judge: pass --scores FILE_OR_FOLDER, --style, or --callable module:function")
+    return str(judge_responses(args.run, source, overwrite=args.overwrite))
+
+
+def cmd_extract(args: argparse.Namespace) -> str:
+    from axis_steer.extract import extract_activations
+
+    model, tok = load_model(args)
+    summary = extract_activations(
+        model,
+        tok,
+        args.run,
+        layers=_layers_arg(args.layers),
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        per_sample=args.per_sample,
+        restart=args.restart,
+    )
+    return str(summary)
+
+
+def cmd_axis(args: argparse.Namespace) -> str:
+    from axis_steer.axis import compute_axis
+
+    summary = compute_axis(
+        args.run,
+        judge=args.judge,
+        min_score=args.min_score,
+        min_count=args.min_count,
+        plots=not args.no_plots,
+        reference_vectors=args.reference_vectors,
+    )
+    return str(summary)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> str:
+    from axis_steer.calibrate import calibrate
+
+    model, tok = load_model(args)
+    summary = calibrate(
+        model,
+        tok,
+        args.run,
+        percentiles=args.percentile or (0.25,),
+        windows=_windows_arg(args.window),
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+    )
+    return str(summary)
+
+
+def cmd_project(args: argparse.Namespace) -> str:
+    import numpy as np
+
+    from axis_steer.hooks import Attachment
+    from axis_steer.project import project_conversations
+
+    model, tok = load_model(args)
+    axis = _load_axis(args.run, args.axis)
+    att = Attachment(model, axis)
+    caps = _load_caps(args.run, args.caps, args.experiment) if args.capped else None
+    if caps is not None:
+        att.cap_config(caps)
+    layers = _layers_arg(args.layers) or [len(att._layers) // 2]
+    convs = _read_conversations(args.conversations)
+    result = project_conversations(model, tok, att, convs, layers, batch_size=args.batch_size)
+    out = args.out or (args.run / "projections" if args.run else Path("projections"))
+    paths = result.save(out, plots=not args.no_plots)
+    turn_means = [float(np.nanmean(t)) for t in result.per_turn[layers[0]] if len(t)]
+    return (
+        f"projected {len(convs)} conversations at layers {layers}: mean per-turn projection "
+        f"{np.nanmean(turn_means) if turn_means else math.nan:.3f}; wrote {len(paths)} files to {out}"
+    )
+
+
+def cmd_chat(args: argparse.Namespace) -> str:
+    from axis_steer.chat import chat_loop
+
+    model, tok = load_model(args)
+    axis = _load_axis(args.run, args.axis)
+    caps = None if args.uncapped else _load_caps(args.run, args.caps, args.experiment)
+    turns = chat_loop(
+        model,
+        tok,
+        axis,
+        caps,
+        system=args.system,
+        layer=args.layer,
+        max_new_tokens=args.max_new_tokens,
+        greedy=args.greedy,
+        inputs=sys.stdin,
+        output=sys.stdout,
+    )
+    return f"chat ended after {turns} turns"
+
+
+def cmd_eval(args: argparse.Namespace) -> str:
+    from axis_steer.evaluate import evaluate, load_multiple_choice
+    from axis_steer.hooks import Attachment
+
+    model, tok = load_model(args)
+    axis = _load_axis(args.run, args.axis) if (args.axis or (args.run and (args.run / "axis.safetensors").exists())) else None
+    caps = _load_caps(args.run, args.caps, args.experiment)
+    if caps is None:
+        raise AxisSteerError("eval: nothing to evaluate: pass --caps FILE (or a --run that was calibrated)")
+    att = Attachment(model, axis)
+    att.cap_config(caps)
+    texts = None
+    if args.texts:
+        raw = Path(args.texts).read_text(encoding="utf-8")
+        texts = [t.strip() for t in raw.split("\n\n") if t.strip()]
+    convs = _read_conversations(Path(args.conversations)) if args.conversations else None
+    prompts = None
+    if args.prompts:
+        prompts = [c[:-1] if c and c[-1]["role"] == "assistant" else c for c in _read_conversations(Path(args.prompts))]
+    mc = load_multiple_choice(args.mc) if args.mc else None
+    report = evaluate(
+        model,
+        tok,
+        att,
+        texts=texts,
+        conversations=convs,
+        prompts=prompts,
+        multiple_choice=mc,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+    )
+    out = args.out or (args.run / "eval" if args.run else Path("eval"))
+    report.save(out, plots=not args.no_plots)
+    print(report)
+    return f"wrote {out / 'report.json'}"
+
+
+def cmd_info(args: argparse.Namespace) -> str:
+    from axis_steer import formats
+
+    p = Path(args.file)
+    if p.suffix == ".safetensors":
+        meta = formats.read_metadata(p)
+    elif p.suffix == ".pt":
+        obj = formats.load_pt(p)
+        if isinstance(obj, dict) and "experiments" in obj:
+            cfg = formats.load_capping_config(p)
+            meta = {"kind": "reference capping config", "vectors": len(cfg.vectors), "experiments": cfg.experiment_ids()}
+        elif isinstance(obj, dict):
+            meta = {"kind": "reference dict", "keys": sorted(map(str, obj))[:50]}
+        else:
+            meta = {"kind": "tensor", "shape": list(obj.shape), "dtype": str(obj.dtype)}
+    else:
+        raise ValueError(f"{p}: expected a .safetensors or .pt file")
+    print(json.dumps(meta, indent=1, default=str))
+    return f"{p}: {meta.get('kind', 'file')}"
+
+
+def cmd_demo(args: argparse.Namespace) -> str:
+    from axis_steer.demo import run_demo
+
+    return str(run_demo(args.out, quick=args.quick, device=args.device))
+
+
+# ---- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="axis-steer",
+        description="Compute, watch, steer and cap a model's Assistant Axis.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="<step>")
+
+    s = sub.add_parser("generate", help="responses for roles x prompts x questions")
+    _model_options(s)
+    _run_option(s)
+    s.add_argument("--roles", default=None, help="a role folder in the reference layout (default: the built-in set for the model)")
+    s.add_argument("--only", nargs="*", default=None, help="generate for these roles only")
+    s.add_argument("--questions", type=int, default=None, help="use the first N questions")
+    s.add_argument("--prompts", type=int, default=None, help="use the first K system prompts per role")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--max-new-tokens", type=int, default=512)
+    s.add_argument("--temperature", type=float, default=0.7)
+    s.add_argument("--top-p", type=float, default=0.9)
+    s.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("judge", help="score role adherence 0-3 (optional step)")
+    _run_option(s)
+    s.add_argument("--scores", help="reference scores: a .json file, or a folder of {role}.json")
+    s.add_argument("--style", action="store_true", help="the built-in vocabulary judge (for the persona model)")
+    s.add_argument("--callable", help="module:function taking (question, answer, role) -> 0..3")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_judge)
+
+    s = sub.add_parser("extract", help="mean activations over assistant tokens")
+    _model_options(s)
+    _run_option(s)
+    s.add_argument("--layers", help="layers to keep, e.g. 0:32 or 10,20,30 (default: all)")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--max-length", type=int, default=None)
+    s.add_argument("--per-sample", choices=["pt", "safetensors"], default=None, help="also write per-response activations")
+    s.add_argument("--restart", action="store_true", help="ignore a checkpoint and start over")
+    s.set_defaults(func=cmd_extract)
+
+    s = sub.add_parser("axis", help="role vectors, the axis, persona space, plots")
+    _run_option(s)
+    s.add_argument("--judge", action=argparse.BooleanOptionalAction, default=None, help="filter by judge scores (default: if scored)")
+    s.add_argument("--min-score", type=int, default=3)
+    s.add_argument("--min-count", type=int, default=50)
+    s.add_argument("--no-plots", action="store_true")
+    s.add_argument("--reference-vectors", action="store_true", help="also write role vectors as reference .pt files")
+    s.set_defaults(func=cmd_axis)
+
+    s = sub.add_parser("calibrate", help="capping thresholds at percentiles; configs for layer windows")
+    _model_options(s)
+    _run_option(s)
+    s.add_argument("--percentile", type=float, action="append", help="repeatable (default 0.25)")
+    s.add_argument("--window", action="append", help="a:b half-open layer window, repeatable")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--max-length", type=int, default=None)
+    s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("project", help="per-token and per-turn projections of conversations, with plots")
+    _model_options(s)
+    _run_option(s, required=False)
+    s.add_argument("--conversations", required=True, type=Path, help="JSONL of conversations")
+    s.add_argument("--axis", help="an axis file (default: the run's)")
+    s.add_argument("--layers", help="monitored layers (default: the middle one)")
+    s.add_argument("--capped", action="store_true", help="apply the run's caps (or --caps) while projecting")
+    s.add_argument("--caps", help="a capping file (ours .safetensors or a reference .pt)")
+    s.add_argument("--experiment", help="reference config experiment id or index")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--out", type=Path, default=None)
+    s.add_argument("--no-plots", action="store_true")
+    s.set_defaults(func=cmd_project)
+
+    s = sub.add_parser("chat", help="interactive chat with capping and live drift readings")
+    _model_options(s)
+    _run_option(s, required=False)
+    s.add_argument("--axis", help="an axis file (default: the run's)")
+    s.add_argument("--caps", help="a capping file (default: the run's calibrated p0.25 caps)")
+    s.add_argument("--experiment", help="reference config experiment id or index")
+    s.add_argument("--uncapped", action="store_true", help="watch without capping")
+    s.add_argument("--system", default=None, help="a system prompt")
+    s.add_argument("--layer", type=int, default=None, help="the layer to watch (default: the middle)")
+    s.add_argument("--max-new-tokens", type=int, default=128)
+    s.add_argument("--greedy", action="store_true")
+    s.set_defaults(func=cmd_chat)
+
+    s = sub.add_parser("eval", help="capability cost of capping: KL, perplexity, agreement, accuracy, firing")
+    _model_options(s)
+    _run_option(s, required=False)
+    s.add_argument("--axis", help="an axis file (for firing statistics)")
+    s.add_argument("--caps", help="a capping file (default: the run's calibrated p0.25 caps)")
+    s.add_argument("--experiment", help="reference config experiment id or index")
+    s.add_argument("--texts", help="a text file; blank lines separate texts")
+    s.add_argument("--conversations", help="JSONL of conversations (assistant tokens scored)")
+    s.add_argument("--prompts", help="JSONL of conversations to continue greedily")
+    s.add_argument("--mc", help="JSONL of {question, choices, answer}")
+    s.add_argument("--max-new-tokens", type=int, default=32)
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--out", type=Path, default=None)
+    s.add_argument("--no-plots", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("info", help="describe an axis_steer file or a reference artefact")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("demo", help="the whole job on the built-in persona model")
+    s.add_argument("--out", type=Path, default=Path("runs/demo"))
+    s.add_argument("--quick", action="store_true", help="fewer questions (a smoke run)")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        line = args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, AxisSteerError) as exc:
+        print(f"axis-steer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"axis-steer {args.command}: interrupted (rerun to resume)", file=sys.stderr)
+        return 130
+    print(f"axis-steer {args.command}: {line} [{time.perf_counter() - t0:.1f}s]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

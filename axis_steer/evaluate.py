@@ -1,0 +1,478 @@
+"""What an intervention costs: a model with and without it, on the same inputs.
+
+:func:`evaluate` runs every input twice — once plain, once with an
+:class:`~axis_steer.hooks.Attachment` attached — and reports:
+
+* **perplexity and per-token KL** on texts and/or conversations: negative
+  log-likelihood of the scored tokens (every token of a text; the assistant
+  response tokens of a conversation, found from the chat template) under each
+  model, ``KL(p_plain || p_intervened)`` of the next-token distributions at the
+  same positions, averaged over tokens;
+* **greedy-generation agreement** on prompts: the fraction of generated
+  positions where the two greedy continuations agree (up to and including the
+  first disagreement, the rest counted as disagreeing), and how many
+  continuations are identical;
+* **multiple-choice accuracy** from a JSONL of ``{"question", "choices",
+  "answer"}`` (answer = index of the right choice), each choice scored by the
+  log-likelihood of its tokens after the question (summed, and per token);
+* **how often and how hard the caps fired** per capped layer: the fraction of
+  real tokens whose projection was moved and the mean size of the move
+  (``p_out - p_in``, residual-stream units), on the scored texts.
+
+The result is an :class:`EvalReport`: a printable table, a JSON report and
+plots. The CLI is ``axis-steer eval``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from axis_steer.errors import AxisSteerError
+from axis_steer.hooks import Attachment
+from axis_steer.reference import CLAMP
+
+
+@dataclass
+class LMScores:
+    """Language-modelling comparison on one set of inputs."""
+
+    tokens: int = 0
+    nll_plain: float = 0.0  #: mean negative log-likelihood per scored token (nats)
+    nll_intervened: float = 0.0
+    kl_mean: float = 0.0  #: mean per-token KL(plain || intervened), nats
+    kl_p95: float = 0.0
+    kl_max: float = 0.0
+
+    @property
+    def ppl_plain(self) -> float:
+        return math.exp(self.nll_plain) if self.tokens else math.nan
+
+    @property
+    def ppl_intervened(self) -> float:
+        return math.exp(self.nll_intervened) if self.tokens else math.nan
+
+    @property
+    def ppl_change(self) -> float:
+        """Relative change of perplexity (0.01 = 1% worse)."""
+        return self.ppl_intervened / self.ppl_plain - 1.0 if self.tokens else math.nan
+
+
+@dataclass
+class GenerationAgreement:
+    prompts: int = 0
+    positions: int = 0
+    agreement: float = math.nan  #: fraction of generated positions that agree
+    identical: float = math.nan  #: fraction of prompts with identical continuations
+
+
+@dataclass
+class MCScores:
+    questions: int = 0
+    accuracy_plain: float = math.nan
+    accuracy_intervened: float = math.nan
+    accuracy_plain_norm: float = math.nan  #: scoring by mean log-likelihood per token
+    accuracy_intervened_norm: float = math.nan
+    answer_changed: float = math.nan  #: fraction of questions whose pick changed
+
+
+@dataclass
+class Firing:
+    layer: int
+    rate: float  #: fraction of real tokens where a cap moved the projection
+    mean_shift: float  #: mean p_out - p_in over those tokens
+    max_shift: float
+
+
+@dataclass
+class EvalReport:
+    texts: LMScores | None = None
+    conversations: LMScores | None = None
+    generation: GenerationAgreement | None = None
+    multiple_choice: MCScores | None = None
+    firing: list[Firing] = field(default_factory=list)
+    kl_per_token: list[float] = field(default_factory=list, repr=False)
+    metadata: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("texts", "conversations"):
+            s = getattr(self, key)
+            if s is not None:
+                d[key].update(ppl_plain=s.ppl_plain, ppl_intervened=s.ppl_intervened, ppl_change=s.ppl_change)
+        d.pop("kl_per_token")
+        return d
+
+    def save(self, folder: str | Path, *, plots: bool = True) -> list[Path]:
+        """Writes ``report.json`` (and ``firing.png``, ``kl.png``) into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = [folder / "report.json"]
+        out[0].write_text(json.dumps(_finite(self.to_dict()), indent=1))
+        if plots:
+            out += self.plot(folder)
+        return out
+
+    def plot(self, folder: str | Path) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        folder = Path(folder)
+        paths = []
+        if self.firing:
+            fig, ax = plt.subplots(figsize=(6, 3))
+            ax.bar([str(f.layer) for f in self.firing], [100 * f.rate for f in self.firing], color="tab:red")
+            ax.set_xlabel("layer")
+            ax.set_ylabel("tokens capped (%)")
+            ax.set_title("How often the cap fired")
+            fig.tight_layout()
+            paths.append(folder / "firing.png")
+            fig.savefig(paths[-1], dpi=120)
+            plt.close(fig)
+        if self.kl_per_token:
+            fig, ax = plt.subplots(figsize=(6, 3))
+            kl = np.asarray(self.kl_per_token)
+            ax.hist(np.log10(np.maximum(kl, 1e-12)), bins=50, color="tab:blue")
+            ax.set_xlabel("log10 KL(plain || intervened) per token")
+            ax.set_ylabel("tokens")
+            ax.set_title("Per-token divergence")
+            fig.tight_layout()
+            paths.append(folder / "kl.png")
+            fig.savefig(paths[-1], dpi=120)
+            plt.close(fig)
+        return paths
+
+    def __str__(self) -> str:
+        lines = ["quantity                          plain   intervened   change"]
+        for name, s in (("texts", self.texts), ("conversations", self.conversations)):
+            if s is not None and s.tokens:
+                lines.append(
+                    f"perplexity ({name}, {s.tokens} tok)".ljust(32)
+                    + f"{s.ppl_plain:>7.3f}   {s.ppl_intervened:>10.3f}   {100 * s.ppl_change:+6.2f}%"
+                )
+                lines.append(f"  KL per token mean / p95 / max   {s.kl_mean:.2e} / {s.kl_p95:.2e} / {s.kl_max:.2e}")
+        if self.generation is not None and self.generation.prompts:
+            g = self.generation
+            lines.append(
+                f"greedy agreement ({g.prompts} prompts)".ljust(32)
+                + f"{100 * g.agreement:>7.1f}%  identical {100 * g.identical:.1f}%"
+            )
+        if self.multiple_choice is not None and self.multiple_choice.questions:
+            m = self.multiple_choice
+            lines.append(
+                f"MC accuracy ({m.questions} q)".ljust(32)
+                + f"{100 * m.accuracy_plain:>6.1f}%   {100 * m.accuracy_intervened:>9.1f}%   "
+                f"{100 * (m.accuracy_intervened - m.accuracy_plain):+6.1f} pt"
+            )
+        for f in self.firing:
+            lines.append(f"cap fired at layer {f.layer}".ljust(32) + f"{100 * f.rate:>6.1f}% of tokens, mean shift {f.mean_shift:.3f}")
+        return "\n".join(lines)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+# ---- scoring helpers ------------------------------------------------------------------------
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask (scoring does not generate)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    am = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(s)
+        am[i, : len(s)] = 1
+    return ids.to(device), am.to(device)
+
+
+@torch.no_grad()
+def _logprobs(model, ids: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+    """log p(next token) at every position: (batch, seq - 1, vocab) float32."""
+    logits = model(input_ids=ids, attention_mask=am).logits[:, :-1].float()
+    return F.log_softmax(logits, dim=-1)
+
+
+def _lm_pass(model, att: Attachment, items: list[tuple[list[int], list[bool]]], pad_id: int, batch_size: int):
+    """Per scored token: nll plain, nll intervened, KL. items: (ids, scored mask per position)."""
+    nll_p, nll_i, kls = [], [], []
+    dev = _device(model)
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        ids, am = _pad_batch([c[0] for c in chunk], pad_id, dev)
+        score = torch.zeros(ids.shape, dtype=torch.bool)
+        for i, (_, m) in enumerate(chunk):
+            score[i, : len(m)] = torch.as_tensor(m)
+        target_mask = score[:, 1:].to(dev)  # token t scored from position t-1
+        targets = ids[:, 1:]
+        lp = _logprobs(model, ids, am)
+        with att:
+            lq = _logprobs(model, ids, am)
+        sel = target_mask
+        nll_p.append(-lp.gather(-1, targets[..., None])[..., 0][sel].cpu())
+        nll_i.append(-lq.gather(-1, targets[..., None])[..., 0][sel].cpu())
+        kl = (lp.exp() * (lp - lq)).sum(-1)
+        kls.append(kl[sel].clamp(min=0).cpu())
+    cat = lambda xs: torch.cat(xs).double().numpy() if xs else np.zeros(0)  # noqa: E731
+    return cat(nll_p), cat(nll_i), cat(kls)
+
+
+def _lm_scores(nll_p: np.ndarray, nll_i: np.ndarray, kl: np.ndarray) -> LMScores:
+    if nll_p.size == 0:
+        return LMScores()
+    return LMScores(
+        tokens=int(nll_p.size),
+        nll_plain=float(nll_p.mean()),
+        nll_intervened=float(nll_i.mean()),
+        kl_mean=float(kl.mean()),
+        kl_p95=float(np.quantile(kl, 0.95)),
+        kl_max=float(kl.max()),
+    )
+
+
+def _pad_id(tokenizer) -> int:
+    pid = getattr(tokenizer, "pad_token_id", None)
+    if pid is None:
+        pid = getattr(tokenizer, "eos_token_id", None)
+    return int(pid or 0)
+
+
+# ---- the evaluation ---------------------------------------------------------------------------
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    attachment: Attachment,
+    *,
+    texts: Sequence[str] | None = None,
+    conversations: Sequence[Sequence[dict]] | None = None,
+    prompts: Sequence[Sequence[dict] | str] | None = None,
+    multiple_choice: Sequence[dict] | None = None,
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    max_length: int = 1024,
+) -> EvalReport:
+    """Compares ``model`` with and without ``attachment`` (configured but not
+    attached; it is attached for the intervened passes only).
+
+    ``texts``: plain strings (every token scored). ``conversations``: chat
+    message lists ending with an assistant turn (the assistant tokens scored).
+    ``prompts``: chat message lists (or strings, sent as one user turn) for
+    greedy generation. ``multiple_choice``: dicts with ``question``,
+    ``choices`` and ``answer``. At least one of them is required."""
+    if not any((texts, conversations, prompts, multiple_choice)):
+        raise ValueError("evaluate: give at least one of texts, conversations, prompts, multiple_choice")
+    if attachment.attached:
+        raise AxisSteerError("evaluate: pass the attachment detached; it is attached for the intervened passes")
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(f"batch_size={batch_size}, max_new_tokens={max_new_tokens} (expected positive numbers)")
+    pad = _pad_id(tokenizer)
+    report = EvalReport(metadata={"max_new_tokens": max_new_tokens, "batch_size": batch_size})
+    capped = sorted({layer for layer, p in attachment._programs.items() if CLAMP in p.ops})
+    monitor = None
+    if capped and attachment.axis is not None:
+        monitor = attachment.monitor(capped)
+    firing_num = {layer: 0.0 for layer in capped}
+    firing_shift = {layer: [] for layer in capped}
+    firing_den = 0
+    all_kl = []
+    try:
+        if texts:
+            items = []
+            for t in texts:
+                ids = tokenizer(t, add_special_tokens=True)["input_ids"][:max_length]
+                items.append((ids, [True] * len(ids)))
+            nll_p, nll_i, kl = _lm_pass(model, attachment, items, pad, batch_size)
+            report.texts = _lm_scores(nll_p, nll_i, kl)
+            all_kl.append(kl)
+            if monitor is not None:
+                firing_den += _collect_firing(model, attachment, monitor, items, pad, batch_size, firing_num, firing_shift)
+        if conversations:
+            from axis_steer.spans import render_with_spans
+
+            items = []
+            for conv in conversations:
+                rc = render_with_spans(tokenizer, conv)
+                ids = list(rc.input_ids)[:max_length]
+                mask = [False] * len(ids)
+                for a, b in rc.spans:
+                    for t in range(a, min(b, len(ids))):
+                        mask[t] = True
+                items.append((ids, mask))
+            nll_p, nll_i, kl = _lm_pass(model, attachment, items, pad, batch_size)
+            report.conversations = _lm_scores(nll_p, nll_i, kl)
+            all_kl.append(kl)
+            if monitor is not None:
+                firing_den += _collect_firing(model, attachment, monitor, items, pad, batch_size, firing_num, firing_shift)
+        if prompts:
+            report.generation = _agreement(model, tokenizer, attachment, prompts, max_new_tokens, batch_size, pad)
+        if multiple_choice:
+            report.multiple_choice = _multiple_choice(model, tokenizer, attachment, multiple_choice, batch_size, pad)
+    finally:
+        if monitor is not None:
+            monitor.remove()
+    for layer in capped:
+        shifts = np.concatenate(firing_shift[layer]) if firing_shift[layer] else np.zeros(0)
+        report.firing.append(
+            Firing(
+                layer=layer,
+                rate=firing_num[layer] / firing_den if firing_den else math.nan,
+                mean_shift=float(shifts.mean()) if shifts.size else 0.0,
+                max_shift=float(shifts.max()) if shifts.size else 0.0,
+            )
+        )
+    if all_kl:
+        report.kl_per_token = np.concatenate(all_kl).tolist()
+    return report
+
+
+def _collect_firing(model, att, monitor, items, pad, batch_size, num, shifts) -> int:
+    """Runs the intervened model once more with the monitor to count firing."""
+    dev = _device(model)
+    total = 0
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        ids, am = _pad_batch([c[0] for c in chunk], pad, dev)
+        with att, torch.no_grad():
+            model(input_ids=ids, attention_mask=am)
+        r = monitor.readings()
+        total += int(r.valid.sum())
+        for i, layer in enumerate(r.layers):
+            fired = r.fired[:, i] & r.valid
+            num[layer] += float(fired.sum())
+            shifts[layer].append((r.p_out[:, i] - r.p_in[:, i])[fired])
+    return total
+
+
+def _as_messages(p: Sequence[dict] | str) -> list[dict]:
+    return [{"role": "user", "content": p}] if isinstance(p, str) else list(p)
+
+
+@torch.no_grad()
+def _greedy(model, tokenizer, prompts, max_new_tokens, batch_size, pad):
+    from axis_steer.spans import prompt_ids
+
+    dev = _device(model)
+    outs = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = [prompt_ids(tokenizer, _as_messages(p)) for p in prompts[start : start + batch_size]]
+        width = max(len(c) for c in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        am = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, c in enumerate(chunk):  # left padding for generation
+            ids[i, width - len(c) :] = torch.as_tensor(c)
+            am[i, width - len(c) :] = 1
+        gen = model.generate(
+            input_ids=ids.to(dev),
+            attention_mask=am.to(dev),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+        )
+        outs.extend(gen[:, width:].cpu().tolist())
+    return outs
+
+
+def _agreement(model, tokenizer, att, prompts, max_new_tokens, batch_size, pad) -> GenerationAgreement:
+    plain = _greedy(model, tokenizer, prompts, max_new_tokens, batch_size, pad)
+    with att:
+        inter = _greedy(model, tokenizer, prompts, max_new_tokens, batch_size, pad)
+    agree = positions = identical = 0
+    for a, b in zip(plain, inter):
+        n = max(len(a), len(b))
+        k = 0
+        while k < min(len(a), len(b)) and a[k] == b[k]:
+            k += 1
+        agree += k
+        positions += n
+        identical += int(a == b)
+    return GenerationAgreement(
+        prompts=len(prompts),
+        positions=positions,
+        agreement=agree / positions if positions else math.nan,
+        identical=identical / len(prompts),
+    )
+
+
+def load_multiple_choice(path: str | Path) -> list[dict]:
+    """Reads a multiple-choice JSONL (``question``, ``choices`` list, ``answer``
+    index), with errors naming the file and line."""
+    from axis_steer.formats import iter_jsonl
+
+    out = []
+    for lineno, obj in iter_jsonl(path):
+        ch = obj.get("choices") if isinstance(obj, dict) else None
+        ans = obj.get("answer") if isinstance(obj, dict) else None
+        if not isinstance(ch, list) or len(ch) < 2 or not isinstance(obj.get("question"), str):
+            raise ValueError(f"{path}:{lineno}: expected 'question' (text) and 'choices' (a list of 2 or more)")
+        if not isinstance(ans, int) or not 0 <= ans < len(ch):
+            raise ValueError(f"{path}:{lineno}: 'answer' = {ans!r} (expected an index into choices)")
+        out.append(obj)
+    return out
+
+
+@torch.no_grad()
+def _choice_logliks(model, tokenizer, questions, batch_size, pad) -> list[list[tuple[float, int]]]:
+    from axis_steer.spans import prompt_ids
+
+    items = []  # (question index, ids, n_choice_tokens)
+    for qi, q in enumerate(questions):
+        head = prompt_ids(tokenizer, [{"role": "user", "content": q["question"]}])
+        for c in q["choices"]:
+            tail = tokenizer(" " + str(c).strip(), add_special_tokens=False)["input_ids"]
+            items.append((qi, head + tail, len(tail)))
+    dev = _device(model)
+    scores: list[list[tuple[float, int]]] = [[] for _ in questions]
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        ids, am = _pad_batch([c[1] for c in chunk], pad, dev)
+        lp = _logprobs(model, ids, am)
+        tok = lp.gather(-1, ids[:, 1:, None])[..., 0]
+        for i, (qi, seq, n) in enumerate(chunk):
+            L = len(seq)
+            scores[qi].append((float(tok[i, L - 1 - n : L - 1].sum()), n))
+    return scores
+
+
+def _multiple_choice(model, tokenizer, att, questions, batch_size, pad) -> MCScores:
+    plain = _choice_logliks(model, tokenizer, questions, batch_size, pad)
+    with att:
+        inter = _choice_logliks(model, tokenizer, questions, batch_size, pad)
+
+    def acc(scores, norm):
+        picks = [int(np.argmax([s / (n if norm else 1) for s, n in row])) for row in scores]
+        return picks, float(np.mean([p == q["answer"] for p, q in zip(picks, questions)]))
+
+    pp, ap = acc(plain, False)
+    pi, ai = acc(inter, False)
+    _, apn = acc(plain, True)
+    _, ain = acc(inter, True)
+    return MCScores(
+        questions=len(questions),
+        accuracy_plain=ap,
+        accuracy_intervened=ai,
+        accuracy_plain_norm=apn,
+        accuracy_intervened_norm=ain,
+        answer_changed=float(np.mean([a != b for a, b in zip(pp, pi)])),
+    )

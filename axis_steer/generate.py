@@ -1,0 +1,529 @@
+"""Step 1 of computing an axis: the model's responses for every role x system
+prompt x question, written in the reference ``responses.jsonl`` format.
+
+Run folder layout written here::
+
+    {out_dir}/responses/{role}.jsonl      # one line per response (reference format)
+    {out_dir}/responses/generation.json   # model and sampling settings of the run
+
+Each line holds ``system_prompt, prompt_index, question_index, question,
+conversation, label`` (``label`` = role name; ``conversation`` = the messages
+the model saw, ending with its response). The default role's prompts include
+``""`` (no system message). Templates without a system role get the prompt
+folded into the user turn; reasoning models get thinking disabled (see
+:mod:`axis_steer.spans`).
+
+Sampling is seeded *per item*: every (role, prompt, question) has its own seed
+derived from ``seed``, and a token is drawn by inverse-CDF sampling from that
+item's own random stream, so a response does not depend on the batch it ran
+in, on the batch size, on resuming or on the number of ranks (up to
+floating-point differences in the logits between batch shapes). Sampling is
+temperature then nucleus (top-p), as in transformers.
+
+Resumable: items already in the output are skipped; results are appended and
+flushed after every batch, and the files are put in (prompt, question) order at
+the end of each call. Under ``torchrun`` every rank generates the items whose
+global index ``% world_size`` equals its rank into its own part files, merged by
+rank 0 at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from axis_steer import _dist
+from axis_steer.formats import response_key
+from axis_steer.models import input_device
+from axis_steer.roles import DEFAULT_ROLE, RoleSet, as_role_set
+from axis_steer.spans import prepare_messages, prompt_ids
+
+__all__ = [
+    "GenerateSummary",
+    "Item",
+    "item_seed",
+    "iter_run_responses",
+    "plan_items",
+    "generate_responses",
+    "responses_dir",
+]
+
+_SETTINGS_FILE = "generation.json"
+_RESULT_SETTINGS = (
+    "model",
+    "temperature",
+    "top_p",
+    "max_new_tokens",
+    "greedy",
+    "seed",
+    "model_name",
+)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One response to generate: role, prompt and question indices, and the
+    texts. ``index`` is the item's position in the run's global order."""
+
+    index: int
+    role: str
+    prompt_index: int
+    question_index: int
+    system_prompt: str
+    question: str
+
+    @property
+    def key(self) -> str:
+        return response_key(self.prompt_index, self.question_index)
+
+
+def plan_items(role_set: RoleSet, model_name: str) -> list[Item]:
+    """Every (role, prompt, question) of ``role_set`` in the run's global
+    order: the default role first, then the roles by name; prompts, then
+    questions. ``{model_name}`` is substituted in the prompts."""
+    items = []
+    for role in role_set.names:
+        for p, system in enumerate(role_set.instructions(role, model_name)):
+            for q, question in enumerate(role_set.questions):
+                items.append(Item(len(items), role, p, q, system, question))
+    return items
+
+
+def item_seed(seed: int, role: str, prompt_index: int, question_index: int) -> int:
+    """The seed of one item's random stream (63 bits, from SHA-256)."""
+    h = hashlib.sha256(
+        f"{int(seed)}/{role}/{int(prompt_index)}/{int(question_index)}".encode()
+    ).digest()
+    return int.from_bytes(h[:8], "little") & (2**63 - 1)
+
+
+def responses_dir(out_dir: str | Path) -> Path:
+    return Path(out_dir) / "responses"
+
+
+def default_model_name(model: Any) -> str:
+    """A display name for ``{model_name}``: the last part of the model's
+    ``name_or_path`` ("Qwen3-32B"), or "an AI assistant" when it has none."""
+    path = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return name or "an AI assistant"
+
+
+# ---- reading a run's responses ---------------------------------------------------------
+
+
+def _read_rows(path: Path, *, tolerant: bool) -> list[dict]:
+    """Rows of one responses file; with ``tolerant`` a truncated last line (an
+    interrupted write) is ignored."""
+    rows = []
+    if not path.exists():
+        return rows
+    with path.open(encoding="utf-8") as f:
+        lines = f.readlines()
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if tolerant and lineno == len(lines) and not line.endswith("\n"):
+                break
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        for k in ("prompt_index", "question_index", "conversation"):
+            if k not in obj:
+                raise ValueError(
+                    f"{path}:{lineno}: missing {k!r} (expected a reference responses line)"
+                )
+        conv = obj["conversation"]
+        if (
+            not isinstance(conv, list)
+            or not conv
+            or not isinstance(conv[-1], dict)
+            or conv[-1].get("role") != "assistant"
+        ):
+            raise ValueError(
+                f"{path}:{lineno}: 'conversation' must be a list of messages ending with the assistant's"
+            )
+        rows.append(obj)
+    return rows
+
+
+def _part_files(rdir: Path) -> list[Path]:
+    return sorted(rdir.glob(".rank*/*.jsonl"))
+
+
+def iter_run_responses(
+    run_dir: str | Path, roles: Iterable[str] | None = None
+) -> Iterator[tuple[str, dict]]:
+    """Yields ``(role, row)`` for every response of a run folder: the files
+    ``responses/{role}.jsonl`` (reference layout), or a single
+    ``responses.jsonl`` whose rows carry ``label``. Roles come in name order
+    (``default`` first), rows in file order."""
+    run_dir = Path(run_dir)
+    rdir = responses_dir(run_dir)
+    wanted = None if roles is None else set(roles)
+    if rdir.is_dir():
+        files = {p.stem: p for p in rdir.glob("*.jsonl")}
+        for p in _part_files(rdir):
+            files.setdefault(p.stem, p)
+        names = sorted(files, key=lambda r: (r != DEFAULT_ROLE, r))
+        for role in names:
+            if wanted is not None and role not in wanted:
+                continue
+            seen = set()
+            paths = [rdir / f"{role}.jsonl"] + [p for p in _part_files(rdir) if p.stem == role]
+            for path in paths:
+                for row in _read_rows(path, tolerant=True):
+                    key = (row["prompt_index"], row["question_index"])
+                    if key not in seen:
+                        seen.add(key)
+                        yield role, row
+        return
+    single = run_dir / "responses.jsonl"
+    if single.is_file():
+        for row in _read_rows(single, tolerant=False):
+            role = str(row.get("label", ""))
+            if not role:
+                raise ValueError(
+                    f"{single}: a row without 'label' (expected the role name in 'label')"
+                )
+            if wanted is None or role in wanted:
+                yield role, row
+        return
+    raise FileNotFoundError(
+        f"{run_dir}: no responses (expected {rdir}/<role>.jsonl or {single}); run generate_responses first"
+    )
+
+
+def _done_keys(rdir: Path) -> set[tuple[str, int, int]]:
+    done = set()
+    if not rdir.is_dir():
+        return done
+    for path in list(rdir.glob("*.jsonl")) + _part_files(rdir):
+        for row in _read_rows(path, tolerant=True):
+            done.add((path.stem, int(row["prompt_index"]), int(row["question_index"])))
+    return done
+
+
+def _repair_tail(path: Path) -> None:
+    """Drops a truncated last line so appending starts on a fresh line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        data = path.read_bytes()
+        f.truncate(data.rfind(b"\n") + 1)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _finalize(rdir: Path, roles: Iterable[str]) -> None:
+    """Merges part files into ``{role}.jsonl`` and sorts each touched file by
+    (prompt, question), dropping repeats."""
+    parts = _part_files(rdir)
+    touched = set(roles) | {p.stem for p in parts}
+    for role in sorted(touched):
+        main = rdir / f"{role}.jsonl"
+        rows: dict[tuple[int, int], dict] = {}
+        for path in [main] + [p for p in parts if p.stem == role]:
+            for row in _read_rows(path, tolerant=True):
+                rows.setdefault((int(row["prompt_index"]), int(row["question_index"])), row)
+        if rows:
+            text = "".join(json.dumps(rows[k], ensure_ascii=False) + "\n" for k in sorted(rows))
+            _atomic_write_text(main, text)
+    for p in parts:
+        p.unlink()
+    for d in rdir.glob(".rank*"):
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+
+
+def _check_settings(rdir: Path, settings: dict) -> None:
+    path = rdir / _SETTINGS_FILE
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = {
+            k: (old.get(k), settings[k])
+            for k in _RESULT_SETTINGS
+            if k in old and old.get(k) != settings[k]
+        }
+        if diff:
+            shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(
+                f"{path}: this run was generated with other settings ({shown}); resuming would mix "
+                "them. Use the same settings, or a new out_dir."
+            )
+
+
+# ---- seeded sampling ----------------------------------------------------------------------
+
+
+def _sampler_class():
+    import torch
+    from transformers import LogitsProcessor
+
+    class SeededSampler(LogitsProcessor):
+        """Draws each row's next token from its own pre-drawn uniforms (inverse
+        CDF over temperature-scaled, nucleus-truncated probabilities) and returns
+        scores that put all mass on it, so ``generate``'s greedy step picks it."""
+
+        def __init__(
+            self, uniforms: Any, prompt_len: int, temperature: float, top_p: float
+        ) -> None:
+            self.u = uniforms  # (batch, max_new_tokens) float64 on the model's device
+            self.prompt_len = prompt_len
+            self.temperature = float(temperature)
+            self.top_p = float(top_p)
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            t = input_ids.shape[1] - self.prompt_len
+            probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+            sp, si = torch.sort(probs, dim=-1, descending=True, stable=True)
+            cum = sp.cumsum(-1)
+            if self.top_p < 1.0:
+                sp = sp * ((cum - sp) < self.top_p)
+                cum = sp.cumsum(-1)
+            r = (self.u[:, t : t + 1].to(cum.dtype) * cum[:, -1:]).contiguous()
+            j = torch.searchsorted(cum.contiguous(), r, right=True).clamp_(max=sp.shape[-1] - 1)
+            tok = si.gather(1, j)
+            out = torch.full_like(scores, -float("inf"))
+            return out.scatter_(1, tok, 0.0)
+
+    return SeededSampler
+
+
+# ---- the step ---------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerateSummary:
+    """What :func:`generate_responses` did (all ranks together under torchrun)."""
+
+    out_dir: Path
+    n_items: int  #: items in the plan (all roles, prompts and questions asked for)
+    n_done_before: int  #: items found finished and skipped
+    n_new: int  #: items generated by this call
+    n_tokens: int  #: new tokens generated, up to and excluding the end of turn
+    n_roles: int
+    seconds: float
+    world_size: int = 1
+
+    def __str__(self) -> str:
+        rate = self.n_tokens / self.seconds if self.seconds > 0 else 0.0
+        ranks = f" on {self.world_size} ranks" if self.world_size > 1 else ""
+        return (
+            f"generate: {self.n_new} new responses{ranks} ({self.n_done_before} already done, "
+            f"{self.n_items} planned for {self.n_roles} roles + default), {self.n_tokens} tokens in "
+            f"{self.seconds:.1f} s ({rate:.0f} tokens/s) -> {responses_dir(self.out_dir)}"
+        )
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+    gen = getattr(model, "generation_config", None)
+    for src in (getattr(gen, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if src is None:
+            continue
+        for i in [src] if isinstance(src, int) else list(src):
+            if int(i) not in ids:
+                ids.append(int(i))
+    return ids
+
+
+def generate_responses(
+    model: Any,
+    tokenizer: Any,
+    role_set: RoleSet | str | Path | None,
+    out_dir: str | Path,
+    *,
+    roles: Iterable[str] | None = None,
+    n_questions: int | None = None,
+    n_prompts: int | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 512,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    greedy: bool = False,
+    seed: int = 0,
+    model_name: str | None = None,
+    max_items: int | None = None,
+    progress: bool = True,
+) -> GenerateSummary:
+    """Generates the responses of a run (see the module docs).
+
+    Args:
+        model: a transformers causal LM (any device, ``device_map`` allowed).
+        tokenizer: its tokenizer, with a chat template.
+        role_set: a :class:`~axis_steer.roles.RoleSet`, a role-set folder, or
+            ``None`` for the built-in set.
+        out_dir: the run folder; responses go to ``out_dir/responses/``.
+        roles, n_questions, n_prompts: a subset (see :meth:`RoleSet.select`);
+            the default role is always included.
+        batch_size: prompts per ``generate`` call (left padded).
+        max_new_tokens, temperature, top_p: sampling as in the reference
+            (512, 0.7, 0.9); ``greedy=True`` (or ``temperature=0``) decodes greedily.
+        seed: the run's seed; each item's stream derives from it.
+        model_name: replaces ``{model_name}`` in prompts (default: the last part
+            of the model's name or path).
+        max_items: stop after this many new items (per rank); a later call
+            resumes.
+        progress: show a tqdm bar (rank 0 only).
+
+    Returns:
+        A :class:`GenerateSummary` (its ``str`` is the step's summary line).
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import LogitsProcessorList
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} (expected >= 1)")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} (expected >= 1)")
+    greedy = greedy or temperature == 0
+    if not greedy and not (temperature > 0 and 0 < top_p <= 1):
+        raise ValueError(
+            f"temperature={temperature}, top_p={top_p} (expected temperature > 0 and 0 < top_p <= 1)"
+        )
+    rank, world = _dist.setup()
+    t0 = time.perf_counter()
+    rs = as_role_set(role_set).select(roles, n_questions=n_questions, n_prompts=n_prompts)
+    model_name = model_name or default_model_name(model)
+    out_dir = Path(out_dir)
+    rdir = responses_dir(out_dir)
+    settings = {
+        "model": str(getattr(getattr(model, "config", None), "_name_or_path", "") or ""),
+        "model_name": model_name,
+        "temperature": None if greedy else float(temperature),
+        "top_p": None if greedy else float(top_p),
+        "max_new_tokens": int(max_new_tokens),
+        "greedy": bool(greedy),
+        "seed": int(seed),
+        "role_set": rs.source,
+    }
+    _check_settings(rdir, settings)
+    _dist.barrier()
+    items = plan_items(rs, model_name)
+    done = _done_keys(rdir)
+    todo = [it for it in items if (it.role, it.prompt_index, it.question_index) not in done]
+    n_done_before = len(items) - len(todo)
+    mine = [it for it in todo if it.index % world == rank]
+    if max_items is not None:
+        mine = mine[: max(0, int(max_items))]
+    if rank == 0:
+        rdir.mkdir(parents=True, exist_ok=True)
+        if not (rdir / _SETTINGS_FILE).exists():
+            _atomic_write_text(rdir / _SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
+    _dist.barrier()
+    write_dir = rdir if world == 1 else rdir / f".rank{rank}"
+    write_dir.mkdir(parents=True, exist_ok=True)
+
+    device = input_device(model)
+    eos = _eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+    gc = copy.deepcopy(model.generation_config)
+    gc.do_sample = False
+    gc.num_beams = 1
+    gc.max_new_tokens = int(max_new_tokens)
+    gc.max_length = None
+    gc.temperature, gc.top_p, gc.top_k = None, None, None
+    gc.eos_token_id = eos or None
+    gc.pad_token_id = int(pad)
+    Sampler = _sampler_class()
+
+    n_tokens = 0
+    bar = tqdm(total=len(mine), desc="generate", unit="resp", disable=not progress or rank != 0)
+    was_training = model.training
+    model.eval()
+    try:
+        for b0 in range(0, len(mine), batch_size):
+            batch = mine[b0 : b0 + batch_size]
+            convs = []
+            for it in batch:
+                msgs = [{"role": "system", "content": it.system_prompt}] if it.system_prompt else []
+                msgs.append({"role": "user", "content": it.question})
+                convs.append(prepare_messages(tokenizer, msgs))
+            ids = [prompt_ids(tokenizer, c) for c in convs]
+            width = max(len(x) for x in ids)
+            input_ids = torch.full((len(ids), width), int(pad), dtype=torch.long)
+            attn = torch.zeros((len(ids), width), dtype=torch.long)
+            for i, x in enumerate(ids):
+                input_ids[i, width - len(x) :] = torch.tensor(x, dtype=torch.long)
+                attn[i, width - len(x) :] = 1
+            procs = LogitsProcessorList()
+            if not greedy:
+                u = torch.stack(
+                    [
+                        torch.rand(
+                            max_new_tokens,
+                            generator=torch.Generator().manual_seed(
+                                item_seed(seed, it.role, it.prompt_index, it.question_index)
+                            ),
+                            dtype=torch.float64,
+                        )
+                        for it in batch
+                    ]
+                ).to(device)
+                procs.append(Sampler(u, width, temperature, top_p))
+            with torch.inference_mode():
+                out = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attn.to(device),
+                    generation_config=gc,
+                    logits_processor=procs,
+                )
+            new = out[:, width:].cpu().tolist()
+            by_role: dict[str, list[str]] = {}
+            for it, conv, toks in zip(batch, convs, new):
+                cut = next((i for i, t in enumerate(toks) if t in eos), len(toks))
+                n_tokens += cut
+                text = tokenizer.decode(toks[:cut], skip_special_tokens=True).strip()
+                row = {
+                    "system_prompt": it.system_prompt,
+                    "prompt_index": it.prompt_index,
+                    "question_index": it.question_index,
+                    "question": it.question,
+                    "conversation": [*conv, {"role": "assistant", "content": text}],
+                    "label": it.role,
+                }
+                by_role.setdefault(it.role, []).append(json.dumps(row, ensure_ascii=False) + "\n")
+            for role, lines in by_role.items():
+                path = write_dir / f"{role}.jsonl"
+                _repair_tail(path)
+                with path.open("a", encoding="utf-8") as f:
+                    f.writelines(lines)
+                    f.flush()
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        model.train(was_training)
+    _dist.barrier()
+    if rank == 0:
+        _finalize(rdir, {it.role for it in items})
+    _dist.barrier()
+    per_rank = _dist.all_gather_object((len(mine), n_tokens))
+    summary = GenerateSummary(
+        out_dir,
+        len(items),
+        n_done_before,
+        sum(n for n, _ in per_rank),
+        sum(t for _, t in per_rank),
+        len(rs.roles),
+        time.perf_counter() - t0,
+        world,
+    )
+    if progress and rank == 0:
+        print(summary)
+    return summary

@@ -1,0 +1,235 @@
+"""Step 3 (optional): judge role adherence, and filter role responses by score.
+
+A judge scores how fully a response plays its role, 0..3 (the reference
+scale: 0 refused, 1 "I can't be that, but I can help", 2 an AI with some of
+the role's traits, 3 fully in role). Plug in either
+
+* a Python callable ``judge(question, answer, role) -> int`` — an API call to
+  an LLM with the role's judge prompt (:meth:`RoleSet.role(name).judge_prompt
+  <axis_steer.roles.Role.judge_prompt>`), a local model, or a heuristic such as
+  :func:`axis_steer.personas.style_score` for axis_steer's own small model; or
+* existing scores in the reference format (a folder of ``{role}.json`` files
+  ``{"pos_p{p}_q{q}": score}``, or one such file named after its role).
+
+Scores land in ``{out_dir}/scores/{role}.json`` (reference format) with
+``{out_dir}/scores/judge.json`` describing where they came from. The default
+role is never judged (its vector is the mean over all its responses).
+
+Run the judge before :func:`~axis_steer.extract.extract_activations`: the sums
+are then grouped by score and :func:`~axis_steer.axis.compute_axis` keeps the
+responses scored 3 (``min_score``), requiring at least 50 per role
+(``min_count``), as the reference does. Without a judge every role response
+counts, and the axis metadata says so.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Union
+
+from axis_steer.formats import load_scores, response_key, save_scores
+from axis_steer.generate import iter_run_responses
+from axis_steer.roles import DEFAULT_ROLE
+
+__all__ = [
+    "Judge",
+    "style_judge",
+    "JudgeSummary",
+    "judge_info",
+    "judge_responses",
+    "keys_passing",
+    "load_run_scores",
+]
+
+#: A scorer: ``(question, answer, role) -> 0..3``.
+Judge = Callable[[str, str, str], int]
+JudgeSource = Union[Judge, str, Path]
+
+
+def scores_dir(out_dir: str | Path) -> Path:
+    return Path(out_dir) / "scores"
+
+
+@dataclass
+class JudgeSummary:
+    """What :func:`judge_responses` did."""
+
+    out_dir: Path
+    source: str
+    n_scored: int  #: new scores written by this call
+    n_before: int  #: scores already present and kept
+    histogram: dict[int, int]  #: count of each score over all scored responses
+    n_roles: int
+    seconds: float
+
+    def __str__(self) -> str:
+        hist = " ".join(f"{k}:{self.histogram.get(k, 0)}" for k in range(4))
+        return (
+            f"judge: {self.n_scored} new scores ({self.n_before} kept) for {self.n_roles} roles from "
+            f"{self.source}; scores {hist} in {self.seconds:.1f} s -> {scores_dir(self.out_dir)}"
+        )
+
+
+def _check_score(v: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise ValueError(f"{where}: the judge returned {v!r} (expected an integer 0..3)")
+    v = int(v)
+    if not 0 <= v <= 3:
+        raise ValueError(f"{where}: the judge returned {v} (expected an integer 0..3)")
+    return v
+
+
+def _describe(judge: Any) -> str:
+    if isinstance(judge, (str, Path)):
+        return str(judge)
+    return (
+        getattr(judge, "__qualname__", None)
+        or getattr(judge, "__name__", None)
+        or type(judge).__name__
+    )
+
+
+def judge_responses(
+    out_dir: str | Path,
+    judge: JudgeSource,
+    *,
+    roles: Iterable[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> JudgeSummary:
+    """Scores a run's role responses into ``out_dir/scores/`` (see the module docs).
+
+    Args:
+        out_dir: the run folder (reads ``responses/``).
+        judge: a callable ``(question, answer, role) -> 0..3``, or a path to
+            reference scores (a folder of ``{role}.json``, or one file named
+            after its role) to validate and copy in.
+        roles: only these roles (default every role in the run but ``default``).
+        overwrite: re-score responses that already have a score.
+        progress: tqdm bar and summary line.
+
+    Returns:
+        A :class:`JudgeSummary`.
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    sdir = scores_dir(out_dir)
+    sdir.mkdir(parents=True, exist_ok=True)
+    source = _describe(judge)
+    n_new = n_before = 0
+    touched: set[str] = set()
+    if isinstance(judge, (str, Path)):
+        src = Path(judge)
+        files = sorted(src.glob("*.json")) if src.is_dir() else [src]
+        if not files or not files[0].exists():
+            raise FileNotFoundError(
+                f"{src}: no scores (expected a folder of <role>.json or one <role>.json)"
+            )
+        wanted = None if roles is None else set(roles)
+        for f in files:
+            if (
+                f.name == "judge.json"
+                or f.stem == DEFAULT_ROLE
+                or (wanted is not None and f.stem not in wanted)
+            ):
+                continue
+            scores = load_scores(f)  # validates keys and values
+            target = sdir / f.name
+            if target.exists() and not overwrite:
+                old = load_scores(target)
+                n_before += len(old)
+                merged = {**scores, **old}
+                n_new += len(merged) - len(old)
+                save_scores(target, merged)
+            else:
+                if f.resolve() != target.resolve():
+                    shutil.copyfile(f, target)
+                n_new += len(scores)
+            touched.add(f.stem)
+    elif callable(judge):
+        rows = [(r, row) for r, row in iter_run_responses(out_dir, roles) if r != DEFAULT_ROLE]
+        by_role: dict[str, dict[str, int]] = {}
+        for role in sorted({r for r, _ in rows}):
+            p = sdir / f"{role}.json"
+            by_role[role] = load_scores(p) if p.exists() and not overwrite else {}
+            n_before += len(by_role[role])
+        todo = [
+            (r, row)
+            for r, row in rows
+            if response_key(row["prompt_index"], row["question_index"]) not in by_role[r]
+        ]
+        bar = tqdm(todo, desc="judge", unit="resp", disable=not progress)
+        last_save = time.perf_counter()
+        try:
+            for role, row in bar:
+                key = response_key(row["prompt_index"], row["question_index"])
+                answer = row["conversation"][-1]["content"]
+                by_role[role][key] = _check_score(
+                    judge(row["question"], answer, role), f"{role} {key}"
+                )
+                touched.add(role)
+                n_new += 1
+                if time.perf_counter() - last_save > 30:
+                    for r in touched:
+                        save_scores(sdir / f"{r}.json", by_role[r])
+                    last_save = time.perf_counter()
+        finally:
+            for r in touched:
+                save_scores(sdir / f"{r}.json", by_role[r])
+    else:
+        raise TypeError(
+            f"judge: a {type(judge).__name__} (expected a callable (question, answer, role) -> 0..3, "
+            "or a path to reference scores)"
+        )
+    info_path = sdir / "judge.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    sources = list(dict.fromkeys([*info.get("sources", []), source]))
+    info_path.write_text(json.dumps({"judged": True, "sources": sources}, indent=1) + "\n")
+    hist: dict[int, int] = {}
+    all_scores = load_run_scores(out_dir)
+    for sc in all_scores.values():
+        for v in sc.values():
+            hist[v] = hist.get(v, 0) + 1
+    summary = JudgeSummary(
+        out_dir, source, n_new, n_before, hist, len(all_scores), time.perf_counter() - t0
+    )
+    if progress:
+        print(summary)
+    return summary
+
+
+def load_run_scores(out_dir: str | Path) -> dict[str, dict[str, int]]:
+    """Every role's scores in a run folder, ``{role: {"pos_p{p}_q{q}": score}}``
+    (empty when the run was not judged)."""
+    sdir = scores_dir(out_dir)
+    if not sdir.is_dir():
+        return {}
+    return {p.stem: load_scores(p) for p in sorted(sdir.glob("*.json")) if p.name != "judge.json"}
+
+
+def judge_info(out_dir: str | Path) -> dict:
+    """``{"judged": bool, "sources": [...]}`` for a run folder."""
+    p = scores_dir(out_dir) / "judge.json"
+    if p.is_file():
+        return json.loads(p.read_text())
+    return {"judged": bool(load_run_scores(out_dir)), "sources": []}
+
+
+def style_judge(question: str, answer: str, role: str) -> int:
+    """A judge for axis_steer's own small model (PersonaLlama): the vocabulary
+    score :func:`axis_steer.personas.style_score` of the answer for the role."""
+    from axis_steer.personas import style_score
+
+    return int(style_score(answer, role))
+
+
+def keys_passing(scores: dict[str, int], min_score: int = 3) -> set[str]:
+    """The response keys scored at least ``min_score`` (reference: 3)."""
+    return {k for k, v in scores.items() if v >= min_score}
