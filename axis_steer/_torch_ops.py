@@ -25,6 +25,9 @@ from axis_steer.reference import CLAMP, SET
 
 WITH_CUDA = bool(_ops.WITH_CUDA)
 ops = torch.ops.axis_steer
+#: ``apply_`` without the dispatcher (eager only, no autograd, plain tensors):
+#: ``apply_direct_(h, dirs, ops_tuple, params, mask, p_in, p_out, fired, rec_offset)``
+apply_direct_ = _ops.apply_direct_
 
 
 def _rows(h: torch.Tensor) -> torch.Size:

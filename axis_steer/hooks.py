@@ -56,13 +56,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from axis_steer import _torch_ops  # noqa: F401  (registers torch.ops.axis_steer.*)
+from axis_steer import _torch_ops  # registers torch.ops.axis_steer.*
 from axis_steer.errors import AxisSteerError
 from axis_steer.formats import Axis, CapConfig
 from axis_steer.models import Layers, block_hidden, find_layers, module_device, unwrap
 from axis_steer.reference import CLAMP, PROJECT, SET, STEER
 
 _OPS = torch.ops.axis_steer
+_DIRECT = _torch_ops.apply_direct_
 _KIND_ORDER = {STEER: 0, SET: 1, CLAMP: 2}
 _SIDES = ("floor", "ceiling", "band")
 _UNITS = ("axis", "residual")
@@ -208,6 +209,15 @@ def _past_length(cache: Any) -> int | torch.Tensor:
     return 0
 
 
+def _cache_capacity(cache: Any) -> int:
+    """Tokens a static cache holds (0 when unknown). ``get_max_length()`` where
+    the cache has it: transformers 5 deprecates ``max_cache_len`` with a logged
+    warning, and a logging call inside compiled code is a graph break."""
+    get = getattr(cache, "get_max_length", None)
+    n = get() if callable(get) else getattr(cache, "max_cache_len", 0)
+    return max(int(n or 0), 0)
+
+
 _REGISTRY: weakref.WeakKeyDictionary[nn.ModuleList, _ModelHooks] = weakref.WeakKeyDictionary()
 
 
@@ -230,6 +240,7 @@ class _LayerHook:
         st = hooks.state
         grad = torch.is_grad_enabled() and hidden.requires_grad
         recompute = grad and torch._C._current_graph_task_id() != -1
+        eager = not torch.compiler.is_compiling()
         result = hidden
         for att in hooks.attachments:
             prog = att._programs.get(self.index)
@@ -243,6 +254,13 @@ class _LayerHook:
                         probe = result.detach().clone()
                         _OPS.apply_(probe, prog.dirs, prog.ops, prog.params, mask, *rec, hooks.offset_on(probe.device))
                 result, _ = _OPS.apply(result, prog.dirs, prog.ops, prog.params, mask)
+            elif eager and type(result) is torch.Tensor:
+                # the operator's body without the dispatcher: the host time per
+                # call is what capping costs in eager generation
+                if rec is None:
+                    _DIRECT(result, prog.dirs, prog.codes, prog.params, mask, None, None, None, None)
+                else:
+                    _DIRECT(result, prog.dirs, prog.codes, prog.params, mask, *rec, hooks.offset_on(result.device))
             elif rec is None:
                 _OPS.apply_(result, prog.dirs, prog.ops, prog.params, mask)
             else:
@@ -301,6 +319,7 @@ class _Program:
 
     dirs: torch.Tensor  # (K, d) float32
     ops: list[int]
+    codes: tuple[int, ...]  # ops, for the direct entry point
     params: torch.Tensor  # (K, 2) or (K, 2, batch, 1) float32
     entries: list[_Entry | None]  # None for the monitor's own PROJECT step
     record: tuple | None = None  # (p_in, p_out, fired) monitor buffers
@@ -451,7 +470,7 @@ class Monitor:
         device = ids.device if ids is not None else self._att._layers.device(0)
         past = st.past
         if isinstance(past, torch.Tensor):
-            need = int(getattr(cache, "max_cache_len", 0) or 0) or self.capacity
+            need = _cache_capacity(cache) or self.capacity
         else:
             need = past + st.seq
         if st.batch != self._batch or need > self.capacity or self._tokens is None:
@@ -870,7 +889,7 @@ class Attachment:
             dev = self._layers.device(layer)
             dirs = torch.stack([self._unit_axis(layer) if s is None else s.direction for s in steps]).to(dev)
             ops = [PROJECT if s is None else s.op for s in steps]
-            prog = _Program(dirs, ops, torch.empty(0), steps)
+            prog = _Program(dirs, ops, tuple(ops), torch.empty(0), steps)
             programs[layer] = prog
         self._programs = programs
         self._write_params(set(programs))

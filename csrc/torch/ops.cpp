@@ -16,6 +16,8 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
@@ -81,7 +83,101 @@ void inplace_autograd(const c10::OperatorHandle &op, c10::DispatchKeySet ks,
 }
 
 } // namespace
+
+DirectApply &cuda_direct_apply() {
+  static DirectApply fn = nullptr;
+  return fn;
+}
+
 } // namespace axis_steer
+
+// ---- the direct entry point ---------------------------------------------------
+// _ops.apply_direct_(h, dirs, ops, params, mask, p_in, p_out, fired, rec_offset)
+// runs apply_ without the dispatcher: no boxing of the arguments, no autograd
+// or functionalization layers. It is what the model hooks call in eager mode
+// (where host time per call is the cost of capping); traced and compiled code,
+// and anything that needs autograd, goes through torch.ops.axis_steer.apply_.
+// Plain tensors only (no subclasses); h must not require grad in grad mode.
+
+namespace {
+
+// Releases the GIL for the lifetime of the object (exceptions may pass).
+struct NoGil {
+  PyThreadState *state;
+  NoGil() : state(PyEval_SaveThread()) {}
+  ~NoGil() { PyEval_RestoreThread(state); }
+};
+
+const at::Tensor &tensor_arg(PyObject *o, const char *name) {
+  TORCH_CHECK_TYPE(THPVariable_CheckExact(o), name,
+                   ": expected a torch.Tensor (not a subclass), got ", Py_TYPE(o)->tp_name);
+  return THPVariable_Unpack(o);
+}
+
+c10::optional<at::Tensor> optional_arg(PyObject *o, const char *name) {
+  if (o == Py_None)
+    return c10::nullopt;
+  return tensor_arg(o, name);
+}
+
+PyObject *py_apply_direct(PyObject *, PyObject *args) {
+  HANDLE_TH_ERRORS
+  PyObject *h, *dirs, *ops, *params, *mask, *p_in, *p_out, *fired, *off;
+  if (!PyArg_UnpackTuple(args, "apply_direct_", 9, 9, &h, &dirs, &ops, &params, &mask, &p_in,
+                         &p_out, &fired, &off))
+    return nullptr;
+  const at::Tensor &H = tensor_arg(h, "h");
+  TORCH_CHECK_VALUE(!(at::GradMode::is_enabled() && H.requires_grad()),
+                    "h requires grad: use torch.ops.axis_steer.apply (out of place) instead");
+  int64_t codes[AXS_MAX_STEPS];
+  PyObject *seq = PySequence_Fast(ops, "ops: expected a sequence of ints");
+  if (seq == nullptr)
+    return nullptr;
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  if (n < 1 || n > AXS_MAX_STEPS) {
+    Py_DECREF(seq);
+    TORCH_CHECK_VALUE(false, "ops: ", n, " steps (expected 1 to ", AXS_MAX_STEPS, ")");
+  }
+  for (Py_ssize_t k = 0; k < n; k++)
+    codes[k] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, k));
+  Py_DECREF(seq);
+  if (PyErr_Occurred())
+    return nullptr;
+  const at::IntArrayRef op_list(codes, static_cast<size_t>(n));
+  const at::Tensor &D = tensor_arg(dirs, "dirs");
+  const at::Tensor &P = tensor_arg(params, "params");
+  const auto M = optional_arg(mask, "mask");
+  const auto I = optional_arg(p_in, "p_in");
+  const auto O = optional_arg(p_out, "p_out");
+  const auto F = optional_arg(fired, "fired");
+  const auto R = optional_arg(off, "rec_offset");
+  if (H.is_cuda()) {
+    const auto fn = axis_steer::cuda_direct_apply();
+    TORCH_CHECK(fn != nullptr, "h is on ", H.device(),
+                " but axis_steer was built without CUDA kernels (rebuild where nvcc is found)");
+    fn(H, D, op_list, P, M, I, O, F, R);
+  } else {
+    TORCH_CHECK_VALUE(H.is_cpu(), "h: on ", H.device(), " (expected a CPU or CUDA tensor)");
+    if (H.numel() >= AXS_PARALLEL_MIN_ELEMS) {
+      NoGil released;
+      axis_steer::apply_inplace_impl<axis_steer::CpuBackend>(H, D, op_list, P, M, I, O, F, R);
+    } else {
+      axis_steer::apply_inplace_impl<axis_steer::CpuBackend>(H, D, op_list, P, M, I, O, F, R);
+    }
+  }
+  if (!H.is_inference())
+    torch::autograd::impl::bump_version(H);
+  Py_RETURN_NONE;
+  END_HANDLE_TH_ERRORS
+}
+
+PyMethodDef axs_ops_methods[] = {
+    {"apply_direct_", py_apply_direct, METH_VARARGS,
+     "apply_direct_(h, dirs, ops, params, mask, p_in, p_out, fired, rec_offset) -> None\n"
+     "torch.ops.axis_steer.apply_ without the dispatcher (eager, no autograd)."},
+    {nullptr, nullptr, 0, nullptr}};
+
+} // namespace
 
 TORCH_LIBRARY(axis_steer, m) {
   m.def("project(Tensor h, Tensor u, Tensor? mask=None) -> Tensor");
@@ -121,7 +217,7 @@ static struct PyModuleDef axs_ops_module = {PyModuleDef_HEAD_INIT,
                                             "_ops",
                                             "axis_steer's torch operators (torch.ops.axis_steer.*)",
                                             -1,
-                                            nullptr,
+                                            axs_ops_methods,
                                             nullptr,
                                             nullptr,
                                             nullptr,

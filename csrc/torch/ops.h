@@ -103,4 +103,12 @@ std::tuple<at::Tensor, at::Tensor> apply_impl(const at::Tensor &h, const at::Ten
   return {out, changed};
 }
 
+// The CUDA implementation of apply_ for the direct entry point (ops.cpp),
+// filled in by ops_cuda.cpp when the extension is built with CUDA.
+using DirectApply = void (*)(const at::Tensor &, const at::Tensor &, at::IntArrayRef,
+                             const at::Tensor &, const c10::optional<at::Tensor> &,
+                             const c10::optional<at::Tensor> &, const c10::optional<at::Tensor> &,
+                             const c10::optional<at::Tensor> &, const c10::optional<at::Tensor> &);
+DirectApply &cuda_direct_apply();
+
 } // namespace axis_steer
