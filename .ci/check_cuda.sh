@@ -8,6 +8,8 @@
 #   AXIS_STEER_CUDA_ARCHS  CUDA architectures, "80;90" by default (as setup.py)
 #   NVCC                   the compiler, nvcc on PATH by default
 #   CC                     the C compiler for validate.c, gcc by default
+#   CXX, PYTHON            the C++ compiler and the Python with torch for the
+#                          check of csrc/torch/ops_cuda.cpp (g++, python)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -89,4 +91,26 @@ for sym in axs_project_cuda axs_apply_cuda_; do
   fi
 done
 
-echo "check_cuda: OK (${sources[*]} for ${arch_list[*]}; axs_project_cuda and axs_apply_cuda_ link)"
+# The torch registration of the CUDA kernels (csrc/torch/ops_cuda.cpp) is
+# built only against a CUDA build of torch; check at least that it compiles
+# (syntax and types) against the installed torch's headers and the toolkit's.
+# A CPU build of torch ships the c10/cuda headers but not one header its CMake
+# generates, c10/cuda/impl/cuda_cmake_macros.h (build-time macros, none of
+# which the check needs): an empty one stands in for it.
+PYTHON=${PYTHON:-python}
+registration="skipped (torch not importable)"
+if torch_includes=$("$PYTHON" -c "import torch.utils.cpp_extension as c; print('\n'.join(c.include_paths()))" 2>/dev/null); then
+  # the toolkit's own include directory, as nvcc reports it (nvcc may be a wrapper)
+  cuda_include=$("$NVCC" --dryrun -x cu -c /dev/null -o /dev/null 2>&1 |
+    sed -n 's/^#\$ INCLUDES="-I\([^"]*\)".*/\1/p' | head -n 1 | sed 's/ *$//')
+  mkdir -p "$tmp/stub/c10/cuda/impl"
+  echo "#pragma once" >"$tmp/stub/c10/cuda/impl/cuda_cmake_macros.h"
+  cxx_flags=(-std=c++17 -fsyntax-only -Wall -Wextra -Werror -DAXS_WITH_CUDA=1 -Icsrc)
+  while IFS= read -r inc; do cxx_flags+=(-isystem "$inc"); done <<<"$torch_includes"
+  cxx_flags+=(-isystem "$tmp/stub" -isystem "${cuda_include:-${CUDA_HOME:-/usr/local/cuda}/include}")
+  echo "check_cuda: compiling csrc/torch/ops_cuda.cpp (syntax and types, torch $("$PYTHON" -c 'import torch; print(torch.__version__)'))"
+  "${CXX:-g++}" "${cxx_flags[@]}" csrc/torch/ops_cuda.cpp
+  registration="compiles"
+fi
+
+echo "check_cuda: OK (${sources[*]} for ${arch_list[*]}; axs_project_cuda and axs_apply_cuda_ link; ops_cuda.cpp $registration)"

@@ -152,7 +152,7 @@ class _ModelHooks:
     def offset_on(self, device: torch.device) -> torch.Tensor:
         off = self.offsets.get(device)
         if off is None:
-            off = torch.zeros((), dtype=torch.int64, device=device)
+            off = _static(torch.zeros((), dtype=torch.int64, device=device))
             self.offsets[device] = off
         return off
 
@@ -193,6 +193,16 @@ class _ModelHooks:
             else:
                 off.fill_(st.past)
         return None
+
+
+def _static(t: torch.Tensor) -> torch.Tensor:
+    """Marks a buffer that compiled code reads or writes in place as having a
+    fixed address (it is never reallocated while the shapes stay), so that
+    inductor can keep CUDA graphs around it."""
+    mark = getattr(torch._dynamo, "mark_static_address", None)
+    if mark is not None and not torch.compiler.is_compiling():
+        mark(t)
+    return t
 
 
 def _past_length(cache: Any) -> int | torch.Tensor:
@@ -440,7 +450,7 @@ class Monitor:
         self._length: int | None = 0
         self._end: torch.Tensor | None = None  # device end position when the host cannot know it
         self._seen = False  # a forward went through the hooks (set, never read, in traced code)
-        self._count = torch.zeros((), dtype=torch.int64)  # forwards recorded (a tensor: no guard)
+        self._count: torch.Tensor | None = None  # forwards recorded, on the device (no guard, no sync)
 
     # -- buffers
 
@@ -450,15 +460,19 @@ class Monitor:
         self._bufs = {}
         for layer in self.layers:
             dev = self._att._layers.device(layer)
-            p_in = torch.full((batch, capacity), math.nan, dtype=torch.float32, device=dev)
-            p_out = torch.full((batch, capacity), math.nan, dtype=torch.float32, device=dev)
-            fired = torch.zeros((batch, capacity), dtype=torch.bool, device=dev)
+            p_in = _static(torch.full((batch, capacity), math.nan, dtype=torch.float32, device=dev))
+            p_out = _static(torch.full((batch, capacity), math.nan, dtype=torch.float32, device=dev))
+            fired = _static(torch.zeros((batch, capacity), dtype=torch.bool, device=dev))
             if keep and layer in old_bufs:
                 for new, old in zip((p_in, p_out, fired), old_bufs[layer]):
                     new[:, :keep] = old[:, :keep]
             self._bufs[layer] = (p_in, p_out, fired)
-        tokens = torch.full((batch, capacity), -1, dtype=torch.int64, device=input_device)
-        valid = torch.zeros((batch, capacity), dtype=torch.bool, device=input_device)
+        tokens = _static(torch.full((batch, capacity), -1, dtype=torch.int64, device=input_device))
+        valid = _static(torch.zeros((batch, capacity), dtype=torch.bool, device=input_device))
+        count = _static(torch.zeros((), dtype=torch.int64, device=input_device))
+        if self._count is not None:
+            count.copy_(self._count.to(input_device))
+        self._count = count
         if keep and old_tokens is not None:
             tokens[:, :keep] = old_tokens[:, :keep]
             valid[:, :keep] = old_valid[:, :keep]
@@ -517,7 +531,7 @@ class Monitor:
         self._tokens = self._valid = None
         self._length = 0
         self._seen = False
-        self._count.zero_()
+        self._count = None
         self._att._bind_records()
 
     # -- reading
@@ -887,7 +901,7 @@ class Attachment:
             if layer in monitored and not (entries and entries[0].on_axis):
                 steps.insert(0, None)  # PROJECT on the unit axis
             dev = self._layers.device(layer)
-            dirs = torch.stack([self._unit_axis(layer) if s is None else s.direction for s in steps]).to(dev)
+            dirs = _static(torch.stack([self._unit_axis(layer) if s is None else s.direction for s in steps]).to(dev))
             ops = [PROJECT if s is None else s.op for s in steps]
             prog = _Program(dirs, ops, tuple(ops), torch.empty(0), steps)
             programs[layer] = prog
@@ -930,7 +944,7 @@ class Attachment:
             if prog.params.shape == host.shape and prog.params.device == prog.dirs.device:
                 prog.params.copy_(host)
             else:
-                prog.params = host.to(prog.dirs.device)
+                prog.params = _static(host.to(prog.dirs.device))
 
     def _check_batch(self, batch: int) -> None:
         if self._rows is not None and batch != self._rows:

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Sets up (scripts/setup.sh) and runs every test: lint, the C core's own test
-# program (plain and under AddressSanitizer + UBSan), a compile of every CUDA
-# source with nvcc when it is installed (no GPU needed), and the Python suite
-# (GPU tests skip themselves without a GPU). Extra arguments go to pytest.
+# program (plain and under AddressSanitizer + UBSan), the CUDA kernels' logic
+# on a host emulator against the CPU core (ASan + UBSan, no GPU needed), a
+# compile of every CUDA source with nvcc when it is installed (no GPU needed),
+# and the Python suite (GPU tests skip themselves without a GPU). Extra
+# arguments go to pytest. On a GPU machine, scripts/gpu_check.sh is the one
+# command: it builds there, runs these tests with the GPU ones and benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -10,12 +13,16 @@ scripts/setup.sh
 . "${AXIS_STEER_VENV:-.venv}/bin/activate"
 
 echo "== lint"
-ruff check axis_steer tests benchmarks training scripts
-clang-format --dry-run --Werror csrc/axis_steer.h csrc/core/*.c csrc/core/*.h csrc/core/*.cu csrc/python/*.c csrc/tests/*.c csrc/torch/*.cpp csrc/torch/*.h
+ruff check axis_steer tests benchmarks training scripts csrc/tests/cuda_emulation
+clang-format --dry-run --Werror csrc/axis_steer.h csrc/core/*.c csrc/core/*.h csrc/core/*.cu csrc/python/*.c csrc/tests/*.c csrc/torch/*.cpp csrc/torch/*.h \
+  csrc/tests/cuda_emulation/*.cpp csrc/tests/cuda_emulation/include/*.h
 
 echo "== C core tests"
 make --no-print-directory test-core
 make --no-print-directory test-core-asan
+
+echo "== CUDA kernels on the host emulator, against the CPU core (no GPU needed)"
+make --no-print-directory test-cuda-emulated
 
 if command -v nvcc >/dev/null 2>&1; then
   echo "== CUDA sources (compile and link only)"

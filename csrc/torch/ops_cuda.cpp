@@ -7,8 +7,8 @@
 // The CUDA entry points cannot check what lives in device memory (unit norm
 // of directions, per-row lo <= hi); axis_steer's Python layer checks those
 // when values are set (see axis_steer/ops.py and hooks).
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "ops.h"
@@ -20,15 +20,22 @@ axs_fin no_fin() {
   return axs_fin{nullptr, 0, 0};
 }
 
+// h's device, once h is known to be a CUDA tensor (the CUDA kernels also
+// run when h is on the CPU but another argument is on a GPU).
+c10::Device cuda_device_of(const at::Tensor &h) {
+  TORCH_CHECK_VALUE(h.is_cuda(), "h: on ", h.device(),
+                    " but other arguments are on a CUDA device (expected every tensor on h's "
+                    "device: move them with .to(h.device), or h to theirs)");
+  return h.device();
+}
+
 struct CudaBackend {
   struct Guard {
-    explicit Guard(const at::Tensor &h) : device(h.device()) {
-      TORCH_CHECK_VALUE(h.is_cuda(), "h: expected a CUDA tensor, got one on ", h.device());
-    }
+    explicit Guard(const at::Tensor &h) : device(cuda_device_of(h)) {}
     c10::cuda::CUDAGuard device;
   };
 
-  static void *stream() { return static_cast<void *>(at::cuda::getCurrentCUDAStream().stream()); }
+  static void *stream() { return static_cast<void *>(c10::cuda::getCurrentCUDAStream().stream()); }
 
   static axs_status one_step(axs_rows h, axs_step s, axs_bin mask) {
     axs_record rec{};
@@ -89,3 +96,11 @@ TORCH_LIBRARY_IMPL(axis_steer, CUDA, m) {
   m.impl("apply_", &axis_steer::apply_inplace_impl<B>);
   m.impl("apply", &axis_steer::apply_impl<B>);
 }
+
+namespace {
+// Fills in the CUDA slot of the direct entry point (ops.cpp) at load time.
+const bool direct_registered = [] {
+  axis_steer::cuda_direct_apply() = &axis_steer::apply_inplace_impl<axis_steer::CudaBackend>;
+  return true;
+}();
+} // namespace
