@@ -9,7 +9,7 @@ prompt: ``/cap on``, ``/cap off``, ``/reset``, ``/quit``.
 
 from __future__ import annotations
 
-from typing import Any, TextIO
+from typing import Any, Sequence, TextIO
 
 import numpy as np
 import torch
@@ -119,3 +119,42 @@ def chat_loop(
             output.flush()
             replies += 1
     return replies
+
+
+@torch.no_grad()
+def converse(
+    model: Any,
+    tok: Any,
+    system: str,
+    user_turns: Sequence[str],
+    att: Attachment | None = None,
+    monitor: Any = None,
+    layer: int | None = None,
+    max_new_tokens: int = 96,
+) -> tuple[list[str], list[float]]:
+    """Greedy replies to ``user_turns`` one after another (each reply fed back
+    into the conversation), with ``att`` attached if given; per reply, the mean
+    projection at ``layer`` over the tokens that produced it (the generation
+    prompt's last token and the reply) when ``monitor`` (one of ``att``'s) is
+    given. A scripted, non-interactive :func:`chat_loop`."""
+    from axis_steer.spans import prompt_ids
+
+    device = next(model.parameters()).device
+    messages: list[dict] = [{"role": "system", "content": system}] if system else []
+    replies, proj = [], []
+    for user in user_turns:
+        messages.append({"role": "user", "content": user})
+        ids = torch.as_tensor([prompt_ids(tok, messages)], device=device)
+        kw = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        if att is not None:
+            with att:
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
+        else:
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
+        reply = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+        replies.append(reply)
+        messages.append({"role": "assistant", "content": reply})
+        if monitor is not None:
+            r = monitor.readings()
+            proj.append(float(np.nanmean(r.row(0, layer, "p_in")[ids.shape[1] - 1 :])))
+    return replies, proj
