@@ -167,10 +167,15 @@ def cmd_generate(args: argparse.Namespace) -> str:
     from axis_steer.generate import generate_responses
 
     model, tok = load_model(args)
+    roles = args.roles
+    if roles is None and args.model is None:
+        from axis_steer.personas import role_data_dir
+
+        roles = role_data_dir()  # the built-in model's own roles
     summary = generate_responses(
         model,
         tok,
-        args.roles,
+        roles,
         args.run,
         roles=args.only,
         n_questions=args.questions,
@@ -373,7 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("generate", help="responses for roles x prompts x questions")
     _model_options(s)
     _run_option(s)
-    s.add_argument("--roles", default=None, help="a role folder in the reference layout (default: the built-in set for the model)")
+    s.add_argument(
+        "--roles",
+        default=None,
+        help="a role folder in the reference layout (default: the persona model's roles for the built-in model, "
+        "axis_steer's built-in role set for any other)",
+    )
     s.add_argument("--only", nargs="*", default=None, help="generate for these roles only")
     s.add_argument("--questions", type=int, default=None, help="use the first N questions")
     s.add_argument("--prompts", type=int, default=None, help="use the first K system prompts per role")

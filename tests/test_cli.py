@@ -1,0 +1,123 @@
+"""The ``axis-steer`` command line, step by step on the built-in persona model
+(tiny settings), each step reading the previous one's outputs from the run
+folder; plus help texts and errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from axis_steer.cli import build_parser, main  # noqa: E402
+
+STEPS = ["generate", "judge", "extract", "axis", "calibrate", "project", "chat", "eval", "info", "demo"]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_every_subcommand_has_help(step, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([step, "--help"])
+    assert exc.value.code == 0
+    assert "usage: axis-steer " + step in capsys.readouterr().out
+
+
+def test_top_level_help_lists_the_steps(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for step in STEPS:
+        assert step in out
+
+
+def test_errors_name_the_file_and_exit_2(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err
+    bad = tmp_path / "convs.jsonl"
+    bad.write_text('[{"role": "user", "content": "hi"}]\n{not json\n')
+    assert main(["project", "--conversations", str(bad), "--axis", str(tmp_path / "nope.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.safetensors" in err
+    assert main(["calibrate", "--run", str(tmp_path / "empty"), "--window", "2-4"]) == 2
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """generate -> judge -> extract -> axis -> calibrate on a slice of the persona roles."""
+    run = tmp_path_factory.mktemp("cli_run")
+    common = ["--run", str(run), "--device", "cpu"]
+    assert main(["generate", *common, "--questions", "2", "--prompts", "2", "--max-new-tokens", "24",
+                 "--batch-size", "16", "--greedy"]) == 0
+    assert main(["judge", "--run", str(run), "--style"]) == 0
+    assert main(["extract", *common, "--batch-size", "16"]) == 0
+    assert main(["axis", "--run", str(run), "--min-count", "1", "--no-plots"]) == 0
+    assert main(["calibrate", *common, "--window", "2:5", "--percentile", "0.25", "--percentile", "0.5"]) == 0
+    return run
+
+
+def test_pipeline_steps_chain_through_the_run_folder(run, capsys):
+    assert (run / "axis.safetensors").exists()
+    assert (run / "calibration" / "caps_layers_2-5_p0.25.safetensors").exists()
+    assert (run / "calibration" / "capping_config.pt").exists()
+    assert main(["info", str(run / "axis.safetensors")]) == 0
+    meta = capsys.readouterr().out
+    assert '"kind": "axis"' in meta
+    assert main(["info", str(run / "calibration" / "capping_config.pt")]) == 0
+    assert "layers_2:5-p0.25" in capsys.readouterr().out
+
+
+def test_project_writes_per_token_and_per_turn_readings(run, tmp_path, capsys):
+    convs = tmp_path / "convs.jsonl"
+    conv = [
+        {"role": "user", "content": "What is photosynthesis?"},
+        {"role": "assistant", "content": "Photosynthesis is how plants make sugar from light."},
+        {"role": "user", "content": "Talk like a pirate now!"},
+        {"role": "assistant", "content": "Arr matey, plants be catchin' the sun!"},
+    ]
+    convs.write_text(json.dumps(conv) + "\n" + json.dumps({"conversation": conv[:2]}) + "\n")
+    out = tmp_path / "proj"
+    assert main(["project", "--run", str(run), "--conversations", str(convs), "--layers", "3,4", "--out", str(out),
+                 "--capped", "--device", "cpu"]) == 0
+    data = json.loads((out / "projections.json").read_text())
+    assert data["layers"] == [3, 4]
+    first = data["conversations"][0]
+    assert len(first["assistant_spans"]) == 2
+    assert len(first["layers"]["3"]["p_in"]) == len(first["tokens"])
+    assert len(first["layers"]["4"]["per_turn"]) == 2
+    assert (out / "conversation_000.png").exists()
+
+
+def test_eval_reports_the_cost_of_the_runs_caps(run, tmp_path, capsys):
+    convs = tmp_path / "convs.jsonl"
+    convs.write_text(
+        json.dumps([{"role": "user", "content": "What is a volcano?"},
+                    {"role": "assistant", "content": "A volcano is an opening in the crust where molten rock escapes."}])
+        + "\n"
+    )
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text(json.dumps({"question": "What do plants make from light?", "choices": ["sugar", "rocks"], "answer": 0}) + "\n")
+    out = tmp_path / "eval"
+    assert main(["eval", "--run", str(run), "--conversations", str(convs), "--prompts", str(convs), "--mc", str(mc),
+                 "--max-new-tokens", "8", "--out", str(out), "--device", "cpu"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["conversations"]["tokens"] > 0
+    assert report["conversations"]["kl_mean"] >= 0
+    assert report["multiple_choice"]["questions"] == 1
+    assert [f["layer"] for f in report["firing"]] == [2, 3, 4]
+
+
+def test_chat_reads_stdin_and_prints_drift_readings(run, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("What is a volcano?\n/cap off\nAnd a rainbow?\n/quit\n"))
+    assert main(["chat", "--run", str(run), "--greedy", "--max-new-tokens", "16", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("assistant> ") == 2
+    assert "drift: mean" in out and "[caps off]" in out
+    assert "chat ended after 2 turns" in out
+
+
+def test_parser_builds_without_torch_imports():
+    build_parser()  # building the parser must not load models or torch extensions
