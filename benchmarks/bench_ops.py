@@ -4,7 +4,10 @@ For decode-like shapes (1x4096, 64x4096; float32 and bfloat16) and
 prefill-like shapes (2048x4096, 16384x4096; bfloat16) it prints, from one run:
 
 * the time per call of axis_steer's clamp from Python, NumPy path and torch
-  path (``torch.ops.axis_steer.clamp_`` with prebuilt tensor bounds);
+  path: through the dispatcher (``torch.ops.axis_steer.clamp_`` with prebuilt
+  tensor bounds) and through the direct entry the model hooks call in eager
+  mode (``_torch_ops.apply_direct_``, the same kernel without the dispatcher's
+  boxing);
 * the reference code's formula in eager torch (matrix-vector product, clamp,
   outer-product subtract, out of place, as the released code does it);
 * their ratio, and the bandwidth each achieves against a plain copy of ``h``
@@ -29,10 +32,10 @@ import time
 import numpy as np
 import torch
 
-import axis_steer._torch_ops  # noqa: F401  (registers torch.ops.axis_steer)
-from axis_steer import _C
+from axis_steer import _C, _torch_ops
 
 OPS = torch.ops.axis_steer
+DIRECT = _torch_ops.apply_direct_
 
 
 def timeit(fn, *, min_time=0.3, max_calls=20000, repeats=5) -> float:
@@ -96,8 +99,16 @@ def bench(n_rows: int, d: int, dtype: torch.dtype, all_rows: bool = False) -> di
         np.copyto(work_np, h_np)
         _C.clamp_(work_np, u_np, lo_val, math.inf, dtype=np_dtype)
 
+    dirs = u[None].contiguous()
+    params = torch.tensor([[lo_val, math.inf]])
+
+    def restore_and_direct():
+        work.copy_(h)
+        DIRECT(work, dirs, (1,), params, None, None, None, None, None)
+
     t_copy = timeit(copy)
     t_torch = max(timeit(restore_and_op) - t_copy, 1e-9)
+    t_direct = max(timeit(restore_and_direct) - t_copy, 1e-9)
     t_np_copy = timeit(lambda: np.copyto(work_np, h_np))
     t_numpy = max(timeit(restore_and_op_np) - t_np_copy, 1e-9)
     t_ref = timeit(reference)
@@ -108,10 +119,12 @@ def bench(n_rows: int, d: int, dtype: torch.dtype, all_rows: bool = False) -> di
         "dtype": str(dtype).replace("torch.", ""),
         "capped": capped_frac,
         "torch_us": t_torch * 1e6,
+        "direct_us": t_direct * 1e6,
         "numpy_us": t_numpy * 1e6,
         "reference_us": t_ref * 1e6,
         "copy_us": t_copy * 1e6,
         "speedup": t_ref / t_torch,
+        "speedup_direct": t_ref / t_direct,
         "op_GBps": moved / t_torch / 1e9,
         "copy_GBps": 2 * size / t_copy / 1e9,
         "of_copy": (moved / t_torch) / (2 * size / t_copy),
@@ -137,7 +150,10 @@ def main() -> None:
     if not args.quick:
         cases += [(16384, 4096, torch.bfloat16, False), (16384, 4096, torch.bfloat16, True)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, axis_steer threads {_C.default_threads()}")
-    head = f"{'shape':>11} {'dtype':>8} {'capped':>6} | {'torch op':>9} {'numpy op':>9} {'reference':>10} {'ratio':>6} | {'op GB/s':>8} {'copy GB/s':>9} {'of copy':>7}"
+    head = (
+        f"{'shape':>11} {'dtype':>8} {'capped':>6} | {'torch op':>9} {'direct':>9} {'numpy op':>9} {'reference':>10} "
+        f"{'ratio':>6} {'direct':>6} | {'op GB/s':>8} {'copy GB/s':>9} {'of copy':>7}"
+    )
     print(head)
     print("-" * len(head))
     rows = []
@@ -145,9 +161,9 @@ def main() -> None:
         r = bench(n, d, dt, all_rows)
         rows.append(r)
         print(
-            f"{r['shape']:>11} {r['dtype']:>8} {r['capped']:>6.0%} | {r['torch_us']:>7.1f}us {r['numpy_us']:>7.1f}us "
-            f"{r['reference_us']:>8.1f}us {r['speedup']:>5.1f}x | {r['op_GBps']:>8.1f} {r['copy_GBps']:>9.1f} "
-            f"{r['of_copy']:>6.0%}"
+            f"{r['shape']:>11} {r['dtype']:>8} {r['capped']:>6.0%} | {r['torch_us']:>7.1f}us {r['direct_us']:>7.1f}us "
+            f"{r['numpy_us']:>7.1f}us {r['reference_us']:>8.1f}us {r['speedup']:>5.1f}x {r['speedup_direct']:>5.1f}x | "
+            f"{r['op_GBps']:>8.1f} {r['copy_GBps']:>9.1f} {r['of_copy']:>6.0%}"
         )
     if args.json:
         with open(args.json, "w") as f:

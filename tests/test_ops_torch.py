@@ -418,3 +418,17 @@ def test_torch_compile_fullgraph_matches_eager(backend):
     got = compiled(h, rec_c)
     assert torch.equal(eager, got)
     assert torch.equal(rec_e, rec_c)
+
+
+def test_steering_keeps_nan_and_inf_in_bfloat16_rows():
+    """Steering writes every row; a NaN (any bfloat16 payload) or an infinity
+    in it must survive the rounding of the store."""
+    raw = [0x7F81, 0xFFC0, 0x7FC0, 0x7F80, 0xFF80, 0x3F80]
+    bits = torch.tensor([b - 0x10000 if b >= 0x8000 else b for b in raw], dtype=torch.int16)
+    h = bits.view(torch.bfloat16).reshape(1, 6).repeat(3, 1).contiguous()
+    w = torch.full((6,), 0.25)
+    OPS.steer_(h, w, torch.tensor(1.5))
+    out = h.float()
+    assert torch.isnan(out[:, :3]).all()
+    assert (out[:, 3] == math.inf).all() and (out[:, 4] == -math.inf).all()
+    assert (out[:, 5] == 1.375).all()

@@ -35,6 +35,17 @@ static inline uint16_t axs_f32_to_bf16(float f) {
   return (uint16_t)(is_nan ? quiet_nan : (rounded >> 16));
 }
 
+/* The same rounding without the NaN select, for the row updates. They store
+ * x + c * w with c and w finite and x read from bfloat16; clamp and set only
+ * write rows that are finite. A steered row may hold a NaN: then the sum is a
+ * NaN whose low 16 bits are zero (x's payload came from bfloat16, or it is
+ * the default NaN), so the rounding increment cannot carry into the exponent
+ * and the result stays NaN. Infinities round to themselves. */
+static inline uint16_t axs_f32_to_bf16_not_nan(float f) {
+  uint32_t u = axs_f32_bits(f);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 static inline float axs_f16_to_f32(uint16_t x) {
   uint32_t sign = ((uint32_t)x & 0x8000u) << 16;
   uint32_t exp = ((uint32_t)x >> 10) & 0x1fu;

@@ -45,7 +45,9 @@ int axs_default_threads(void) {
 /* ---- row primitives -------------------------------------------------------
  * dot_*:        returns <row, u>
  * axpy_dot_*:   row <- round(row + c * w); returns <new row, v> when v is not
- *               NULL (0 otherwise), reading the values just stored */
+ *               NULL (0 otherwise), reading the values just stored. Only
+ *               called on finite rows with finite c and w (the NaN policy),
+ *               so the stores need no NaN handling. */
 
 static inline float sum_lanes(const float *acc, float tail) {
   float s8[8], s4[4];
@@ -152,20 +154,20 @@ AXS_CLONES static float axpy_dot_bf16(void *row, const float *w, float c, const 
   uint16_t *x = (uint16_t *)row;
   if (v == NULL) {
     for (int64_t j = 0; j < d; j++)
-      x[j] = axs_f32_to_bf16(axs_bf16_to_f32(x[j]) + c * w[j]);
+      x[j] = axs_f32_to_bf16_not_nan(axs_bf16_to_f32(x[j]) + c * w[j]);
     return 0.0f;
   }
   float acc[AXS_LANES] = {0};
   int64_t j = 0;
   for (; j + AXS_LANES <= d; j += AXS_LANES)
     for (int k = 0; k < AXS_LANES; k++) {
-      uint16_t y = axs_f32_to_bf16(axs_bf16_to_f32(x[j + k]) + c * w[j + k]);
+      uint16_t y = axs_f32_to_bf16_not_nan(axs_bf16_to_f32(x[j + k]) + c * w[j + k]);
       x[j + k] = y;
       acc[k] += axs_bf16_to_f32(y) * v[j + k];
     }
   float tail = 0.0f;
   for (; j < d; j++) {
-    uint16_t y = axs_f32_to_bf16(axs_bf16_to_f32(x[j]) + c * w[j]);
+    uint16_t y = axs_f32_to_bf16_not_nan(axs_bf16_to_f32(x[j]) + c * w[j]);
     x[j] = y;
     tail += axs_bf16_to_f32(y) * v[j];
   }
