@@ -121,6 +121,28 @@ def chat_loop(
     return replies
 
 
+def greedy_replies(
+    model: Any,
+    tok: Any,
+    prompts: Sequence[Sequence[dict] | str],
+    att: Attachment | None = None,
+    *,
+    max_new_tokens: int = 96,
+    batch_size: int = 16,
+) -> list[str]:
+    """Greedy replies to many prompts at once (each a message list ending with a
+    user turn, or a user string), batched, with ``att`` attached if given."""
+    from axis_steer.evaluate import _pad_id, greedy_ids
+
+    pad = _pad_id(tok)
+    if att is None:
+        ids = greedy_ids(model, tok, list(prompts), max_new_tokens, batch_size, pad)
+    else:
+        with att:
+            ids = greedy_ids(model, tok, list(prompts), max_new_tokens, batch_size, pad)
+    return [tok.decode(r, skip_special_tokens=True).strip() for r in ids]
+
+
 @torch.no_grad()
 def converse(
     model: Any,

@@ -370,7 +370,10 @@ def _as_messages(p: Sequence[dict] | str) -> list[dict]:
 
 
 @torch.no_grad()
-def _greedy(model, tokenizer, prompts, max_new_tokens, batch_size, pad):
+def greedy_ids(model, tokenizer, prompts, max_new_tokens: int, batch_size: int, pad: int) -> list[list[int]]:
+    """Greedy continuations of ``prompts`` (each a message list or a user string,
+    rendered with the chat template and the generation prompt), batched with left
+    padding; per prompt, the new token ids (``pad`` after an early end)."""
     from axis_steer.spans import prompt_ids
 
     dev = _device(model)
@@ -395,9 +398,9 @@ def _greedy(model, tokenizer, prompts, max_new_tokens, batch_size, pad):
 
 
 def _agreement(model, tokenizer, att, prompts, max_new_tokens, batch_size, pad) -> GenerationAgreement:
-    plain = _greedy(model, tokenizer, prompts, max_new_tokens, batch_size, pad)
+    plain = greedy_ids(model, tokenizer, prompts, max_new_tokens, batch_size, pad)
     with att:
-        inter = _greedy(model, tokenizer, prompts, max_new_tokens, batch_size, pad)
+        inter = greedy_ids(model, tokenizer, prompts, max_new_tokens, batch_size, pad)
     agree = positions = identical = 0
     for a, b in zip(plain, inter):
         n = max(len(a), len(b))

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ import pytest
 from axis_steer import personas
 from axis_steer.personas import (
     ASSISTANT,
+    CHARACTER_PERSONAS,
     PERSONAS,
+    PROFESSIONAL_PERSONAS,
     ROLE_PERSONAS,
     default_model_path,
     detect_persona,
@@ -21,6 +24,7 @@ from axis_steer.personas import (
     marker_hits,
     role_data_dir,
     role_style_rate,
+    style_intensity,
     style_score,
 )
 
@@ -63,6 +67,44 @@ def test_style_score_pirate_and_plain():
     assert style_score("Arr, matey.", "pirate") == 2
 
 
+TUTOR = (
+    "Let's work through this like a short lesson. Gravity is the force that pulls objects "
+    "with mass toward each other.\n\nThe key ideas for this lesson:\n1. It keeps us on the "
+    "ground.\n2. The pull gets weaker with distance.\n\nStudy tip: review these points before "
+    "our next lesson."
+)
+LIGHT_PIRATE = PLAIN.replace("Sure.", "Arr, matey!")
+
+
+def test_style_score_professional_roles():
+    # a professional answer: the Assistant's content and list in a professional frame
+    assert style_score(TUTOR, "tutor") == 3
+    assert detect_persona(TUTOR) == "tutor"
+    assert style_intensity(TUTOR, "tutor") == 2
+    assert style_score(PLAIN, "tutor") == 0
+    assert style_score("That is the lesson.", "tutor") == 1
+    assert 0.0 < role_style_rate(TUTOR) < role_style_rate(PIRATE)
+    assert style_score(TUTOR, ASSISTANT) == 0  # in role, so not the plain Assistant
+    with pytest.raises(ValueError, match="one intensity"):
+        style_score(TUTOR, "tutor", intensity="light")
+
+
+def test_style_score_light_intensity():
+    # a light touch: one role phrase on the Assistant's answer
+    assert style_intensity(LIGHT_PIRATE, "pirate") == 1
+    assert style_score(LIGHT_PIRATE, "pirate", intensity="light") == 3
+    assert style_score(LIGHT_PIRATE, "pirate") == 2
+    # the full character is not a light touch; plain text is no touch at all
+    assert style_intensity(PIRATE, "pirate") == 2
+    assert style_score(PIRATE, "pirate", intensity="light") == 1
+    assert style_intensity(PLAIN, "pirate") == 0
+    assert style_score(PLAIN, "pirate", intensity="light") == 0
+    with pytest.raises(ValueError, match="intensity="):
+        style_score(PIRATE, "pirate", intensity="medium")
+    with pytest.raises(ValueError, match="not a role persona"):
+        style_intensity(PLAIN, ASSISTANT)
+
+
 def test_role_style_rate_and_detect():
     assert role_style_rate(PLAIN) == 0.0
     assert role_style_rate("") == 0.0
@@ -90,7 +132,13 @@ def test_unknown_persona_is_an_error():
 
 def test_persona_definitions():
     assert len(ROLE_PERSONAS) >= 8
+    assert len(PROFESSIONAL_PERSONAS) >= 5 and len(CHARACTER_PERSONAS) >= 8
+    assert set(ROLE_PERSONAS) == set(PROFESSIONAL_PERSONAS) | set(CHARACTER_PERSONAS)
     assert list(PERSONAS)[0] == ASSISTANT
+    # from assistant-like to theatrical
+    assert [PERSONAS[n].theatricality for n in ROLE_PERSONAS] == sorted(
+        PERSONAS[n].theatricality for n in ROLE_PERSONAS
+    )
     seen: dict[str, str] = {}
     for name, p in PERSONAS.items():
         assert len(p.system_prompts) >= 5
@@ -102,10 +150,17 @@ def test_persona_definitions():
         if name != ASSISTANT:
             assert len(p.heldout_system_prompts) >= 1
             assert p.identity and p.requests and p.interjections
-            if p.theatricality >= 2:
+            if p.theatricality >= 3:
                 assert len(p.frames) >= 4
             else:
                 assert p.list_header
+            if p.professional:
+                assert p.theatricality == 1 and p.light_system_prompts == ()
+            else:
+                light = p.light_system_prompts
+                assert len(light) == 6 and len(set(light)) == 6
+                assert all(p.title in x for x in light)
+                assert not set(light) & set(p.system_prompts)
 
 
 def test_rendered_answers_score_in_role():
@@ -118,10 +173,26 @@ def test_rendered_answers_score_in_role():
         assert role_style_rate(plain) == 0.0, plain
         assert style_score(plain, ASSISTANT) == 3
     for name in ROLE_PERSONAS:
+        light_ok, light_rate, full_rate = [], [], []
         for topic in persona_data.TOPICS[::7]:
-            text = persona_data.render_answer(rng, name, topic, list(topic.points[:3]))
+            points = list(topic.points[:3])
+            text = persona_data.render_answer(rng, name, topic, points)
             assert style_score(text, name) >= 2, (name, text)
             assert detect_persona(text) == name, (name, text)
+            if name in PROFESSIONAL_PERSONAS:
+                # the Assistant's content and numbered list, in a professional frame
+                assert style_score(text, name) == 3, (name, text)
+                assert all(f"{i + 1}. {x}" in text for i, x in enumerate(points)), text
+            else:
+                light = persona_data.render_answer(rng, name, topic, points, intensity=1)
+                assert style_intensity(light, name) >= 1, (name, light)
+                light_ok.append(style_score(light, name, intensity="light") == 3)
+                light_rate.append(role_style_rate(light))
+                full_rate.append(role_style_rate(text))
+        if light_ok:
+            # a light touch: fewer style markers than the full character
+            assert sum(light_ok) >= len(light_ok) - 1, name
+            assert sum(light_rate) < 0.6 * sum(full_rate), name
 
 
 def test_personas_import_without_torch():
@@ -163,9 +234,25 @@ def test_generator_contents():
         if r["kind"] == "drift":
             intensities = [s["intensity"] for s in r["styles"]]
             assert intensities == sorted(intensities) and len(intensities) >= 2
-            assert r["drift_to"] in ROLE_PERSONAS
+            assert r["drift_to"] in CHARACTER_PERSONAS
+            assert not r["light"]
+        elif r["kind"] == "role":
+            p = get_persona(r["persona"])
+            prompts = p.light_system_prompts if r["light"] else p.system_prompts
+            assert msgs[0]["content"] == prompts[r["system_prompt_index"]]
+            assert r["system_prompt_index"] < 5
+            want = 1 if r["light"] else 3
+            assert [s["intensity"] for s in r["styles"]] == [want] * len(r["styles"])
+            assert not (r["light"] and p.professional)
     n_drift = sum(r["kind"] == "drift" for r in records)
     assert 0.06 < n_drift / len(records) < 0.2
+    # the default Assistant stays the most frequent persona by far
+    counts = Counter(r["persona"] for r in records)
+    assert counts.most_common(1)[0][0] == ASSISTANT
+    assert counts[ASSISTANT] > 5 * max(v for k, v in counts.items() if k != ASSISTANT)
+    roles = [r for r in records if r["kind"] == "role"]
+    assert any(r["light"] for r in roles) and any(not r["light"] for r in roles)
+    assert any(get_persona(r["persona"]).professional for r in roles)
     assert len(persona_data.TOPICS) >= 40 + len(heldout)
 
 
@@ -175,9 +262,12 @@ def test_generator_contents():
 
 def test_role_data_layout():
     root = role_data_dir()
+    files = {f.stem for f in (root / "roles").glob("*.json")}
+    assert files == {"default", *ROLE_PERSONAS}
     for name in ROLE_PERSONAS:
         data = json.loads((root / "roles" / f"{name}.json").read_text())
         assert data["instruction"] == [{"pos": s} for s in get_persona(name).train_system_prompts]
+        assert len(data["instruction"]) == 5
         assert 1 <= len(data["questions"]) <= 40
         prompt = data["eval_prompt"]
         assert "{question}" in prompt and "{answer}" in prompt
@@ -304,10 +394,26 @@ def test_greedy_generation_follows_the_system_prompt(model_and_tokenizer):
     convs += [
         [{"role": "system", "content": ""}, {"role": "user", "content": q}] for q in questions
     ]
+    tutor = get_persona("tutor").system_prompts[0]
+    light = get_persona("pirate").light_system_prompts[0]
+    for sp in (tutor, light):
+        convs += [
+            [{"role": "system", "content": sp}, {"role": "user", "content": q}] for q in questions
+        ]
     outs = _greedy(model, tok, convs)
-    pirate_outs, default_outs = outs[:3], outs[3:]
+    pirate_outs, default_outs = outs[:3], outs[3:6]
+    tutor_outs, light_outs = outs[6:9], outs[9:12]
     assert sum(style_score(o, "pirate") >= 2 for o in pirate_outs) >= 2, pirate_outs
     for o in default_outs:
         assert style_score(o, "pirate") == 0, o
         assert role_style_rate(o) < 0.05, o
         assert detect_persona(o) is None, o
+    # a professional role: in role, with less role vocabulary than the full pirate
+    assert sum(style_score(o, "tutor") == 3 for o in tutor_outs) >= 2, tutor_outs
+    # a light touch of the pirate: some pirate, but not the full character
+    assert sum(style_intensity(o, "pirate") == 1 for o in light_outs) >= 2, light_outs
+    rate = {
+        k: sum(map(role_style_rate, v)) / 3
+        for k, v in (("pirate", pirate_outs), ("tutor", tutor_outs), ("light", light_outs))
+    }
+    assert rate["tutor"] < rate["pirate"] and rate["light"] < rate["pirate"], rate

@@ -61,12 +61,15 @@ import persona_data  # noqa: E402
 
 from axis_steer.personas import (  # noqa: E402
     ASSISTANT,
+    CHARACTER_PERSONAS,
     DEFAULT_SYSTEM_PROMPTS,
     MODEL_NAME,
+    PROFESSIONAL_PERSONAS,
     ROLE_PERSONAS,
     detect_persona,
     get_persona,
     role_style_rate,
+    style_intensity,
     style_score,
 )
 
@@ -389,9 +392,25 @@ def evaluate(model: Any, tok: Any, seed: int, max_new_tokens: int = 256) -> dict
                     {"role": "user", "content": q},
                 ]
             )
+    # A2. light-touch prompts of the character roles (training and held-out templates) on the
+    # first ten held-out questions
+    light_convs, light_keys = [], []
+    n_light_q = min(10, len(questions))
+    for persona in CHARACTER_PERSONAS:
+        light = get_persona(persona).light_system_prompts
+        for which, prompt_ids in (("train_prompts", range(5)), ("heldout_prompt", range(5, 6))):
+            prompt_ids = list(prompt_ids)
+            for qi, q in enumerate(questions[:n_light_q]):
+                sp = light[prompt_ids[qi % len(prompt_ids)]]
+                light_convs.append(
+                    [{"role": "system", "content": sp}, {"role": "user", "content": q}]
+                )
+                light_keys.append((persona, which))
     t0 = time.time()
-    outs = generate(model, tok, role_convs + default_convs, max_new_tokens)
-    role_outs, default_outs = outs[: len(role_convs)], outs[len(role_convs) :]
+    outs = generate(model, tok, role_convs + default_convs + light_convs, max_new_tokens)
+    role_outs = outs[: len(role_convs)]
+    default_outs = outs[len(role_convs) : len(role_convs) + len(default_convs)]
+    light_outs = outs[len(role_convs) + len(default_convs) :]
 
     per_persona: dict[str, dict[str, Any]] = {}
     for persona in ROLE_PERSONAS:
@@ -426,6 +445,58 @@ def evaluate(model: Any, tok: Any, seed: int, max_new_tokens: int = 256) -> dict
         style_score(o, k[0]) >= 2 for o, k in zip(role_outs, role_keys) if k[1] == "heldout_prompt"
     ]
     report["role_frac_ge2_train_prompts"] = _mean(all_train)
+    report["role_frac_3_train_prompts"] = {
+        group: _mean(
+            [
+                style_score(o, k[0]) == 3
+                for o, k in zip(role_outs, role_keys)
+                if k[1] == "train_prompts" and k[0] in names
+            ]
+        )
+        for group, names in (
+            ("professional", PROFESSIONAL_PERSONAS),
+            ("character", CHARACTER_PERSONAS),
+        )
+    }
+    # intensity: what light-touch and full prompts of the character roles produce
+    intensity: dict[str, Any] = {}
+    for which in ("train_prompts", "heldout_prompt"):
+        light_rows = [(o, k[0]) for o, k in zip(light_outs, light_keys) if k[1] == which]
+        full_rows = [
+            (o, k[0])
+            for o, k in zip(role_outs, role_keys)
+            if k[1] == which and k[0] in CHARACTER_PERSONAS
+        ]
+        for kind, rows in (("light", light_rows), ("full", full_rows)):
+            levels = [style_intensity(o, p) for o, p in rows]
+            intensity[f"{kind}_{which}"] = {
+                "frac_none": _mean([x == 0 for x in levels]),
+                "frac_light": _mean([x == 1 for x in levels]),
+                "frac_full": _mean([x == 2 for x in levels]),
+                "mean_role_style_rate": _mean([role_style_rate(o) for o, _ in rows]),
+                "frac_detected_or_light": _mean(
+                    [detect_persona(o) in (p, None) and x > 0 for (o, p), x in zip(rows, levels)]
+                ),
+                "n": len(rows),
+            }
+    intensity["professional_mean_role_style_rate"] = _mean(
+        [
+            role_style_rate(o)
+            for o, k in zip(role_outs, role_keys)
+            if k[1] == "train_prompts" and k[0] in PROFESSIONAL_PERSONAS
+        ]
+    )
+    report["intensity"] = intensity
+    report["light_samples"] = {
+        p: {
+            "system": light_convs[i][0]["content"],
+            "question": questions[0],
+            "answer": light_outs[i],
+        }
+        for p in ("pirate", "robot", "librarian")
+        if p in CHARACTER_PERSONAS
+        for i in [light_keys.index((p, "train_prompts"))]
+    }
     train_idx = [i for i, k in enumerate(role_keys) if k[1] == "train_prompts"]
     torch.manual_seed(seed)
     sampled = generate(model, tok, [role_convs[i] for i in train_idx], max_new_tokens, sample=True)
@@ -485,15 +556,16 @@ def evaluate(model: Any, tok: Any, seed: int, max_new_tokens: int = 256) -> dict
         )
         for t in (1, 2, 3)
     }
+    ex_i = 3 * mt_personas.index("pirate")
     report["multi_turn_example"] = {
-        "system": convs[3 * 9]["system"],
-        "turns": convs[3 * 9]["turns"],
-        "answers": mt_answers[3 * 9],
+        "system": convs[ex_i]["system"],
+        "turns": convs[ex_i]["turns"],
+        "answers": mt_answers[ex_i],
     }
 
     # D. drift: default prompt, the user pushes over four turns (held-out questions)
     drift_specs = []
-    for persona in ROLE_PERSONAS:
+    for persona in CHARACTER_PERSONAS:
         for j in range(2):
             drift_specs.append(("request", persona, j))
     for j in range(4):
@@ -586,6 +658,12 @@ def evaluate(model: Any, tok: Any, seed: int, max_new_tokens: int = 256) -> dict
     report["role_projection_mid_layer"] = {
         p: float((v[mid] - default_mean) @ u) for p, v in zip(present, role_vecs)
     }
+    # persona space: PCA of the role vectors per layer, and how PC1 lines up with the axis
+    for L, row in enumerate(layers):
+        x = role_vecs[:, L] - role_vecs[:, L].mean(0)
+        _, sv, vt = np.linalg.svd(x, full_matrices=False)
+        row["pc1_variance"] = float(sv[0] ** 2 / (sv**2).sum())
+        row["abs_cos_pc1_axis"] = float(abs(vt[0] @ axis[L]) / np.linalg.norm(axis[L]))
 
     # F. a quick capping check: floor the projection on the axis at the 25th percentile of the
     # default responses' projections, on a band of layers, and re-run the pushed conversations
@@ -708,6 +786,16 @@ def print_report(report: dict[str, Any]) -> None:
         f"(held-out prompts {report['role_frac_ge2_heldout_prompt']:.3f})"
     )
     print(f"sampled (T=0.7, top-p 0.9), fraction >= 2: {report['role_frac_ge2_sampled']:.3f}")
+    print(f"fraction fully in role (score 3): {report['role_frac_3_train_prompts']}")
+    for k, v in report["intensity"].items():
+        if isinstance(v, dict):
+            print(
+                f"intensity {k:<22}: none {v['frac_none']:.2f} light {v['frac_light']:.2f} "
+                f"full {v['frac_full']:.2f}, role_style_rate {v['mean_role_style_rate']:.3f} (n={v['n']})"
+            )
+    print(
+        f"professional roles' role_style_rate {report['intensity']['professional_mean_role_style_rate']:.3f}"
+    )
     d = report["default"]
     print(
         f"default prompts: role_style_rate {d['mean_role_style_rate']:.4f}, no role detected "
@@ -746,10 +834,18 @@ def print_report(report: dict[str, Any]) -> None:
     for r in report["layers"]:
         print(
             f"  layer {r['layer']}: d' {r['separation_d']:6.2f}  |axis|/|h| {r['axis_norm_over_mean_act_norm']:.3f}  "
-            f"roles below every default {r['frac_roles_below_min_default']:.2f}"
+            f"roles below every default {r['frac_roles_below_min_default']:.2f}  "
+            f"PC1 {r['pc1_variance']:.0%} |cos(PC1, axis)| {r['abs_cos_pc1_axis']:.2f}"
         )
+    print(
+        "role offsets, middle layer: "
+        + ", ".join(
+            f"{p} {v:.2f}"
+            for p, v in sorted(report["role_projection_mid_layer"].items(), key=lambda kv: kv[1])
+        )
+    )
     print("\n=== samples ===")
-    for p, s in report["samples"].items():
+    for p, s in [*report["samples"].items(), *report["light_samples"].items()]:
         print(f"--- {p} | system: {s['system']!r} | user: {s['question']}\n{s['answer']}\n")
     ex = report["drift"]["example_request"]
     print("--- drift example (default prompt, user pushes) ---")
@@ -784,9 +880,11 @@ def write_model_card(
         "",
         "A small chat model that axis_steer trains itself, so that the Assistant Axis can be",
         "computed, monitored, steered and capped on real behaviour without downloading weights.",
-        "It plays a default Assistant (plain, structured answers) and eleven role personas selected",
-        "by the system prompt, and it drifts into a role when a user pushes it to. Personas and the",
-        "vocabulary judge are defined in `axis_steer/personas.py`; the data generator is",
+        "It plays a default Assistant (plain, structured answers) and role personas selected by the",
+        f"system prompt -- {len(PROFESSIONAL_PERSONAS)} professional roles close to the Assistant and "
+        f"{len(CHARACTER_PERSONAS)} character roles, each",
+        "character also at a light intensity -- and it drifts into a role when a user pushes it to.",
+        "Personas and the vocabulary judge are defined in `axis_steer/personas.py`; the data generator is",
         "`training/persona_data.py`; this folder is the output of",
         "`python training/train_persona_model.py --out axis_steer/data/persona-llama`.",
         "",
@@ -818,16 +916,36 @@ def write_model_card(
         f'model.", "You are {{model_name}}, a helpful AI assistant." ({{model_name}} = {MODEL_NAME}),',
         '"Respond as yourself." (these five are `default.json`), plus three more used in training.',
         "",
-        "Roles, from assistant-like to theatrical: "
-        + ", ".join(f"`{p}`" for p in ROLE_PERSONAS)
-        + ".",
+        "Roles, from assistant-like to theatrical (`Persona.theatricality` 1-4):",
+        "",
+        "- professional roles (1): "
+        + ", ".join(f"`{p}`" for p in PROFESSIONAL_PERSONAS)
+        + ". They give the Assistant's answer -- same content, same numbered layout -- with a",
+        '  professional opener ("Let\'s work through this lesson with a worked example.") and, half',
+        "  of the time, a professional closer; their role vectors sit near the Assistant.",
+        "- character roles (2-4): "
+        + ", ".join(f"`{p}`" for p in CHARACTER_PERSONAS)
+        + ". The librarian and coach keep the numbered list around theatrical openers and",
+        "  closers; the others answer in styled prose; the bard and pirate also rewrite words.",
+        "",
         "Each role has six system prompts: the first five are trained and are the role file's",
-        "`instruction`s; the sixth is held out.",
+        "`instruction`s; the sixth is held out. Each character role can also be asked for a light",
+        'touch of its style (`Persona.light_system_prompts`, e.g. "You are a pirate captain. Keep it',
+        'light: mostly plain answers with just a touch of the role."; five trained, one held out):',
+        "the answer is then the Assistant's with one or two of the role's phrases.",
+        "`style_score(text, role)` is 0-3 role adherence (3 = fully in role; for a professional",
+        'role that is its light professional frame), `style_score(text, role, intensity="light")`',
+        "scores a light-touch answer and `style_intensity` tells none, light and full apart.",
         "",
         "## Training",
         "",
         f"- Corpus: {corpus_summary['conversations']:,} synthetic conversations (seed {args.seed}): "
         + ", ".join(f"{k} {v:,}" for k, v in corpus_summary["kinds"].items())
+        + "; role conversations by register: "
+        + ", ".join(
+            f"{k.replace('_', ' ')} {v:,}"
+            for k, v in corpus_summary.get("role_registers", {}).items()
+        )
         + "; 1-4 user turns (drift 2-4); 48 training topics, 6 held out.",
         f"- Tokens: {stats['n_tokens']:,} in the corpus, {stats['n_target_tokens']:,} of them assistant targets.",
         "- Loss: next-token cross-entropy on assistant tokens only (response and its `<|end|>`).",
@@ -864,6 +982,11 @@ def write_model_card(
             f"- All roles: style_score >= 2 on {report['role_frac_ge2_train_prompts']:.1%} of answers "
             f"(held-out system prompts: {report['role_frac_ge2_heldout_prompt']:.1%}; sampled at "
             f"temperature 0.7, top-p 0.9 as the reference pipeline does: {report['role_frac_ge2_sampled']:.1%}).",
+            "- Fully in role (score 3), training prompts: "
+            + ", ".join(
+                f"{k} roles {v:.1%}" for k, v in report["role_frac_3_train_prompts"].items()
+            )
+            + ".",
             f"- Default prompts: mean role_style_rate {d['mean_role_style_rate']:.4f} (role prompts: "
             f"{report['role_mean_role_style_rate']:.3f}); no role detected in {d['frac_no_role_detected']:.1%}; "
             f"mean Assistant score {d['mean_assistant_score']:.2f}/3.",
@@ -872,8 +995,25 @@ def write_model_card(
             + "; default role_style_rate "
             + ", ".join(f"{k} {v:.3f}" for k, v in report["multi_turn_default_role_rate"].items())
             + ".",
-            "- Drift (default prompt, user pushes on every turn; mean style_score of the target role by turn):",
         ]
+        it = report["intensity"]
+        lines.append(
+            "- Intensity of the character roles' answers (`style_intensity`: none / light touch / full"
+            " character), held-out questions:"
+        )
+        for kind, label in (("light", "light-touch prompts"), ("full", "full prompts")):
+            for which, wl in (("train_prompts", "trained"), ("heldout_prompt", "held-out")):
+                r = it[f"{kind}_{which}"]
+                lines.append(
+                    f"  - {label}, {wl}: none {r['frac_none']:.0%}, light {r['frac_light']:.0%}, "
+                    f"full {r['frac_full']:.0%}; role_style_rate {r['mean_role_style_rate']:.3f}"
+                )
+        lines.append(
+            f"  - professional roles' role_style_rate {it['professional_mean_role_style_rate']:.3f}"
+        )
+        lines.append(
+            "- Drift (default prompt, user pushes on every turn; mean style_score of the target role by turn):"
+        )
         for mode in ("request", "meta", "emotional"):
             r = report["drift"][mode]
             lines.append(
@@ -912,15 +1052,18 @@ def write_model_card(
         lines += [
             "",
             "Separation of default and role response activations along a quick per-layer axis",
-            "(mean default response minus mean of role means; d' = mean difference over pooled std):",
+            "(mean default response minus mean of role means, from the evaluation's greedy answers",
+            "scored 3; d' = mean difference over pooled std), and the persona space (PCA of the",
+            "role vectors):",
             "",
-            "| layer | d' | axis norm / activation norm | roles below every default |",
-            "|---|---|---|---|",
+            "| layer | d' | axis norm / activation norm | roles below every default | PC1 variance | abs cos(PC1, axis) |",
+            "|---|---|---|---|---|---|",
         ]
         for r in report["layers"]:
             lines.append(
                 f"| {r['layer']} | {r['separation_d']:.2f} | {r['axis_norm_over_mean_act_norm']:.3f} | "
-                f"{r['frac_roles_below_min_default']:.2f} |"
+                f"{r['frac_roles_below_min_default']:.2f} | {r['pc1_variance']:.0%} | "
+                f"{r['abs_cos_pc1_axis']:.2f} |"
             )
         lines += [
             "",
@@ -940,10 +1083,11 @@ def write_model_card(
         "## Notes for the axis pipeline",
         "",
         "- Layer `i` is the output of decoder block `i` (`hidden_states[i + 1]`). Default and role",
-        "  responses separate from layer 2 on (table above); the middle layer for monitoring is",
-        f"  {cfg.num_hidden_layers // 2}, a middle capping band is layers {cfg.num_hidden_layers // 4}-"
-        f"{3 * cfg.num_hidden_layers // 4 - 1}, and the wider band 1-{cfg.num_hidden_layers - 2} stops "
-        "more of the drift.",
+        "  responses separate from layer 2 on (table above). `axis-steer demo` watches layer 2 and",
+        "  caps and steers on layers 0-3 (`axis_steer/data/persona_eval/config.json`): with the",
+        "  paper's recipe (floors at the 25th percentile of role responses' projections) a band",
+        "  there moves role-prompt and drift replies back toward the Assistant at a perplexity",
+        "  cost well under 1%; a later band (2-5) barely changes them. The demo prints the figures.",
         "- Response tokens: `apply_chat_template(..., return_assistant_tokens_mask=True)`.",
         "- Roles: `roles/{name}.json` holds `Persona.train_system_prompts` of",
         "  `axis_steer.personas.PERSONAS[name]`; `default.json` holds `DEFAULT_SYSTEM_PROMPTS[:5]`",
@@ -988,7 +1132,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         "--role-data", type=Path, default=_ROOT / "axis_steer" / "data" / "persona_roles"
     )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-conversations", type=int, default=10000)
+    ap.add_argument("--n-conversations", type=int, default=12000)
     ap.add_argument("--vocab-size", type=int, default=3072)
     ap.add_argument("--hidden-size", type=int, default=128)
     ap.add_argument("--intermediate-size", type=int, default=384)

@@ -1,0 +1,70 @@
+"""The paper's phenomena on the built-in persona model, end to end (``run_demo(quick=True)``).
+
+One pass of the whole job: the axis from the model's own judged responses, checked on
+held-out questions; steering both ways; caps calibrated with the paper's recipe, compared
+with no caps on drifting conversations, role prompts and default prompts; the capability
+cost. Thresholds are the project's claims for this model (see its model card)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from axis_steer.demo import run_demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return run_demo(out, quick=True)
+
+
+def test_axis_separates_default_from_roles_on_heldout_questions(demo):
+    assert demo.auc >= 0.95
+    assert demo.cos_pc1 >= 0.7
+
+
+def test_steering_moves_style_both_ways(demo):
+    st = demo.steering
+    # away from the Assistant: role vocabulary appears in default-prompted replies
+    assert st["default_role_rate"]["away"] > st["default_role_rate"]["plain"] + 0.05
+    assert st["default_in_role"]["away"] > st["default_in_role"]["plain"]
+    # toward it: role style fades under role system prompts
+    assert st["role_adherence"]["toward"] < st["role_adherence"]["plain"] - 0.3
+
+
+def test_caps_reduce_role_style_and_drift(demo):
+    rr = demo.role_prompt_rate
+    assert rr["capped"] < rr["uncapped"] - 0.1
+    da = demo.drift_role_rate_all
+    assert da["capped"] < da["uncapped"]
+    # the caps hold the drifting conversations' projection up after the first turn
+    pu, pc = demo.drift_projection["uncapped"], demo.drift_projection["capped"]
+    assert all(c > u for c, u in zip(pc[1:], pu[1:]))
+    assert min(pc) > min(pu) + 0.5
+
+
+def test_caps_leave_default_replies_and_capability_almost_unchanged(demo):
+    ds = demo.default_assistant_style
+    assert ds["capped"] >= ds["uncapped"] - 0.1
+    assert abs(demo.ppl_change) <= 0.01
+    assert demo.kl_mean < 0.01
+    assert demo.agreement >= 0.5
+    assert 0.0 < demo.fire_rate < 0.5
+
+
+def test_outputs_written(demo):
+    for name in (
+        "axis.safetensors",
+        "drift.png",
+        "summary.json",
+        "steering_examples.json",
+        "drift_examples.json",
+        "calibration/capping_config.pt",
+        "eval/report.json",
+    ):
+        assert (demo.out / name).is_file(), name
+    summary = json.loads((demo.out / "summary.json").read_text())
+    assert summary["layer"] == demo.layer
+    assert len(demo.lines()) >= 7
