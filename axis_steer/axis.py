@@ -432,10 +432,7 @@ def plot_persona_space(
     ``pc1_pc2_layer{L}.png`` (roles on PC1/PC2 coloured by their projection on
     the axis, the default vector as a star). ``layer`` defaults to the middle
     extracted layer. Returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
     from matplotlib.ticker import MaxNLocator
 
     folder = Path(folder)
@@ -446,7 +443,8 @@ def plot_persona_space(
     j = space.layers.index(layer)
     paths = []
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
     r = space.variance_ratio[j].numpy()
     xs = range(1, len(r) + 1)
     ax1.bar(xs, r, color="#4c72b0", label="per component")
@@ -467,10 +465,10 @@ def plot_persona_space(
     fig.tight_layout()
     p = folder / "variance_explained.png"
     fig.savefig(p, dpi=120)
-    plt.close(fig)
     paths.append(p)
 
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig = Figure(figsize=(6.5, 5.5))
+    ax = fig.subplots()
     load = space.loadings[j].numpy()
     y = load[:, 1] if load.shape[1] > 1 else load[:, 0] * 0
     proj = space.axis_projection[j].numpy()
@@ -512,7 +510,6 @@ def plot_persona_space(
     fig.tight_layout()
     p = folder / f"pc1_pc2_layer{layer}.png"
     fig.savefig(p, dpi=120)
-    plt.close(fig)
     paths.append(p)
     return paths
 

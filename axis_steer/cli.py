@@ -478,10 +478,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("demo", help="the whole job on the built-in persona model")
-    s.add_argument("--out", type=Path, default=Path("runs/demo"))
-    s.add_argument("--quick", action="store_true", help="fewer questions (a smoke run)")
-    s.add_argument("--device", default="cpu")
+    s = sub.add_parser(
+        "demo",
+        help="the whole job on the built-in persona model",
+        description="On PersonaLlama: the axis from the model's own responses, held-out checks, "
+        "steering, calibrated caps against drift and role prompts, and the capability cost; "
+        "prints a summary, writes a run folder with plots.",
+    )
+    s.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    s.add_argument("--quick", action="store_true", help="smaller samples (under a minute; a smoke run)")
+    s.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     s.set_defaults(func=cmd_demo)
     return p
 

@@ -121,6 +121,21 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
 
 
+def _claim_folder(out: Path, settings: dict) -> None:
+    """Makes ``out`` this demo's folder; a folder from a demo with other settings
+    would mix two runs' responses and activations, so it is refused."""
+    path = out / "demo_settings.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != settings:
+            raise ValueError(
+                f"out={str(out)!r} holds a demo run with other settings ({old} there, {settings} now); "
+                "pass another --out folder, or delete this one"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1))
+
+
 def _row(values: Any, digits: int = 3) -> str:
     return " ".join(f"{v:.{digits}f}" for v in values) if values else "-"
 
@@ -147,10 +162,23 @@ def run_demo(
     out: str | Path = "runs/demo", *, quick: bool = False, device: str = "cpu", seed: int = 0
 ) -> DemoSummary:
     """Runs the whole job (see the module docs); returns the summary it prints."""
-    import matplotlib
+    t0 = time.perf_counter()
+    out = Path(out)
+    cfg = json.loads((DATA / "config.json").read_text())
+    _claim_folder(out, {"quick": bool(quick), "seed": int(seed), "config": cfg})
+    torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        # the model is tiny: one thread is fastest, and immune to a busy second core
+        torch.set_num_threads(1)
+    try:
+        return _run(out, cfg, quick=quick, device=device, seed=seed, t0=t0)
+    finally:
+        torch.set_num_threads(threads)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _run(out: Path, cfg: dict, *, quick: bool, device: str, seed: int, t0: float) -> DemoSummary:
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     from axis_steer.axis import compute_axis, load_persona_space
     from axis_steer.calibrate import calibrate
@@ -171,18 +199,10 @@ def run_demo(
     )
     from axis_steer.roles import DEFAULT_ROLE, load_role_set
 
-    t0 = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    if device == "cpu":
-        # the model is tiny: one thread is fastest, and immune to a busy second core
-        torch.set_num_threads(1)
     model, tok = load_persona_model(device=device)
     tok.padding_side = "left"
     roles = load_role_set(role_data_dir())
     n_q = 3 if quick else 8
-    cfg = json.loads((DATA / "config.json").read_text())
     layer, window = int(cfg["layer"]), tuple(cfg["window"])
 
     print("[1/6] the axis: generate, judge, extract, axis")
@@ -324,7 +344,8 @@ def run_demo(
         rates[k] = rates[k] / np.maximum(counts, 1)
         projs[k] = projs[k] / np.maximum(counts, 1)
     (out / "drift_examples.json").write_text(json.dumps(examples, indent=1, ensure_ascii=False))
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig = Figure(figsize=(10, 3.4))
+    ax = fig.subplots(1, 2)
     turns = np.arange(1, n_turns + 1)
     for k, c in (("uncapped", "tab:red"), ("capped", "tab:blue")):
         ax[0].plot(turns, projs[k], "o-", color=c, label=k)
@@ -338,7 +359,6 @@ def run_demo(
         e.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "drift.png", dpi=120)
-    plt.close(fig)
 
     role_capped = greedy_replies(model, tok, role_prompts, att, max_new_tokens=n_new)
     role_rates = {

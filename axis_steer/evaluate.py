@@ -121,15 +121,13 @@ class EvalReport:
         return out
 
     def plot(self, folder: str | Path) -> list[Path]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
         folder = Path(folder)
         paths = []
         if self.firing:
-            fig, ax = plt.subplots(figsize=(6, 3))
+            fig = Figure(figsize=(6, 3))
+            ax = fig.subplots()
             ax.bar([str(f.layer) for f in self.firing], [100 * f.rate for f in self.firing], color="tab:red")
             ax.set_xlabel("layer")
             ax.set_ylabel("tokens capped (%)")
@@ -137,9 +135,9 @@ class EvalReport:
             fig.tight_layout()
             paths.append(folder / "firing.png")
             fig.savefig(paths[-1], dpi=120)
-            plt.close(fig)
         if self.kl_per_token:
-            fig, ax = plt.subplots(figsize=(6, 3))
+            fig = Figure(figsize=(6, 3))
+            ax = fig.subplots()
             kl = np.asarray(self.kl_per_token)
             ax.hist(np.log10(np.maximum(kl, 1e-12)), bins=50, color="tab:blue")
             ax.set_xlabel("log10 KL(plain || intervened) per token")
@@ -148,7 +146,6 @@ class EvalReport:
             fig.tight_layout()
             paths.append(folder / "kl.png")
             fig.savefig(paths[-1], dpi=120)
-            plt.close(fig)
         return paths
 
     def __str__(self) -> str:

@@ -68,14 +68,12 @@ class ConversationProjections:
         paths = [folder / "projections.json"]
         paths[0].write_text(json.dumps(self.to_json()))
         if plots:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
             layer = self.layers[0]
             for c in range(min(len(self.tokens), max_plots)):
-                fig, ax = plt.subplots(figsize=(9, 3.2))
+                fig = Figure(figsize=(9, 3.2))
+                ax = fig.subplots()
                 x = np.arange(len(self.p_in[layer][c]))
                 for a, b in self.spans[c]:
                     ax.axvspan(a - 0.5, b - 0.5, color="tab:green", alpha=0.08, lw=0)
@@ -90,7 +88,6 @@ class ConversationProjections:
                 fig.tight_layout()
                 paths.append(folder / f"conversation_{c:03d}.png")
                 fig.savefig(paths[-1], dpi=110)
-                plt.close(fig)
         return paths
 
 

@@ -54,6 +54,13 @@ def test_caps_leave_default_replies_and_capability_almost_unchanged(demo):
     assert 0.0 < demo.fire_rate < 0.5
 
 
+def test_a_folder_from_other_settings_is_refused(demo):
+    # checked before anything is loaded or written
+    with pytest.raises(ValueError, match="other settings"):
+        run_demo(demo.out, quick=False)
+    assert json.loads((demo.out / "demo_settings.json").read_text())["quick"] is True
+
+
 def test_outputs_written(demo):
     for name in (
         "axis.safetensors",
@@ -61,6 +68,7 @@ def test_outputs_written(demo):
         "summary.json",
         "steering_examples.json",
         "drift_examples.json",
+        "plots/variance_explained.png",
         "calibration/capping_config.pt",
         "eval/report.json",
     ):
