@@ -195,3 +195,19 @@ def finite_or_nan_equal(a: np.ndarray, b: np.ndarray) -> bool:
 
 def isclose_scalar(a: float, b: float, tol: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol
+
+
+def bounds_for(kind: str, p: np.ndarray, rng: np.random.Generator):
+    """(lo, hi) as float32 arrays broadcastable to the rows, from projections."""
+    finite = p[np.isfinite(p)]
+    q = (lambda x: float(np.quantile(finite, x))) if finite.size else (lambda x: 0.0)
+    if kind == "floor":
+        return np.float32(q(0.5)), np.float32(np.inf)
+    if kind == "ceiling":
+        return np.float32(-np.inf), np.float32(q(0.5))
+    if kind == "band":
+        return np.float32(q(0.25)), np.float32(q(0.75))
+    if kind == "equal":
+        return np.float32(q(0.5)), np.float32(q(0.5))
+    lo = (rng.standard_normal(p.shape) * 0.5).astype(np.float32)
+    return lo, np.full(p.shape, np.inf, dtype=np.float32)

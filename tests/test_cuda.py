@@ -42,6 +42,7 @@ from helpers import (  # noqa: E402
     LAYOUTS,
     UNIT_ROUNDOFF,
     assert_proj_close,
+    bounds_for,
     check_clamp_rows,
     make_rows,
     proj_tol,
@@ -87,21 +88,6 @@ class DeviceRows:
 
     def check_padding(self) -> None:
         assert bool((self.buf[self.outside] == PAD).all()), "an element between rows was written"
-
-
-def bounds_for(kind: str, p: np.ndarray, rng: np.random.Generator):
-    finite = p[np.isfinite(p)]
-    q = (lambda x: float(np.quantile(finite, x))) if finite.size else (lambda x: 0.0)
-    if kind == "floor":
-        return np.float32(q(0.5)), np.float32(np.inf)
-    if kind == "ceiling":
-        return np.float32(-np.inf), np.float32(q(0.5))
-    if kind == "band":
-        return np.float32(q(0.25)), np.float32(q(0.75))
-    if kind == "equal":
-        return np.float32(q(0.5)), np.float32(q(0.5))
-    lo = (rng.standard_normal(p.shape) * 0.5).astype(np.float32)
-    return lo, np.full(p.shape, np.inf, dtype=np.float32)
 
 
 def near_bound(p: np.ndarray, lo, hi, tol: np.ndarray) -> np.ndarray:
@@ -609,64 +595,27 @@ def _model(arch="llama"):
     return tiny_model(arch).to(DEV)
 
 
-def _axis():
-    from zoo import random_axis
-
-    return random_axis()
-
-
-def _thresholds(model, axis, layers, q=0.6):
-    from axis_steer.models import find_layers
-
-    from zoo import VOCAB
-
-    g = torch.Generator().manual_seed(5)
-    ids = torch.randint(3, VOCAB, (2, 12), generator=g).to(DEV)
-    outs = {}
-    blocks = find_layers(model).blocks
-    handles = [blocks[i].register_forward_hook(lambda m, a, o, i=i: outs.__setitem__(i, o.detach())) for i in layers]
-    with torch.no_grad():
-        model(input_ids=ids)
-    for hd in handles:
-        hd.remove()
-    return {i: float(torch.quantile((outs[i] @ (axis[i] / axis[i].norm()).to(DEV)).float(), q)) for i in layers}
-
-
-def _batch(seed=3, b=2, s=7, pad=(2, 0)):
-    from zoo import VOCAB
-
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, VOCAB, (b, s), generator=g)
-    am = torch.ones(b, s, dtype=torch.long)
-    for r, p in enumerate(pad):
-        am[r, :p] = 0
-        ids[r, :p] = 0
-    return ids.to(DEV), am.to(DEV)
-
-
 def test_hooks_cap_on_the_device_and_generation_is_consistent():
     from axis_steer.hooks import Attachment
-    from axis_steer.models import find_layers
+
+    from zoo import Capture, batch, random_axis, thresholds_from
 
     model = _model()
-    axis = _axis()
+    axis = random_axis()
     layers = [1, 2, 3]
-    taus = _thresholds(model, axis, layers)
+    taus = thresholds_from(model, axis, layers)
     att = Attachment(model, axis)
     att.cap(layers, taus)
     mon = att.monitor([2])
     assert att._programs[1].dirs.device.type == DEV.type
-    ids, am = _batch()
-    seen = {}
-    blocks = find_layers(model).blocks
+    ids, am = batch(3, device=DEV)
     with att:
-        handles = [blocks[i].register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(i, o.detach().clone())) for i in layers]
+        seen = Capture(model, layers)  # registered after: sees the capped outputs
         with torch.no_grad():
             model(input_ids=ids, attention_mask=am)
-        for hd in handles:
-            hd.remove()
+        seen.close()
         for i in layers:
-            p = seen[i] @ (axis[i] / axis[i].norm()).to(DEV)
+            p = seen.cat(i) @ (axis[i] / axis[i].norm()).to(DEV)
             assert bool((p[am.bool()] >= taus[i] - 1e-4).all()), i
         a = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=8, do_sample=False)
         ra = mon.readings()
@@ -680,24 +629,20 @@ def test_hooks_cap_on_the_device_and_generation_is_consistent():
 def test_hooks_padded_batch_equals_each_sequence_alone():
     from axis_steer.hooks import Attachment
 
-    from zoo import VOCAB
+    from zoo import VOCAB, left_padded, random_axis, thresholds_from
 
     model = _model("qwen2")
-    axis = _axis()
-    taus = _thresholds(model, axis, [1, 2])
+    axis = random_axis()
+    taus = thresholds_from(model, axis, [1, 2])
     g = torch.Generator().manual_seed(9)
     seqs = [torch.randint(3, VOCAB, (n,), generator=g) for n in (5, 9, 7)]
-    width = max(len(s) for s in seqs)
-    ids = torch.zeros(3, width, dtype=torch.long)
-    am = torch.zeros(3, width, dtype=torch.long)
-    for r, s in enumerate(seqs):
-        ids[r, width - len(s):] = s
-        am[r, width - len(s):] = 1
+    ids, am = left_padded(seqs, DEV)
+    width = ids.shape[1]
     att = Attachment(model, axis)
     att.cap([1, 2], taus)
     mon = att.monitor([1, 2])
     with att:
-        out = model.generate(input_ids=ids.to(DEV), attention_mask=am.to(DEV), max_new_tokens=6, do_sample=False)
+        out = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=6, do_sample=False)
         rb = mon.readings()
         for r, s in enumerate(seqs):
             alone = model.generate(input_ids=s[None].to(DEV), attention_mask=torch.ones(1, len(s), dtype=torch.long, device=DEV),
@@ -719,12 +664,14 @@ def test_compiled_static_generate_matches_eager_without_breaks_or_recompiles():
 
     from axis_steer.hooks import Attachment
 
+    from zoo import batch, random_axis, thresholds_from
+
     model = _model()
-    axis = _axis()
+    axis = random_axis()
     layers = [1, 2]
-    taus = _thresholds(model, axis, layers)
+    taus = thresholds_from(model, axis, layers)
     taus2 = {i: t + 0.25 for i, t in taus.items()}
-    ids, am = _batch(seed=4, b=2, s=6, pad=(0, 0))
+    ids, am = batch(4, b=2, s=6, pad=(0, 0), device=DEV)
     n_new = 10
     if DEV.type == "cuda":
         cfg = CompileConfig()  # inductor, mode="reduce-overhead"

@@ -17,56 +17,24 @@ from axis_steer.hooks import Attachment, residual_norms  # noqa: E402
 from axis_steer.models import find_layers  # noqa: E402
 from axis_steer.reference import reference_style_cap_hook  # noqa: E402
 
-from zoo import ARCHS, HIDDEN, LAYERS, VOCAB, random_axis, tiny_model  # noqa: E402
+from zoo import (  # noqa: E402
+    ARCHS,
+    HIDDEN,
+    LAYERS,
+    VOCAB,
+    Capture,
+    batch,
+    left_padded,
+    random_axis,
+    thresholds_from,
+    tiny_model,
+)
 
 torch.set_num_threads(1)
 
 
 def unit(v):
     return v / v.norm()
-
-
-class Capture:
-    """Records block outputs (after axis_steer's hooks, which run first)."""
-
-    def __init__(self, model, layers):
-        self.blocks = find_layers(model).blocks
-        self.outs: dict[int, list] = {i: [] for i in layers}
-        self.handles = [self.blocks[i].register_forward_hook(self._make(i)) for i in layers]
-
-    def _make(self, i):
-        def hook(mod, args, out):
-            h = out if isinstance(out, torch.Tensor) else out[0]
-            self.outs[i].append(h.detach().clone())
-
-        return hook
-
-    def cat(self, i):
-        return torch.cat(self.outs[i], dim=1)
-
-    def close(self):
-        for h in self.handles:
-            h.remove()
-
-
-def batch(seed=0, b=2, s=7, pad=(2, 0)):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, VOCAB, (b, s), generator=g)
-    am = torch.ones(b, s, dtype=torch.long)
-    for r, p in enumerate(pad):
-        am[r, :p] = 0
-        ids[r, :p] = 0
-    return ids, am
-
-
-def thresholds_from(model, axis, layers, q=0.6):
-    """Per-layer floors that many tokens are below (from an uncapped pass)."""
-    ids, am = batch(5, b=2, s=12, pad=(0, 0))
-    cap = Capture(model, layers)
-    with torch.no_grad():
-        model(input_ids=ids, attention_mask=am)
-    cap.close()
-    return {i: float(torch.quantile(cap.cat(i) @ unit(axis[i]), q)) for i in layers}
 
 
 # ---- discovery -------------------------------------------------------------------------------
@@ -189,12 +157,8 @@ def test_left_padded_batch_equals_each_sequence_alone():
     taus = thresholds_from(model, axis, [1, 2])
     g = torch.Generator().manual_seed(9)
     seqs = [torch.randint(3, VOCAB, (n,), generator=g) for n in (5, 9, 7)]
-    width = max(len(s) for s in seqs)
-    ids = torch.zeros(3, width, dtype=torch.long)
-    am = torch.zeros(3, width, dtype=torch.long)
-    for r, s in enumerate(seqs):
-        ids[r, width - len(s):] = s
-        am[r, width - len(s):] = 1
+    ids, am = left_padded(seqs)
+    width = ids.shape[1]
     att = Attachment(model, axis)
     att.cap([1, 2], taus)
     mon = att.monitor([1, 2])

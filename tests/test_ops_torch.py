@@ -18,6 +18,7 @@ from helpers import (  # noqa: E402
     DTYPES,
     LAYOUTS,
     assert_proj_close,
+    bounds_for,
     check_clamp_rows,
     make_rows,
     proj_tol,
@@ -35,22 +36,6 @@ TDTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 def f32(x) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x, dtype=np.float32))
-
-
-def bounds_for(kind: str, p: np.ndarray, rng: np.random.Generator):
-    """(lo, hi) as float32 arrays broadcastable to the rows, from projections."""
-    finite = p[np.isfinite(p)]
-    q = (lambda x: float(np.quantile(finite, x))) if finite.size else (lambda x: 0.0)
-    if kind == "floor":
-        return np.float32(q(0.5)), np.float32(np.inf)
-    if kind == "ceiling":
-        return np.float32(-np.inf), np.float32(q(0.5))
-    if kind == "band":
-        return np.float32(q(0.25)), np.float32(q(0.75))
-    if kind == "equal":
-        return np.float32(q(0.5)), np.float32(q(0.5))
-    lo = (rng.standard_normal(p.shape) * 0.5).astype(np.float32)
-    return lo, np.full(p.shape, np.inf, dtype=np.float32)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,5 +1,6 @@
 """Tiny random-weight models of every architecture axis_steer supports, built
-from configs (no downloads), for the hook tests."""
+from configs (no downloads), and the inputs and thresholds the hook tests
+(CPU and CUDA) use with them."""
 
 from __future__ import annotations
 
@@ -80,3 +81,66 @@ def tiny_model(arch: str = "llama", seed: int = 0, dtype: torch.dtype = torch.fl
 def random_axis(n_layers: int = LAYERS, d: int = HIDDEN, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n_layers, d, generator=g)
+
+
+def batch(seed: int = 0, b: int = 2, s: int = 7, pad=(2, 0), device=None):
+    """Random token ids ``(b, s)`` and an attention mask with ``pad[r]`` left-padding
+    positions in row ``r`` (ids 0 there), on ``device``."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (b, s), generator=g)
+    am = torch.ones(b, s, dtype=torch.long)
+    for r, p in enumerate(pad):
+        am[r, :p] = 0
+        ids[r, :p] = 0
+    return ids.to(device), am.to(device)
+
+
+def left_padded(seqs, device=None):
+    """Sequences of different lengths as one left-padded batch: ``(ids, mask)``."""
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    am = torch.zeros(len(seqs), width, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, width - len(s) :] = s
+        am[r, width - len(s) :] = 1
+    return ids.to(device), am.to(device)
+
+
+class Capture:
+    """Records block outputs (after axis_steer's hooks, which run first)."""
+
+    def __init__(self, model, layers):
+        from axis_steer.models import find_layers
+
+        self.blocks = find_layers(model).blocks
+        self.outs: dict[int, list] = {i: [] for i in layers}
+        self.handles = [self.blocks[i].register_forward_hook(self._make(i)) for i in layers]
+
+    def _make(self, i):
+        def hook(mod, args, out):
+            h = out if isinstance(out, torch.Tensor) else out[0]
+            self.outs[i].append(h.detach().clone())
+
+        return hook
+
+    def cat(self, i):
+        return torch.cat(self.outs[i], dim=1)
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+def thresholds_from(model, axis, layers, q=0.6):
+    """Per-layer floors that many tokens are below (from an uncapped pass on the
+    model's device)."""
+    device = next(model.parameters()).device
+    ids, am = batch(5, b=2, s=12, pad=(0, 0), device=device)
+    cap = Capture(model, layers)
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=am)
+    cap.close()
+    return {
+        i: float(torch.quantile((cap.cat(i) @ (axis[i] / axis[i].norm()).to(device)).float(), q))
+        for i in layers
+    }
