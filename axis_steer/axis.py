@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from axis_steer.formats import Axis, load_activations, load_tensors, save_tensors
+from axis_steer.formats import Axis, load_activations, load_kind, save_tensors
 from axis_steer.judge import judge_info, load_run_scores
 from axis_steer.roles import DEFAULT_ROLE
 
@@ -122,12 +122,7 @@ class RoleVectors:
 
 def load_role_vectors(path: str | Path) -> RoleVectors:
     """Reads ``role_vectors.safetensors`` (a file or its run folder)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "role_vectors.safetensors"
-    tensors, meta = load_tensors(path)
-    if meta.get("kind") != "role_vectors":
-        raise ValueError(f"{path}: not a role-vectors file (kind={meta.get('kind')!r})")
+    tensors, meta = load_kind(path, "role_vectors", "a role-vectors file", "role_vectors.safetensors")
     rest = {
         k: v
         for k, v in meta.items()
@@ -359,12 +354,7 @@ class PersonaSpace:
 
 
 def load_persona_space(path: str | Path) -> PersonaSpace:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "persona_space.safetensors"
-    t, meta = load_tensors(path)
-    if meta.get("kind") != "persona_space":
-        raise ValueError(f"{path}: not a persona-space file (kind={meta.get('kind')!r})")
+    t, meta = load_kind(path, "persona_space", "a persona-space file", "persona_space.safetensors")
     return PersonaSpace(
         list(meta["roles"]),
         [int(x) for x in meta["layers"]],

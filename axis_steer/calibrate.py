@@ -52,6 +52,7 @@ from axis_steer.formats import (
     CapConfig,
     CapEntry,
     experiment_id,
+    finite_or_none,
     load_activations,
     load_axis,
     reference_config_from_thresholds,
@@ -526,17 +527,6 @@ def _write(
         },
     }
     p = cdir / "report.json"
-    p.write_text(json.dumps(_finite_or_none(report), indent=1, default=str) + "\n")
+    p.write_text(json.dumps(finite_or_none(report), indent=1, default=str) + "\n")
     files.append(p)
     return files
-
-
-def _finite_or_none(obj: Any) -> Any:
-    """JSON has no NaN: NaN and infinities become null."""
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite_or_none(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

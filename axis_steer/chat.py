@@ -132,14 +132,13 @@ def greedy_replies(
 ) -> list[str]:
     """Greedy replies to many prompts at once (each a message list ending with a
     user turn, or a user string), batched, with ``att`` attached if given."""
-    from axis_steer.evaluate import _pad_id, greedy_ids
+    from axis_steer.evaluate import greedy_ids
 
-    pad = _pad_id(tok)
     if att is None:
-        ids = greedy_ids(model, tok, list(prompts), max_new_tokens, batch_size, pad)
+        ids = greedy_ids(model, tok, list(prompts), max_new_tokens, batch_size)
     else:
         with att:
-            ids = greedy_ids(model, tok, list(prompts), max_new_tokens, batch_size, pad)
+            ids = greedy_ids(model, tok, list(prompts), max_new_tokens, batch_size)
     return [tok.decode(r, skip_special_tokens=True).strip() for r in ids]
 
 

@@ -102,23 +102,13 @@ def _read_jsonl(name: str) -> list[Any]:
 
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """ROC AUC of scores ``pos`` (label 1) against ``neg`` (label 0), ties half."""
-    pos = np.asarray(pos, dtype=np.float64)
-    neg = np.asarray(neg, dtype=np.float64)
+    """ROC AUC of scores ``pos`` (label 1) against ``neg`` (label 0), ties half: the
+    fraction of (pos, neg) pairs in which the positive scores higher."""
+    pos = np.asarray(pos, dtype=np.float64)[:, None]
+    neg = np.asarray(neg, dtype=np.float64)[None, :]
     if pos.size == 0 or neg.size == 0:
         return math.nan
-    allv = np.concatenate([pos, neg])
-    order = allv.argsort(kind="mergesort")
-    ranks = np.empty_like(order, dtype=np.float64)
-    sorted_v = allv[order]
-    i = 0
-    while i < len(sorted_v):  # average ranks over ties
-        j = i
-        while j + 1 < len(sorted_v) and sorted_v[j + 1] == sorted_v[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
+    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size))
 
 
 def _claim_folder(out: Path, settings: dict) -> None:
@@ -185,7 +175,7 @@ def _run(out: Path, cfg: dict, *, quick: bool, device: str, seed: int, t0: float
     from axis_steer.chat import converse, greedy_replies
     from axis_steer.evaluate import evaluate
     from axis_steer.extract import extract_activations, response_means
-    from axis_steer.formats import load_axis, load_caps
+    from axis_steer.formats import finite_or_none, load_axis, load_caps
     from axis_steer.generate import generate_responses, iter_run_responses
     from axis_steer.hooks import Attachment
     from axis_steer.judge import judge_responses, style_judge
@@ -414,20 +404,10 @@ def _run(out: Path, cfg: dict, *, quick: bool, device: str, seed: int, t0: float
         fire_rate=float(np.mean(fire)) if fire else math.nan,
         seconds=time.perf_counter() - t0,
     )
-    (out / "summary.json").write_text(json.dumps(_jsonable(asdict(summary)), indent=1))
+    (out / "summary.json").write_text(
+        json.dumps(finite_or_none(asdict(summary)), indent=1, default=str)
+    )
     print()
     for line in summary.lines():
         print("  " + line)
     return summary
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from axis_steer.errors import AxisSteerError
+from axis_steer.formats import finite_or_none
 from axis_steer.hooks import Attachment
 from axis_steer.reference import CLAMP
 
@@ -115,7 +116,7 @@ class EvalReport:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         out = [folder / "report.json"]
-        out[0].write_text(json.dumps(_finite(self.to_dict()), indent=1))
+        out[0].write_text(json.dumps(finite_or_none(self.to_dict()), indent=1))
         if plots:
             out += self.plot(folder)
         return out
@@ -173,16 +174,6 @@ class EvalReport:
         for f in self.firing:
             lines.append(f"cap fired at layer {f.layer}".ljust(32) + f"{100 * f.rate:>6.1f}% of tokens, mean shift {f.mean_shift:.3f}")
         return "\n".join(lines)
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 # ---- scoring helpers ------------------------------------------------------------------------
@@ -367,11 +358,17 @@ def _as_messages(p: Sequence[dict] | str) -> list[dict]:
 
 
 @torch.no_grad()
-def greedy_ids(model, tokenizer, prompts, max_new_tokens: int, batch_size: int, pad: int) -> list[list[int]]:
+def greedy_ids(
+    model, tokenizer, prompts, max_new_tokens: int, batch_size: int, pad: int | None = None
+) -> list[list[int]]:
     """Greedy continuations of ``prompts`` (each a message list or a user string,
     rendered with the chat template and the generation prompt), batched with left
-    padding; per prompt, the new token ids (``pad`` after an early end)."""
+    padding; per prompt, the new token ids (``pad``, by default the tokenizer's pad
+    or end id, after an early end)."""
     from axis_steer.spans import prompt_ids
+
+    if pad is None:
+        pad = _pad_id(tokenizer)
 
     dev = _device(model)
     outs = []

@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from axis_steer import _dist
 from axis_steer.errors import AxisSteerError
-from axis_steer.formats import load_scores, load_tensors, response_key, save_tensors
+from axis_steer.formats import load_kind, load_scores, response_key, save_tensors
 from axis_steer.generate import iter_run_responses
 from axis_steer.models import block_hidden, input_device
 from axis_steer.spans import render_with_spans
@@ -458,12 +458,9 @@ class ActivationSums:
 
 def load_sums(path: str | Path) -> ActivationSums:
     """Reads :class:`ActivationSums` from ``sums.safetensors`` (a file or its run folder)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "activations" / "sums.safetensors"
-    tensors, meta = load_tensors(path)
-    if meta.get("kind") != "activation_sums":
-        raise ValueError(f"{path}: not an activation-sums file (kind={meta.get('kind')!r})")
+    tensors, meta = load_kind(
+        path, "activation_sums", "an activation-sums file", "activations/sums.safetensors"
+    )
     sums = {k[4:]: v.float() for k, v in tensors.items() if k.startswith("sum/")}
     rest = {
         k: v

@@ -527,6 +527,18 @@ def save_tensors(path: str | Path, tensors: dict[str, Any], metadata: dict) -> P
     return path
 
 
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` ready for JSON, which has no NaN: non-finite floats anywhere in nested
+    dicts, lists and tuples become ``None`` (tuples become lists)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
 def load_tensors(path: str | Path) -> tuple[dict[str, Any], dict]:
     """Reads a ``.safetensors`` file: (tensors on the CPU, axis_steer metadata)."""
     from safetensors import safe_open
@@ -541,6 +553,19 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Any], dict]:
     except Exception as exc:
         raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
     meta = json.loads(raw[_META_KEY]) if _META_KEY in raw else {}
+    return tensors, meta
+
+
+def load_kind(path: str | Path, kind: str, what: str, in_folder: str) -> tuple[dict[str, Any], dict]:
+    """Reads an axis_steer file of one ``kind`` (its metadata's ``"kind"``): ``path`` is
+    the file, or a run folder holding it at ``in_folder``. Another kind is a ValueError
+    that says the file is not ``what``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / in_folder
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") != kind:
+        raise ValueError(f"{path}: not {what} (kind={meta.get('kind')!r})")
     return tensors, meta
 
 

@@ -9,9 +9,23 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from axis_steer.demo import run_demo
+from axis_steer.demo import auc, run_demo
+
+
+def test_auc_counts_pairs_and_ties_half():
+    assert auc([3.0, 4.0], [1.0, 2.0]) == 1.0
+    assert auc([1.0], [2.0]) == 0.0
+    assert auc([1.0, 2.0], [1.0]) == 0.75  # one tie (half) and one win
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(1, 1, 50), rng.normal(0, 1, 70)
+    # the rank-sum (Mann-Whitney) form
+    ranks = np.argsort(np.argsort(np.concatenate([pos, neg]))) + 1
+    u = ranks[:50].sum() - 50 * 51 / 2
+    assert auc(pos, neg) == pytest.approx(u / (50 * 70))
+    assert np.isnan(auc([], [1.0]))
 
 
 @pytest.fixture(scope="module")
