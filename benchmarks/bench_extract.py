@@ -88,7 +88,7 @@ def build(args):
 def run_axis_steer(model, batches, layers, span):
     import torch
 
-    from axis_steer.extract import _blocks, _forward_reduce, _Segment
+    from axis_steer.pipeline.extract import _blocks, _forward_reduce, _Segment
 
     blocks = _blocks(model)
     out = []

@@ -10,7 +10,7 @@ figure goes to a JSON file (``--json``). Three parts:
    per call inside a captured CUDA graph of many calls, the host time per call
    from Python (``time.perf_counter`` around many calls with no synchronisation:
    the launch overhead), the reference code's formula in eager torch
-   (:func:`axis_steer.reference.reference_style_cap_hook`: einsum projection,
+   (:func:`axis_steer.runtime.reference.reference_style_cap_hook`: einsum projection,
    clamp, outer-product subtract, in the model's dtype), the same formula under
    ``torch.compile``, and ``h.clone()``. Targets: prefill <= 1.1x clone; decode
    host time <= 10 us per call.
@@ -57,10 +57,10 @@ from typing import Any, Callable
 
 import torch
 
-import axis_steer._torch_ops as _torch_ops
-from axis_steer.hooks import Attachment
-from axis_steer.models import find_layers
-from axis_steer.reference import reference_style_cap_hook
+import axis_steer.runtime._torch_ops as _torch_ops
+from axis_steer.runtime.hooks import Attachment
+from axis_steer.runtime.models import find_layers
+from axis_steer.runtime.reference import reference_style_cap_hook
 
 OPS = torch.ops.axis_steer
 

@@ -5,7 +5,7 @@ layers by default), batch 1, greedy. Configurations, interleaved round by round
 so that drift in the machine's speed hits them all alike:
 
 * ``none``       no hooks;
-* ``axis_steer`` capping 4 layers with :class:`axis_steer.hooks.Attachment`;
+* ``axis_steer`` capping 4 layers with :class:`axis_steer.runtime.hooks.Attachment`;
 * ``+monitor``   the same plus monitoring those layers;
 * ``reference``  reference-style hooks on the same 4 layers (einsum projection,
   clamp, einsum outer product, subtract: the released code's formula).
@@ -32,9 +32,9 @@ import time
 import torch
 import transformers
 
-from axis_steer.hooks import Attachment
-from axis_steer.models import find_layers
-from axis_steer.reference import reference_style_cap_hook
+from axis_steer.runtime.hooks import Attachment
+from axis_steer.runtime.models import find_layers
+from axis_steer.runtime.reference import reference_style_cap_hook
 
 
 def build(hidden: int, layers: int, vocab: int) -> torch.nn.Module:

@@ -32,7 +32,8 @@ import time
 import numpy as np
 import torch
 
-from axis_steer import _C, _torch_ops
+from axis_steer import _C
+from axis_steer.runtime import _torch_ops
 
 OPS = torch.ops.axis_steer
 DIRECT = _torch_ops.apply_direct_

@@ -20,4 +20,4 @@ python -m pip install --quiet -r requirements/ci.txt
 # --no-build-isolation: build against the torch just installed (an isolated
 # build would fetch its own torch).
 python -m pip install --quiet --no-build-isolation -e .
-python -c "import axis_steer.ops, axis_steer._torch_ops; print('axis_steer', axis_steer.__version__, 'built')"
+python -c "import axis_steer.runtime.ops, axis_steer.runtime._torch_ops; print('axis_steer', axis_steer.__version__, 'built')"

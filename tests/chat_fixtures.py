@@ -185,7 +185,7 @@ def small_run_setup(
 ):
     """(role set, tokenizer, model): a few built-in roles, a word-level tokenizer
     over their words and a tiny random Llama."""
-    from axis_steer.roles import builtin_roles
+    from axis_steer.pipeline.roles import builtin_roles
 
     rs = builtin_roles().select(list(roles), n_questions=n_questions, n_prompts=n_prompts)
     texts = list(rs.questions) + [p for r in rs.names for p in rs.instructions(r, "TinyModel")]
@@ -220,7 +220,7 @@ def direct_means(model, tokenizer, conversation, layers, turn: int = -1):
     span tokens, float64, ``(len(layers), d)``."""
     import torch
 
-    from axis_steer.spans import render_with_spans
+    from axis_steer.pipeline.spans import render_with_spans
 
     r = render_with_spans(tokenizer, conversation)
     a, b = r.spans[turn]
@@ -244,10 +244,10 @@ def run_pipeline(out, calibrate_windows=((1, 3),)):
     single-process and the data-parallel runs of the distributed test)."""
     import torch
 
-    from axis_steer.axis import compute_axis
-    from axis_steer.calibrate import calibrate
-    from axis_steer.extract import extract_activations
-    from axis_steer.generate import generate_responses
+    from axis_steer.pipeline.axis import compute_axis
+    from axis_steer.pipeline.calibrate import calibrate
+    from axis_steer.pipeline.extract import extract_activations
+    from axis_steer.pipeline.generate import generate_responses
 
     torch.set_num_threads(1)
     rs, tok, model = small_run_setup()

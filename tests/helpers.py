@@ -1,6 +1,6 @@
 """Shared test helpers: the tolerances of every comparison with the float64
 reference (stated here once), input builders for the layout grid, and the
-checkers that compare a kernel's result with :mod:`axis_steer.reference`.
+checkers that compare a kernel's result with :mod:`axis_steer.runtime.reference`.
 
 Tolerance model. A projection is a float32 dot product of ``d`` terms summed
 in 16 lanes, so its error is at most about ``(d / 16 + 8) * eps32 * sum|h_j u_j|``
@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from axis_steer import reference as R
+from axis_steer.runtime import reference as R
 
 EPS32 = 2.0**-24  # half an ulp of 1.0 in float32 (unit roundoff)
 #: unit roundoff of each storage dtype (half an ulp at 1.0)

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from axis_steer.cli import build_parser, main  # noqa: E402
+from axis_steer.apps.cli import build_parser, main  # noqa: E402
 
 STEPS = ["generate", "judge", "extract", "axis", "calibrate", "project", "chat", "eval", "info", "demo"]
 

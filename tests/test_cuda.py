@@ -23,7 +23,7 @@ if not STAND_IN and not torch.cuda.is_available():
     pytest.skip("no CUDA device (AXIS_STEER_TEST_DEVICE=cpu checks this file's logic on the CPU)",
                 allow_module_level=True)
 
-from axis_steer import _torch_ops  # noqa: E402
+from axis_steer.runtime import _torch_ops  # noqa: E402
 
 if not STAND_IN and not _torch_ops.WITH_CUDA:
     if os.environ.get("AXIS_STEER_NO_CUDA", "") not in ("", "0"):
@@ -34,8 +34,8 @@ if not STAND_IN and not _torch_ops.WITH_CUDA:
         pytrace=False,
     )
 
-from axis_steer import ops as O  # noqa: E402
-from axis_steer import reference as R  # noqa: E402
+from axis_steer.runtime import ops as O  # noqa: E402
+from axis_steer.runtime import reference as R  # noqa: E402
 
 from helpers import (  # noqa: E402
     DTYPES,
@@ -596,7 +596,7 @@ def _model(arch="llama"):
 
 
 def test_hooks_cap_on_the_device_and_generation_is_consistent():
-    from axis_steer.hooks import Attachment
+    from axis_steer.runtime.hooks import Attachment
 
     from zoo import Capture, batch, random_axis, thresholds_from
 
@@ -627,7 +627,7 @@ def test_hooks_cap_on_the_device_and_generation_is_consistent():
 
 
 def test_hooks_padded_batch_equals_each_sequence_alone():
-    from axis_steer.hooks import Attachment
+    from axis_steer.runtime.hooks import Attachment
 
     from zoo import VOCAB, left_padded, random_axis, thresholds_from
 
@@ -662,7 +662,7 @@ def test_compiled_static_generate_matches_eager_without_breaks_or_recompiles():
     from torch._dynamo.utils import counters
     from transformers import CompileConfig
 
-    from axis_steer.hooks import Attachment
+    from axis_steer.runtime.hooks import Attachment
 
     from zoo import batch, random_axis, thresholds_from
 

@@ -12,10 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from axis_steer.errors import AxisSteerError  # noqa: E402
-from axis_steer.evaluate import evaluate, load_multiple_choice  # noqa: E402
-from axis_steer.hooks import Attachment  # noqa: E402
 from axis_steer.personas import load_persona_model  # noqa: E402
-from axis_steer.spans import render_with_spans  # noqa: E402
+from axis_steer.pipeline.evaluate import evaluate, load_multiple_choice  # noqa: E402
+from axis_steer.pipeline.spans import render_with_spans  # noqa: E402
+from axis_steer.runtime.hooks import Attachment  # noqa: E402
 
 CONVS = [
     [{"role": "user", "content": "What is photosynthesis?"},

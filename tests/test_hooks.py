@@ -11,11 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from axis_steer import formats  # noqa: E402
 from axis_steer.errors import AxisSteerError  # noqa: E402
-from axis_steer.hooks import Attachment, residual_norms  # noqa: E402
-from axis_steer.models import find_layers  # noqa: E402
-from axis_steer.reference import reference_style_cap_hook  # noqa: E402
+from axis_steer.runtime import formats  # noqa: E402
+from axis_steer.runtime.hooks import Attachment, residual_norms  # noqa: E402
+from axis_steer.runtime.models import find_layers  # noqa: E402
+from axis_steer.runtime.reference import reference_style_cap_hook  # noqa: E402
 
 from zoo import (  # noqa: E402
     ARCHS,

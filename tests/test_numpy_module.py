@@ -2,7 +2,7 @@
 
 What is checked here: argument handling (shapes, dtypes, strides, broadcasting,
 outputs, masks), the exception types and messages, the numbers against the
-float64 oracle in axis_steer.reference, bfloat16 both ways (uint16 bits with
+float64 oracle in axis_steer.runtime.reference, bfloat16 both ways (uint16 bits with
 dtype="bfloat16", and ml_dtypes when installed), that the GIL is released, and
 that reference counts and memory stay flat over many calls, failing ones
 included. The core's own arithmetic is tested in C (csrc/tests/test_core.c).
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from axis_steer import _C
-from axis_steer import reference as ref
 from axis_steer.errors import AxisSteerError
+from axis_steer.runtime import reference as ref
 
 # ---- helpers -------------------------------------------------------------------
 

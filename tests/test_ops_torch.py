@@ -10,9 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from axis_steer import ops as O  # noqa: E402
-from axis_steer import reference as R  # noqa: E402
-from axis_steer._torch_ops import apply_backward_h  # noqa: E402
+from axis_steer.runtime import ops as O  # noqa: E402
+from axis_steer.runtime import reference as R  # noqa: E402
+from axis_steer.runtime._torch_ops import apply_backward_h  # noqa: E402
 
 from helpers import (  # noqa: E402
     DTYPES,

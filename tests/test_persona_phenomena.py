@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from axis_steer.demo import auc, run_demo
+from axis_steer.personas.demo import auc, run_demo
 
 
 def test_auc_counts_pairs_and_ties_half():

@@ -11,11 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from axis_steer import formats  # noqa: E402
-from axis_steer.axis import compute_axis, load_persona_space, load_role_vectors  # noqa: E402
-from axis_steer.extract import extract_activations  # noqa: E402
-from axis_steer.generate import generate_responses  # noqa: E402
-from axis_steer.judge import judge_info, judge_responses, load_run_scores  # noqa: E402
+from axis_steer.pipeline.axis import compute_axis, load_persona_space, load_role_vectors  # noqa: E402
+from axis_steer.pipeline.extract import extract_activations  # noqa: E402
+from axis_steer.pipeline.generate import generate_responses  # noqa: E402
+from axis_steer.pipeline.judge import judge_info, judge_responses, load_run_scores  # noqa: E402
+from axis_steer.runtime import formats  # noqa: E402
 
 from chat_fixtures import small_run_setup  # noqa: E402
 
@@ -204,8 +204,7 @@ def test_judge_callable_must_return_0_to_3(base, tmp_path):
 
 
 def test_style_judge_for_the_persona_model():
-    from axis_steer.judge import style_judge
-    from axis_steer.personas import style_score
+    from axis_steer.personas import style_judge, style_score
 
     text = "Arr, me hearties! Ahoy, matey, the treasure be buried on the island, savvy?"
     assert style_judge("Where is the gold?", text, "pirate") == style_score(text, "pirate")

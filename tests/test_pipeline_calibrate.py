@@ -14,12 +14,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from axis_steer import formats  # noqa: E402
-from axis_steer.axis import compute_axis  # noqa: E402
-from axis_steer.calibrate import calibrate, default_window, thresholds_from_projections  # noqa: E402
-from axis_steer.extract import extract_activations, token_projections  # noqa: E402
-from axis_steer.generate import generate_responses, iter_run_responses  # noqa: E402
-from axis_steer.spans import render_with_spans  # noqa: E402
+from axis_steer.pipeline.axis import compute_axis  # noqa: E402
+from axis_steer.pipeline.calibrate import calibrate, default_window, thresholds_from_projections  # noqa: E402
+from axis_steer.pipeline.extract import extract_activations, token_projections  # noqa: E402
+from axis_steer.pipeline.generate import generate_responses, iter_run_responses  # noqa: E402
+from axis_steer.pipeline.spans import render_with_spans  # noqa: E402
+from axis_steer.runtime import formats  # noqa: E402
 
 from chat_fixtures import block_outputs, small_run_setup  # noqa: E402
 
@@ -137,7 +137,7 @@ def test_reference_capping_config(cal):
 
 
 def _projections_with(model, tok, conv, cap_cfg, axis, layers):
-    from axis_steer.hooks import Attachment
+    from axis_steer.runtime.hooks import Attachment
 
     r = render_with_spans(tok, conv)
     att = Attachment(model)

@@ -13,8 +13,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 import torch.distributed as td  # noqa: E402
 
-from axis_steer import formats  # noqa: E402
-from axis_steer.extract import load_sums  # noqa: E402
+from axis_steer.pipeline.extract import load_sums  # noqa: E402
+from axis_steer.runtime import formats  # noqa: E402
 
 from chat_fixtures import dist_worker, free_port, run_pipeline  # noqa: E402
 

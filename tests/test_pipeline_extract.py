@@ -10,15 +10,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from axis_steer import formats  # noqa: E402
-from axis_steer.extract import (  # noqa: E402
+from axis_steer.pipeline.extract import (  # noqa: E402
     extract_activations,
     load_sums,
     response_means,
     token_projections,
 )
-from axis_steer.generate import generate_responses, iter_run_responses  # noqa: E402
-from axis_steer.judge import judge_responses  # noqa: E402
+from axis_steer.pipeline.generate import generate_responses, iter_run_responses  # noqa: E402
+from axis_steer.pipeline.judge import judge_responses  # noqa: E402
+from axis_steer.runtime import formats  # noqa: E402
 
 from chat_fixtures import QWEN3, block_outputs, direct_means, small_run_setup  # noqa: E402
 
@@ -106,7 +106,7 @@ def test_resume_after_interruption_equals_uninterrupted(run, tmp_path, monkeypat
     )
     assert s1.n_new == 9 and not s1.complete
     # a crash in the middle of the next call keeps what was done before it
-    import axis_steer.extract as E
+    import axis_steer.pipeline.extract as E
 
     real = E._forward_reduce
     n = {"calls": 0}
@@ -201,7 +201,7 @@ def test_per_turn_means_of_multi_turn_conversations(run):
 
 def test_token_projections_equal_a_full_forward(run):
     rs, tok, model, out = run
-    from axis_steer.spans import render_with_spans
+    from axis_steer.pipeline.spans import render_with_spans
 
     g = torch.Generator().manual_seed(0)
     u = torch.randn(3, 32, generator=g)
@@ -226,7 +226,7 @@ def test_reasoning_template_means_skip_the_empty_block(tmp_path):
     torch.testing.assert_close(
         got.double(), direct_means(model, tok, conv, [1]), rtol=1e-5, atol=1e-5
     )
-    from axis_steer.spans import render_with_spans
+    from axis_steer.pipeline.spans import render_with_spans
 
     r = render_with_spans(tok, conv)
     a, b = r.spans[0]
@@ -248,7 +248,7 @@ def test_bad_arguments_are_named(run, tmp_path):
 
 def test_layer_i_is_hidden_states_i_plus_1(run):
     rs, tok, model, out = run
-    from axis_steer.spans import render_with_spans
+    from axis_steer.pipeline.spans import render_with_spans
 
     conv = next(row for r, row in iter_run_responses(out) if r == "dragon")["conversation"]
     r = render_with_spans(tok, conv)

@@ -11,9 +11,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from axis_steer import formats  # noqa: E402
-from axis_steer.generate import generate_responses, item_seed, iter_run_responses, plan_items  # noqa: E402
-from axis_steer.spans import render_with_spans  # noqa: E402
+from axis_steer.pipeline.generate import (  # noqa: E402
+    generate_responses,
+    item_seed,
+    iter_run_responses,
+    plan_items,
+)
+from axis_steer.pipeline.spans import render_with_spans  # noqa: E402
+from axis_steer.runtime import formats  # noqa: E402
 
 from chat_fixtures import LLAMA3, NO_SYSTEM, QWEN3, small_run_setup  # noqa: E402
 
@@ -126,7 +131,7 @@ def test_item_seeds_are_stable_and_distinct():
 
 
 def test_plan_order_default_first():
-    from axis_steer.roles import builtin_roles
+    from axis_steer.pipeline.roles import builtin_roles
 
     rs = builtin_roles().select(["tutor", "dragon"], n_questions=2, n_prompts=2)
     items = plan_items(rs, "M")
@@ -147,7 +152,7 @@ def test_template_without_system_role_folds_the_prompt(tmp_path):
 def test_reasoning_template_disables_thinking(tmp_path):
     rs, tok, model = small_run_setup(QWEN3, roles=("ghost",), n_questions=2, n_prompts=1)
     generate_responses(model, tok, rs, tmp_path, batch_size=2, **GEN)
-    from axis_steer.spans import prompt_ids
+    from axis_steer.pipeline.spans import prompt_ids
 
     for _, row in iter_run_responses(tmp_path):
         # the prompt the model continued ends with an empty reasoning block

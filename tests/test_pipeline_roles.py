@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from axis_steer.roles import DEFAULT_ROLE, builtin_roles, load_role_set
+from axis_steer.pipeline.roles import DEFAULT_ROLE, builtin_roles, load_role_set
 
 
 def test_builtin_set_shape():

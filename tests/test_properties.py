@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from axis_steer import _C
-from axis_steer import reference as R
+from axis_steer.runtime import reference as R
 
 from helpers import (
     DTYPES,
@@ -30,7 +30,7 @@ from helpers import (
 )
 
 torch = pytest.importorskip("torch")
-import axis_steer._torch_ops  # noqa: E402,F401
+import axis_steer.runtime._torch_ops  # noqa: E402,F401
 
 OPS = torch.ops.axis_steer
 settings.register_profile(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from axis_steer import spans as S
+from axis_steer.pipeline import spans as S
 
 from chat_fixtures import (
     CHATML,

@@ -110,7 +110,7 @@ class Capture:
     """Records block outputs (after axis_steer's hooks, which run first)."""
 
     def __init__(self, model, layers):
-        from axis_steer.models import find_layers
+        from axis_steer.runtime.models import find_layers
 
         self.blocks = find_layers(model).blocks
         self.outs: dict[int, list] = {i: [] for i in layers}

@@ -56,10 +56,10 @@ The extraction questions of the role data (``questions.jsonl``, 240 lines) are t
 topics with the five training templates.
 
 Everything is deterministic given the seed. Run as a script to write the corpus
-(``runs/persona_data/corpus.jsonl``) and the role data (``axis_steer/data/persona_roles``)::
+(``runs/persona_data/corpus.jsonl``) and the role data (``axis_steer/personas/data/roles``)::
 
     python training/persona_data.py --seed 0 --n 24000 --out runs/persona_data \
-        --role-data axis_steer/data/persona_roles
+        --role-data axis_steer/personas/data/roles
 """
 
 from __future__ import annotations
@@ -1032,7 +1032,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         "--role-data",
         type=Path,
         default=None,
-        help="also write the role data here (axis_steer/data/persona_roles)",
+        help="also write the role data here (axis_steer/personas/data/roles)",
     )
     args = ap.parse_args(argv)
     records = generate_corpus(args.seed, args.n)

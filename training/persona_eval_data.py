@@ -1,4 +1,4 @@
-"""Evaluation data for PersonaLlama, shipped in ``axis_steer/data/persona_eval/``
+"""Evaluation data for PersonaLlama, shipped in ``axis_steer/personas/data/eval/``
 and read by ``axis-steer demo`` and the end-to-end tests.
 
 Everything is drawn from the same generator as the training corpus
@@ -20,7 +20,7 @@ from what training held out where it matters:
 * ``config.json`` - the layer to monitor, the capping (and steering) window,
   the steering coefficient and the reply length the demo uses.
 
-Run: ``python training/persona_eval_data.py --out axis_steer/data/persona_eval``
+Run: ``python training/persona_eval_data.py --out axis_steer/personas/data/eval``
 """
 
 from __future__ import annotations

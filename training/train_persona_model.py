@@ -4,7 +4,7 @@ Steps (all seeded; rerunning the script reproduces the committed folder):
 
 1. Generate the synthetic persona corpus (``training/persona_data.py``) and write it to
    ``--data-dir`` (gitignored ``runs/persona_data`` by default), together with the role data
-   (``axis_steer/data/persona_roles``).
+   (``axis_steer/personas/data/roles``).
 2. Train a byte-level BPE tokenizer (``tokenizers``) on the corpus, with special tokens for
    the roles and the end of a turn, and a Jinja chat template::
 
@@ -28,7 +28,7 @@ Steps (all seeded; rerunning the script reproduces the committed folder):
 
 Usage::
 
-    python training/train_persona_model.py --out axis_steer/data/persona-llama
+    python training/train_persona_model.py --out axis_steer/personas/data/persona-llama
 
 ``--eval-only`` re-evaluates an existing folder without training and, when the last run's
 ``train_stats.json`` and ``summary.json`` are in ``--data-dir``, rewrites its model card.
@@ -886,7 +886,7 @@ def write_model_card(
         "character also at a light intensity -- and it drifts into a role when a user pushes it to.",
         "Personas and the vocabulary judge are defined in `axis_steer/personas.py`; the data generator is",
         "`training/persona_data.py`; this folder is the output of",
-        "`python training/train_persona_model.py --out axis_steer/data/persona-llama`.",
+        "`python training/train_persona_model.py --out axis_steer/personas/data/persona-llama`.",
         "",
         "## Architecture",
         "",
@@ -1084,7 +1084,7 @@ def write_model_card(
         "",
         "- Layer `i` is the output of decoder block `i` (`hidden_states[i + 1]`). Default and role",
         "  responses separate from layer 2 on (table above). `axis-steer demo` watches layer 2 and",
-        "  caps and steers on layers 0-3 (`axis_steer/data/persona_eval/config.json`): with the",
+        "  caps and steers on layers 0-3 (`axis_steer/personas/data/eval/config.json`): with the",
         "  paper's recipe (floors at the 25th percentile of role responses' projections) a band",
         "  there moves role-prompt and drift replies back toward the Assistant at a perplexity",
         "  cost well under 1%; a later band (2-5) barely changes them. The demo prints the figures.",
@@ -1114,7 +1114,7 @@ def write_model_card(
         'print(answer, style_score(answer, "pirate"))',
         "```",
         "",
-        "Role data in the reference layout is in `axis_steer/data/persona_roles` (`role_data_dir()`).",
+        "Role data in the reference layout is in `axis_steer/personas/data/roles` (`role_data_dir()`).",
         "",
     ]
     (out / "README.md").write_text("\n".join(lines))

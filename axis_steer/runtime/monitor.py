@@ -1,4 +1,4 @@
-"""Drift readings: what a :class:`axis_steer.hooks.Monitor` recorded, aligned
+"""Drift readings: what a :class:`axis_steer.runtime.hooks.Monitor` recorded, aligned
 with the tokens, with per-turn aggregation and a trajectory plot.
 
 Units: projections on the layer's *unit* axis, in residual-stream units;
@@ -70,7 +70,7 @@ class Readings:
 
         ``spans[b]`` lists ``(start, end)`` token ranges of row ``b``'s assistant
         turns, in the row's own token positions (no padding), as
-        :mod:`axis_steer.spans` gives them. Returns one ``(n_turns,)`` array per
+        :mod:`axis_steer.pipeline.spans` gives them. Returns one ``(n_turns,)`` array per
         row (NaN for a turn outside the recorded tokens)."""
         if len(spans) != self.batch:
             raise ValueError(f"spans: {len(spans)} rows for a batch of {self.batch}")

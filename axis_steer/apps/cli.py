@@ -14,7 +14,7 @@ reads what the previous one wrote without extra flags::
     axis-steer info      FILE
     axis-steer demo                                      # the whole job on the built-in model
 
-``--model`` defaults to the built-in persona model (``axis_steer/data/persona-llama``).
+``--model`` defaults to the built-in persona model (``axis_steer/personas/data/persona-llama``).
 Every subcommand has ``--help``.
 """
 
@@ -79,7 +79,7 @@ def load_model(args: argparse.Namespace):
 
 
 def _load_axis(run: Path | None, axis_path: str | None):
-    from axis_steer.formats import load_axis
+    from axis_steer.runtime.formats import load_axis
 
     path = Path(axis_path) if axis_path else (run / "axis.safetensors" if run else None)
     if path is None:
@@ -91,7 +91,7 @@ def _load_axis(run: Path | None, axis_path: str | None):
 
 def _load_caps(run: Path | None, caps: str | None, experiment: str | None):
     """A CapConfig from --caps (ours or a reference .pt) or the run's default."""
-    from axis_steer.formats import load_capping_config, load_caps
+    from axis_steer.runtime.formats import load_capping_config, load_caps
 
     if caps is None and run is not None:
         default = default_caps_path(run)
@@ -121,7 +121,7 @@ def default_caps_path(run: Path) -> Path | None:
 def _read_conversations(path: Path) -> list[list[dict]]:
     """A JSONL of conversations: each line a message list, or an object with a
     ``conversation`` / ``messages`` list (the reference responses format works)."""
-    from axis_steer.formats import iter_jsonl
+    from axis_steer.runtime.formats import iter_jsonl
 
     out = []
     for lineno, obj in iter_jsonl(path):
@@ -164,7 +164,7 @@ def _windows_arg(items: Sequence[str] | None) -> list[tuple[int, int]] | None:
 
 
 def cmd_generate(args: argparse.Namespace) -> str:
-    from axis_steer.generate import generate_responses
+    from axis_steer.pipeline.generate import generate_responses
 
     model, tok = load_model(args)
     roles = args.roles
@@ -191,7 +191,8 @@ def cmd_generate(args: argparse.Namespace) -> str:
 
 
 def cmd_judge(args: argparse.Namespace) -> str:
-    from axis_steer.judge import judge_responses, style_judge
+    from axis_steer.personas import style_judge
+    from axis_steer.pipeline.judge import judge_responses
 
     if args.scores:
         source: Any = args.scores
@@ -208,7 +209,7 @@ def cmd_judge(args: argparse.Namespace) -> str:
 
 
 def cmd_extract(args: argparse.Namespace) -> str:
-    from axis_steer.extract import extract_activations
+    from axis_steer.pipeline.extract import extract_activations
 
     model, tok = load_model(args)
     summary = extract_activations(
@@ -225,7 +226,7 @@ def cmd_extract(args: argparse.Namespace) -> str:
 
 
 def cmd_axis(args: argparse.Namespace) -> str:
-    from axis_steer.axis import compute_axis
+    from axis_steer.pipeline.axis import compute_axis
 
     summary = compute_axis(
         args.run,
@@ -239,7 +240,7 @@ def cmd_axis(args: argparse.Namespace) -> str:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> str:
-    from axis_steer.calibrate import calibrate
+    from axis_steer.pipeline.calibrate import calibrate
 
     model, tok = load_model(args)
     summary = calibrate(
@@ -257,8 +258,8 @@ def cmd_calibrate(args: argparse.Namespace) -> str:
 def cmd_project(args: argparse.Namespace) -> str:
     import numpy as np
 
-    from axis_steer.hooks import Attachment
-    from axis_steer.project import project_conversations
+    from axis_steer.pipeline.project import project_conversations
+    from axis_steer.runtime.hooks import Attachment
 
     model, tok = load_model(args)
     axis = _load_axis(args.run, args.axis)
@@ -279,7 +280,7 @@ def cmd_project(args: argparse.Namespace) -> str:
 
 
 def cmd_chat(args: argparse.Namespace) -> str:
-    from axis_steer.chat import chat_loop
+    from axis_steer.apps.chat import chat_loop
 
     model, tok = load_model(args)
     axis = _load_axis(args.run, args.axis)
@@ -300,8 +301,8 @@ def cmd_chat(args: argparse.Namespace) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> str:
-    from axis_steer.evaluate import evaluate, load_multiple_choice
-    from axis_steer.hooks import Attachment
+    from axis_steer.pipeline.evaluate import evaluate, load_multiple_choice
+    from axis_steer.runtime.hooks import Attachment
 
     model, tok = load_model(args)
     axis = _load_axis(args.run, args.axis) if (args.axis or (args.run and (args.run / "axis.safetensors").exists())) else None
@@ -337,7 +338,7 @@ def cmd_eval(args: argparse.Namespace) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> str:
-    from axis_steer import formats
+    from axis_steer.runtime import formats
 
     p = Path(args.file)
     if p.suffix == ".safetensors":
@@ -358,7 +359,7 @@ def cmd_info(args: argparse.Namespace) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> str:
-    from axis_steer.demo import run_demo
+    from axis_steer.personas.demo import run_demo
 
     return str(run_demo(args.out, quick=args.quick, device=args.device))
 

@@ -17,7 +17,7 @@ the questions file is not next to it, ``questions=``.
 Two sets ship with axis_steer: :func:`builtin_roles` (39 roles from
 assistant-like professions to fantastical and theatrical characters, 80
 questions; for real chat models) and the persona set of axis_steer's own small
-model (``axis_steer/data/persona_roles``, see :mod:`axis_steer.personas`).
+model (``axis_steer/personas/data/roles``, see :mod:`axis_steer.personas`).
 """
 
 from __future__ import annotations

@@ -38,7 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-DATA = Path(__file__).parent / "data" / "persona_eval"
+from axis_steer.personas.model import eval_data_dir
+
+DATA = eval_data_dir()
 
 
 @dataclass
@@ -96,7 +98,7 @@ class DemoSummary:
 
 
 def _read_jsonl(name: str) -> list[Any]:
-    from axis_steer.formats import iter_jsonl
+    from axis_steer.runtime.formats import iter_jsonl
 
     return [obj for _, obj in iter_jsonl(DATA / name)]
 
@@ -170,24 +172,25 @@ def run_demo(
 def _run(out: Path, cfg: dict, *, quick: bool, device: str, seed: int, t0: float) -> DemoSummary:
     from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
-    from axis_steer.axis import compute_axis, load_persona_space
-    from axis_steer.calibrate import calibrate
-    from axis_steer.chat import converse, greedy_replies
-    from axis_steer.evaluate import evaluate
-    from axis_steer.extract import extract_activations, response_means
-    from axis_steer.formats import finite_or_none, load_axis, load_caps
-    from axis_steer.generate import generate_responses, iter_run_responses
-    from axis_steer.hooks import Attachment
-    from axis_steer.judge import judge_responses, style_judge
+    from axis_steer.apps.chat import converse, greedy_replies
     from axis_steer.personas import (
         ASSISTANT,
         detect_persona,
         load_persona_model,
         role_data_dir,
         role_style_rate,
+        style_judge,
         style_score,
     )
-    from axis_steer.roles import DEFAULT_ROLE, load_role_set
+    from axis_steer.pipeline.axis import compute_axis, load_persona_space
+    from axis_steer.pipeline.calibrate import calibrate
+    from axis_steer.pipeline.evaluate import evaluate
+    from axis_steer.pipeline.extract import extract_activations, response_means
+    from axis_steer.pipeline.generate import generate_responses, iter_run_responses
+    from axis_steer.pipeline.judge import judge_responses
+    from axis_steer.pipeline.roles import DEFAULT_ROLE, load_role_set
+    from axis_steer.runtime.formats import finite_or_none, load_axis, load_caps
+    from axis_steer.runtime.hooks import Attachment
 
     model, tok = load_persona_model(device=device)
     tok.padding_side = "left"

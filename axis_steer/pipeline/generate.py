@@ -11,7 +11,7 @@ conversation, label`` (``label`` = role name; ``conversation`` = the messages
 the model saw, ending with its response). The default role's prompts include
 ``""`` (no system message). Templates without a system role get the prompt
 folded into the user turn; reasoning models get thinking disabled (see
-:mod:`axis_steer.spans`).
+:mod:`axis_steer.pipeline.spans`).
 
 Sampling is seeded *per item*: every (role, prompt, question) has its own seed
 derived from ``seed``, and a token is drawn by inverse-CDF sampling from that
@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from axis_steer import _dist
-from axis_steer.formats import response_key
-from axis_steer.models import input_device
-from axis_steer.roles import DEFAULT_ROLE, RoleSet, as_role_set
-from axis_steer.spans import prepare_messages, prompt_ids
+from axis_steer.pipeline import _dist
+from axis_steer.pipeline.roles import DEFAULT_ROLE, RoleSet, as_role_set
+from axis_steer.pipeline.spans import prepare_messages, prompt_ids
+from axis_steer.runtime.formats import response_key
+from axis_steer.runtime.models import input_device
 
 __all__ = [
     "GenerateSummary",
@@ -366,7 +366,7 @@ def generate_responses(
     Args:
         model: a transformers causal LM (any device, ``device_map`` allowed).
         tokenizer: its tokenizer, with a chat template.
-        role_set: a :class:`~axis_steer.roles.RoleSet`, a role-set folder, or
+        role_set: a :class:`~axis_steer.pipeline.roles.RoleSet`, a role-set folder, or
             ``None`` for the built-in set.
         out_dir: the run folder; responses go to ``out_dir/responses/``.
         roles, n_questions, n_prompts: a subset (see :meth:`RoleSet.select`);

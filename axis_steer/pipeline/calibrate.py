@@ -46,8 +46,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from axis_steer import _dist
-from axis_steer.formats import (
+from axis_steer.pipeline import _dist
+from axis_steer.pipeline.generate import iter_run_responses
+from axis_steer.pipeline.roles import DEFAULT_ROLE
+from axis_steer.runtime.formats import (
     Axis,
     CapConfig,
     CapEntry,
@@ -58,8 +60,6 @@ from axis_steer.formats import (
     reference_config_from_thresholds,
     save_tensors,
 )
-from axis_steer.generate import iter_run_responses
-from axis_steer.roles import DEFAULT_ROLE
 
 __all__ = ["CalibrationSummary", "calibrate", "default_window", "thresholds_from_projections"]
 
@@ -105,7 +105,7 @@ def _conversations(source: Any, role_filter: Any) -> tuple[list[tuple[str, list[
     if isinstance(source, (str, Path)):
         p = Path(source)
         if p.is_file():
-            from axis_steer.formats import read_responses
+            from axis_steer.runtime.formats import read_responses
 
             rows = [
                 (f"{r.get('label', '')}/{i}", r["conversation"])
@@ -232,7 +232,7 @@ def calibrate(
     """
     import torch
 
-    from axis_steer.extract import iter_response_means, token_projections
+    from axis_steer.pipeline.extract import iter_response_means, token_projections
 
     _dist.setup()
     t0 = time.perf_counter()
@@ -396,7 +396,7 @@ def _per_sample_projections(out_dir: Path, ref_rows: list, units: Any) -> Any:
     """Projections from saved per-response activations, or None when any is missing."""
     import torch
 
-    from axis_steer.formats import response_key
+    from axis_steer.runtime.formats import response_key
 
     roles = sorted({r for r, _ in ref_rows})
     files = {}
@@ -461,7 +461,7 @@ def _write(
                     "n_layers": axis.n_layers,
                     "windows": [[a, b]],
                     "experiment_id": experiment_id(a, b, q),
-                    "made_by": "axis_steer.calibrate",
+                    "made_by": "axis_steer.pipeline.calibrate",
                 },
             )
             files.append(cfg.save(cdir / f"caps_layers_{a}-{b}_p{q:g}.safetensors"))

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from axis_steer import _C
-from axis_steer.reference import OP_NAMES
+from axis_steer.runtime.reference import OP_NAMES
 
 __all__ = [
     "Step",
@@ -67,7 +67,7 @@ def _is_tensor(x: Any) -> bool:
 
 
 def _torch_ops():
-    from axis_steer import _torch_ops
+    from axis_steer.runtime import _torch_ops
 
     return _torch_ops
 

@@ -4,7 +4,7 @@ One teacher-forced pass per batch of conversations, through the monitoring
 hooks (so the same numbers as during generation, and with the caps applied if
 the attachment has any). Every token of the rendered conversation gets a
 reading; per-turn means average over each assistant turn's content tokens
-(spans from the chat template, :mod:`axis_steer.spans`).
+(spans from the chat template, :mod:`axis_steer.pipeline.spans`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from axis_steer.hooks import Attachment
+from axis_steer.runtime.hooks import Attachment
 
 
 @dataclass
@@ -105,7 +105,7 @@ def project_conversations(
     """Readings of ``conversations`` at ``layers`` with ``attachment``'s
     interventions (none: plain monitoring). The attachment must not be
     attached; it is attached for the passes."""
-    from axis_steer.spans import render_with_spans
+    from axis_steer.pipeline.spans import render_with_spans
 
     if not conversations:
         raise ValueError("conversations: empty")

@@ -3,7 +3,7 @@ tokens, for the requested layers.
 
 Layer ``i`` is the output of decoder block ``i`` (``hidden_states[i + 1]`` in
 transformers). Which tokens: the assistant turn's content only, found from the
-chat template (:mod:`axis_steer.spans`); padding is never counted.
+chat template (:mod:`axis_steer.pipeline.spans`); padding is never counted.
 
 How the forward pass runs: forward hooks on the needed decoder blocks reduce
 each block's output on the spot (a per-response mean over its span tokens, in
@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from axis_steer import _dist
 from axis_steer.errors import AxisSteerError
-from axis_steer.formats import load_kind, load_scores, response_key, save_tensors
-from axis_steer.generate import iter_run_responses
-from axis_steer.models import block_hidden, input_device
-from axis_steer.spans import render_with_spans
+from axis_steer.pipeline import _dist
+from axis_steer.pipeline.generate import iter_run_responses
+from axis_steer.pipeline.spans import render_with_spans
+from axis_steer.runtime.formats import load_kind, load_scores, response_key, save_tensors
+from axis_steer.runtime.models import block_hidden, input_device
 
 __all__ = [
     "ActivationSums",
@@ -72,7 +72,7 @@ class _StopForward(Exception):
 
 
 def _blocks(model: Any) -> Any:
-    from axis_steer.models import find_layers
+    from axis_steer.runtime.models import find_layers
 
     return find_layers(model).blocks
 
@@ -297,7 +297,7 @@ def response_means(
 
 
 def _width(model: Any) -> int:
-    from axis_steer.models import hidden_size
+    from axis_steer.runtime.models import hidden_size
 
     return hidden_size(model)
 
@@ -558,7 +558,7 @@ def _flush_samples(
 ) -> None:
     import torch
 
-    from axis_steer.formats import save_activations
+    from axis_steer.runtime.formats import save_activations
 
     pdir = adir / ".parts"
     pdir.mkdir(parents=True, exist_ok=True)
@@ -578,7 +578,7 @@ def _flush_samples(
 
 def _merge_samples(adir: Path, ext: str, layers: list[int]) -> None:
     """Folds per-sample chunks into ``activations/{role}.{ext}``."""
-    from axis_steer.formats import load_activations, save_activations
+    from axis_steer.runtime.formats import load_activations, save_activations
 
     pdir = adir / ".parts"
     chunks = sorted(pdir.glob(f"samples-r*-*.{ext}")) if pdir.is_dir() else []
@@ -605,7 +605,7 @@ def _merge_samples(adir: Path, ext: str, layers: list[int]) -> None:
 
 
 def _key_order(key: str) -> tuple[int, int]:
-    from axis_steer.formats import parse_response_key
+    from axis_steer.runtime.formats import parse_response_key
 
     return parse_response_key(key)
 
@@ -691,7 +691,7 @@ def extract_activations(
     import torch
     from tqdm.auto import tqdm
 
-    from axis_steer.models import hidden_size
+    from axis_steer.runtime.models import hidden_size
 
     if turns not in ("last", "all"):
         raise ValueError(

@@ -1,6 +1,6 @@
 """Step 4: role vectors, the Assistant Axis and persona space.
 
-From the running sums of :mod:`axis_steer.extract`:
+From the running sums of :mod:`axis_steer.pipeline.extract`:
 
 * a **role vector** is the mean of a role's per-response mean activations over
   the responses that pass the judge (score >= ``min_score``, default 3), and
@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from axis_steer.formats import Axis, load_activations, load_kind, save_tensors
-from axis_steer.judge import judge_info, load_run_scores
-from axis_steer.roles import DEFAULT_ROLE
+from axis_steer.pipeline.judge import judge_info, load_run_scores
+from axis_steer.pipeline.roles import DEFAULT_ROLE
+from axis_steer.runtime.formats import Axis, load_activations, load_kind, save_tensors
 
 __all__ = [
     "AxisSummary",
@@ -173,7 +173,7 @@ def compute_role_vectors(
     """
     import torch
 
-    from axis_steer.extract import load_sums
+    from axis_steer.pipeline.extract import load_sums
 
     out_dir = Path(out_dir)
     sums_path = out_dir / "activations" / "sums.safetensors"
@@ -557,7 +557,7 @@ def compute_axis(
     Only rank 0 writes when run under torchrun (the step is cheap)."""
     import torch
 
-    from axis_steer import _dist
+    from axis_steer.pipeline import _dist
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)

@@ -14,8 +14,8 @@ from typing import Any, Sequence, TextIO
 import numpy as np
 import torch
 
-from axis_steer.formats import Axis, CapConfig
-from axis_steer.hooks import Attachment
+from axis_steer.runtime.formats import Axis, CapConfig
+from axis_steer.runtime.hooks import Attachment
 
 _BARS = "▁▂▃▄▅▆▇█"
 
@@ -59,7 +59,7 @@ def chat_loop(
 ) -> int:
     """Runs the chat on ``inputs`` / ``output`` until EOF or ``/quit``; returns
     the number of replies."""
-    from axis_steer.spans import prompt_ids
+    from axis_steer.pipeline.spans import prompt_ids
 
     att = Attachment(model, axis)
     cap = att.cap_config(caps) if caps is not None else None
@@ -132,7 +132,7 @@ def greedy_replies(
 ) -> list[str]:
     """Greedy replies to many prompts at once (each a message list ending with a
     user turn, or a user string), batched, with ``att`` attached if given."""
-    from axis_steer.evaluate import greedy_ids
+    from axis_steer.pipeline.evaluate import greedy_ids
 
     if att is None:
         ids = greedy_ids(model, tok, list(prompts), max_new_tokens, batch_size)
@@ -158,7 +158,7 @@ def converse(
     projection at ``layer`` over the tokens that produced it (the generation
     prompt's last token and the reply) when ``monitor`` (one of ``att``'s) is
     given. A scripted, non-interactive :func:`chat_loop`."""
-    from axis_steer.spans import prompt_ids
+    from axis_steer.pipeline.spans import prompt_ids
 
     device = next(model.parameters()).device
     messages: list[dict] = [{"role": "system", "content": system}] if system else []

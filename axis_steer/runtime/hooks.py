@@ -56,11 +56,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from axis_steer import _torch_ops  # registers torch.ops.axis_steer.*
 from axis_steer.errors import AxisSteerError
-from axis_steer.formats import Axis, CapConfig
-from axis_steer.models import Layers, block_hidden, find_layers, module_device, unwrap
-from axis_steer.reference import CLAMP, PROJECT, SET, STEER
+from axis_steer.runtime import _torch_ops  # registers torch.ops.axis_steer.*
+from axis_steer.runtime.formats import Axis, CapConfig
+from axis_steer.runtime.models import Layers, block_hidden, find_layers, module_device, unwrap
+from axis_steer.runtime.reference import CLAMP, PROJECT, SET, STEER
 
 _OPS = torch.ops.axis_steer
 _DIRECT = _torch_ops.apply_direct_
@@ -538,9 +538,9 @@ class Monitor:
 
     def readings(self):
         """The readings of the current sequence(s), aligned with the tokens
-        (prompt and generated): see :class:`axis_steer.monitor.Readings`.
+        (prompt and generated): see :class:`axis_steer.runtime.monitor.Readings`.
         Reads device memory, so call it after the forward/generate call."""
-        from axis_steer.monitor import Readings
+        from axis_steer.runtime.monitor import Readings
 
         if not self._seen or self._tokens is None:
             raise AxisSteerError(
@@ -572,7 +572,7 @@ class Monitor:
 class Attachment:
     """All interventions for one model (see the module docs for an example).
 
-    ``axis`` is an :class:`~axis_steer.formats.Axis` or a raw ``(n_layers, d)``
+    ``axis`` is an :class:`~axis_steer.runtime.formats.Axis` or a raw ``(n_layers, d)``
     tensor pointing toward the Assistant (stored raw; its unit rows are used for
     projections). It may be omitted when only explicit directions are used
     (:meth:`cap_config`). ``layers`` overrides decoder-block discovery."""
@@ -798,7 +798,7 @@ class Attachment:
             if residual_norms is None:
                 raise ValueError(
                     "units='residual' needs residual_norms (mean residual norm per layer; "
-                    "measure them with axis_steer.hooks.residual_norms(model, inputs))"
+                    "measure them with axis_steer.runtime.hooks.residual_norms(model, inputs))"
                 )
             norms = self._per_layer(layers, residual_norms, "residual_norms")
         entries, scale = [], {}

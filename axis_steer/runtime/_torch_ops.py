@@ -1,11 +1,11 @@
 """Loads the compiled torch operators and registers what torch needs in Python:
 fake (meta) kernels for tracing and torch.compile, and autograd for the
-out-of-place operators. Imported on first use by :mod:`axis_steer.ops`.
+out-of-place operators. Imported on first use by :mod:`axis_steer.runtime.ops`.
 
 The operators live in ``torch.ops.axis_steer`` (schemas in
 ``csrc/torch/ops.cpp``). The in-place ones refuse to run on a tensor that
 requires grad while grad mode is on (their autograd kernel is in C++ and
-raises); use the out-of-place :func:`axis_steer.ops.apply` there.
+raises); use the out-of-place :func:`axis_steer.runtime.ops.apply` there.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - depends on how it was built
         "`pip install --no-build-isolation .` (or `-e .`) in an environment that has torch."
     ) from exc
 
-from axis_steer.reference import CLAMP, SET
+from axis_steer.runtime.reference import CLAMP, SET
 
 WITH_CUDA = bool(_ops.WITH_CUDA)
 ops = torch.ops.axis_steer
@@ -75,7 +75,7 @@ def _apply_setup(ctx, inputs, output):
     if dirs.requires_grad or params.requires_grad:
         raise ValueError(
             "axis_steer.apply differentiates with respect to h only, but dirs or params "
-            "require grad (detach them, or use axis_steer.reference.apply for full autograd)"
+            "require grad (detach them, or use axis_steer.runtime.reference.apply for full autograd)"
         )
     ctx.save_for_backward(dirs, changed)
     ctx.ops = list(ops_)

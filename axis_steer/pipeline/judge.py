@@ -6,8 +6,8 @@ the role's traits, 3 fully in role). Plug in either
 
 * a Python callable ``judge(question, answer, role) -> int`` — an API call to
   an LLM with the role's judge prompt (:meth:`RoleSet.role(name).judge_prompt
-  <axis_steer.roles.Role.judge_prompt>`), a local model, or a heuristic such as
-  :func:`axis_steer.personas.style_score` for axis_steer's own small model; or
+  <axis_steer.pipeline.roles.Role.judge_prompt>`), a local model, or a heuristic such as
+  :func:`axis_steer.personas.judge.style_judge` for axis_steer's own small model; or
 * existing scores in the reference format (a folder of ``{role}.json`` files
   ``{"pos_p{p}_q{q}": score}``, or one such file named after its role).
 
@@ -15,8 +15,8 @@ Scores land in ``{out_dir}/scores/{role}.json`` (reference format) with
 ``{out_dir}/scores/judge.json`` describing where they came from. The default
 role is never judged (its vector is the mean over all its responses).
 
-Run the judge before :func:`~axis_steer.extract.extract_activations`: the sums
-are then grouped by score and :func:`~axis_steer.axis.compute_axis` keeps the
+Run the judge before :func:`~axis_steer.pipeline.extract.extract_activations`: the sums
+are then grouped by score and :func:`~axis_steer.pipeline.axis.compute_axis` keeps the
 responses scored 3 (``min_score``), requiring at least 50 per role
 (``min_count``), as the reference does. Without a judge every role response
 counts, and the axis metadata says so.
@@ -32,13 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Union
 
-from axis_steer.formats import load_scores, response_key, save_scores
-from axis_steer.generate import iter_run_responses
-from axis_steer.roles import DEFAULT_ROLE
+from axis_steer.pipeline.generate import iter_run_responses
+from axis_steer.pipeline.roles import DEFAULT_ROLE
+from axis_steer.runtime.formats import load_scores, response_key, save_scores
 
 __all__ = [
     "Judge",
-    "style_judge",
     "JudgeSummary",
     "judge_info",
     "judge_responses",
@@ -220,14 +219,6 @@ def judge_info(out_dir: str | Path) -> dict:
     if p.is_file():
         return json.loads(p.read_text())
     return {"judged": bool(load_run_scores(out_dir)), "sources": []}
-
-
-def style_judge(question: str, answer: str, role: str) -> int:
-    """A judge for axis_steer's own small model (PersonaLlama): the vocabulary
-    score :func:`axis_steer.personas.style_score` of the answer for the role."""
-    from axis_steer.personas import style_score
-
-    return int(style_score(answer, role))
 
 
 def keys_passing(scores: dict[str, int], min_score: int = 3) -> set[str]:

@@ -1,7 +1,7 @@
 """What an intervention costs: a model with and without it, on the same inputs.
 
 :func:`evaluate` runs every input twice — once plain, once with an
-:class:`~axis_steer.hooks.Attachment` attached — and reports:
+:class:`~axis_steer.runtime.hooks.Attachment` attached — and reports:
 
 * **perplexity and per-token KL** on texts and/or conversations: negative
   log-likelihood of the scored tokens (every token of a text; the assistant
@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from axis_steer.errors import AxisSteerError
-from axis_steer.formats import finite_or_none
-from axis_steer.hooks import Attachment
-from axis_steer.reference import CLAMP
+from axis_steer.runtime.formats import finite_or_none
+from axis_steer.runtime.hooks import Attachment
+from axis_steer.runtime.reference import CLAMP
 
 
 @dataclass
@@ -297,7 +297,7 @@ def evaluate(
             if monitor is not None:
                 firing_den += _collect_firing(model, attachment, monitor, items, pad, batch_size, firing_num, firing_shift)
         if conversations:
-            from axis_steer.spans import render_with_spans
+            from axis_steer.pipeline.spans import render_with_spans
 
             items = []
             for conv in conversations:
@@ -365,7 +365,7 @@ def greedy_ids(
     rendered with the chat template and the generation prompt), batched with left
     padding; per prompt, the new token ids (``pad``, by default the tokenizer's pad
     or end id, after an early end)."""
-    from axis_steer.spans import prompt_ids
+    from axis_steer.pipeline.spans import prompt_ids
 
     if pad is None:
         pad = _pad_id(tokenizer)
@@ -415,7 +415,7 @@ def _agreement(model, tokenizer, att, prompts, max_new_tokens, batch_size, pad) 
 def load_multiple_choice(path: str | Path) -> list[dict]:
     """Reads a multiple-choice JSONL (``question``, ``choices`` list, ``answer``
     index), with errors naming the file and line."""
-    from axis_steer.formats import iter_jsonl
+    from axis_steer.runtime.formats import iter_jsonl
 
     out = []
     for lineno, obj in iter_jsonl(path):
@@ -431,7 +431,7 @@ def load_multiple_choice(path: str | Path) -> list[dict]:
 
 @torch.no_grad()
 def _choice_logliks(model, tokenizer, questions, batch_size, pad) -> list[list[tuple[float, int]]]:
-    from axis_steer.spans import prompt_ids
+    from axis_steer.pipeline.spans import prompt_ids
 
     items = []  # (question index, ids, n_choice_tokens)
     for qi, q in enumerate(questions):
