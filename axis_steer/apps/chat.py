@@ -9,11 +9,13 @@ prompt: ``/cap on``, ``/cap off``, ``/reset``, ``/quit``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
 
+from axis_steer.pipeline.batching import input_device, pad_id
+from axis_steer.pipeline.spans import prompt_ids
 from axis_steer.runtime.formats import Axis, CapConfig
 from axis_steer.runtime.hooks import Attachment
 
@@ -59,17 +61,15 @@ def chat_loop(
 ) -> int:
     """Runs the chat on ``inputs`` / ``output`` until EOF or ``/quit``; returns
     the number of replies."""
-    from axis_steer.pipeline.spans import prompt_ids
-
     att = Attachment(model, axis)
     cap = att.cap_config(caps) if caps is not None else None
-    watch = layer if layer is not None else (cap.layers[0] if cap is not None else len(att._layers) // 2)
+    watch = layer if layer is not None else (cap.layers[0] if cap is not None else att.n_layers // 2)
     mon = att.monitor([watch])
     threshold = None
     if cap is not None:
         lo = [e.lo for e in caps.entries if e.layer == watch and np.isfinite(e.lo)]
         threshold = lo[0] if lo else None
-    device = next(model.parameters()).device
+    device = input_device(model)
     history: list[dict] = [{"role": "system", "content": system}] if system else []
     capping = cap is not None
     replies = 0
@@ -106,7 +106,7 @@ def chat_loop(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
+                pad_token_id=pad_id(tokenizer),
                 **kw,
             )
             new = out[0, ids.shape[1] :]
@@ -119,63 +119,3 @@ def chat_loop(
             output.flush()
             replies += 1
     return replies
-
-
-def greedy_replies(
-    model: Any,
-    tok: Any,
-    prompts: Sequence[Sequence[dict] | str],
-    att: Attachment | None = None,
-    *,
-    max_new_tokens: int = 96,
-    batch_size: int = 16,
-) -> list[str]:
-    """Greedy replies to many prompts at once (each a message list ending with a
-    user turn, or a user string), batched, with ``att`` attached if given."""
-    from axis_steer.pipeline.evaluate import greedy_ids
-
-    if att is None:
-        ids = greedy_ids(model, tok, list(prompts), max_new_tokens, batch_size)
-    else:
-        with att:
-            ids = greedy_ids(model, tok, list(prompts), max_new_tokens, batch_size)
-    return [tok.decode(r, skip_special_tokens=True).strip() for r in ids]
-
-
-@torch.no_grad()
-def converse(
-    model: Any,
-    tok: Any,
-    system: str,
-    user_turns: Sequence[str],
-    att: Attachment | None = None,
-    monitor: Any = None,
-    layer: int | None = None,
-    max_new_tokens: int = 96,
-) -> tuple[list[str], list[float]]:
-    """Greedy replies to ``user_turns`` one after another (each reply fed back
-    into the conversation), with ``att`` attached if given; per reply, the mean
-    projection at ``layer`` over the tokens that produced it (the generation
-    prompt's last token and the reply) when ``monitor`` (one of ``att``'s) is
-    given. A scripted, non-interactive :func:`chat_loop`."""
-    from axis_steer.pipeline.spans import prompt_ids
-
-    device = next(model.parameters()).device
-    messages: list[dict] = [{"role": "system", "content": system}] if system else []
-    replies, proj = [], []
-    for user in user_turns:
-        messages.append({"role": "user", "content": user})
-        ids = torch.as_tensor([prompt_ids(tok, messages)], device=device)
-        kw = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-        if att is not None:
-            with att:
-                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
-        else:
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
-        reply = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
-        replies.append(reply)
-        messages.append({"role": "assistant", "content": reply})
-        if monitor is not None:
-            r = monitor.readings()
-            proj.append(float(np.nanmean(r.row(0, layer, "p_in")[ids.shape[1] - 1 :])))
-    return replies, proj

@@ -29,6 +29,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from axis_steer.errors import AxisSteerError
+from axis_steer.pipeline.runs import RunFolder
+
+# Subcommands import what they run (torch, transformers and the steps that use
+# them) when they run, so that `axis-steer --help` answers at once.
 
 # ---- shared options ------------------------------------------------------------------------------
 
@@ -72,16 +76,13 @@ def load_model(args: argparse.Namespace):
     if not args.device_map:
         model.to(device)
     model.eval()
-    tok.padding_side = "left"
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
     return model, tok
 
 
 def _load_axis(run: Path | None, axis_path: str | None):
     from axis_steer.runtime.formats import load_axis
 
-    path = Path(axis_path) if axis_path else (run / "axis.safetensors" if run else None)
+    path = Path(axis_path) if axis_path else (RunFolder(run).axis if run else None)
     if path is None:
         raise AxisSteerError("no axis: pass --axis FILE or --run with an axis.safetensors (run `axis-steer axis`)")
     if not path.exists():
@@ -111,7 +112,7 @@ def _load_caps(run: Path | None, caps: str | None, experiment: str | None):
 def default_caps_path(run: Path) -> Path | None:
     """The run's calibrated caps at the 25th percentile (the paper's best), for
     the first layer window calibrated; any percentile if p0.25 is absent."""
-    found = sorted((run / "calibration").glob("caps_layers_*_p*.safetensors"))
+    found = RunFolder(run).caps_files()
     if not found:
         return None
     preferred = [f for f in found if f.stem.endswith("_p0.25")]
@@ -267,10 +268,10 @@ def cmd_project(args: argparse.Namespace) -> str:
     caps = _load_caps(args.run, args.caps, args.experiment) if args.capped else None
     if caps is not None:
         att.cap_config(caps)
-    layers = _layers_arg(args.layers) or [len(att._layers) // 2]
+    layers = _layers_arg(args.layers) or [att.n_layers // 2]
     convs = _read_conversations(args.conversations)
     result = project_conversations(model, tok, att, convs, layers, batch_size=args.batch_size)
-    out = args.out or (args.run / "projections" if args.run else Path("projections"))
+    out = args.out or (RunFolder(args.run).projections if args.run else Path("projections"))
     paths = result.save(out, plots=not args.no_plots)
     turn_means = [float(np.nanmean(t)) for t in result.per_turn[layers[0]] if len(t)]
     return (
@@ -305,7 +306,7 @@ def cmd_eval(args: argparse.Namespace) -> str:
     from axis_steer.runtime.hooks import Attachment
 
     model, tok = load_model(args)
-    axis = _load_axis(args.run, args.axis) if (args.axis or (args.run and (args.run / "axis.safetensors").exists())) else None
+    axis = _load_axis(args.run, args.axis) if (args.axis or (args.run and RunFolder(args.run).axis.exists())) else None
     caps = _load_caps(args.run, args.caps, args.experiment)
     if caps is None:
         raise AxisSteerError("eval: nothing to evaluate: pass --caps FILE (or a --run that was calibrated)")
@@ -331,7 +332,7 @@ def cmd_eval(args: argparse.Namespace) -> str:
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
     )
-    out = args.out or (args.run / "eval" if args.run else Path("eval"))
+    out = args.out or (RunFolder(args.run).eval if args.run else Path("eval"))
     report.save(out, plots=not args.no_plots)
     print(report)
     return f"wrote {out / 'report.json'}"

@@ -38,7 +38,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from axis_steer.personas.model import eval_data_dir
+from axis_steer.personas.catalog import ASSISTANT
+from axis_steer.personas.judge import detect_persona, role_style_rate, style_judge, style_score
+from axis_steer.personas.model import eval_data_dir, load_persona_model, role_data_dir
+from axis_steer.pipeline.axis import compute_axis, load_persona_space
+from axis_steer.pipeline.calibrate import calibrate
+from axis_steer.pipeline.evaluate import evaluate
+from axis_steer.pipeline.extract import extract_activations, response_means
+from axis_steer.pipeline.generate import generate_responses
+from axis_steer.pipeline.judge import judge_responses
+from axis_steer.pipeline.replies import converse, greedy_replies
+from axis_steer.pipeline.roles import DEFAULT_ROLE, load_role_set
+from axis_steer.pipeline.runs import RunFolder, iter_run_responses
+from axis_steer.runtime.formats import finite_or_none, iter_jsonl, load_axis, load_caps
+from axis_steer.runtime.hooks import Attachment
 
 DATA = eval_data_dir()
 
@@ -98,8 +111,6 @@ class DemoSummary:
 
 
 def _read_jsonl(name: str) -> list[Any]:
-    from axis_steer.runtime.formats import iter_jsonl
-
     return [obj for _, obj in iter_jsonl(DATA / name)]
 
 
@@ -145,8 +156,6 @@ def _messages(system: str, user_turns: list[str]) -> list[dict]:
 def _role_adherence(replies: list[str], role_convs: list[dict]) -> float:
     """Mean style score (0..3, as a fraction of 3) of replies against the persona each
     role prompt asked for."""
-    from axis_steer.personas import style_score
-
     return _mean(style_score(t, rc["persona"]) / 3 for t, rc in zip(replies, role_convs))
 
 
@@ -172,28 +181,8 @@ def run_demo(
 def _run(out: Path, cfg: dict, *, quick: bool, device: str, seed: int, t0: float) -> DemoSummary:
     from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
-    from axis_steer.apps.chat import converse, greedy_replies
-    from axis_steer.personas import (
-        ASSISTANT,
-        detect_persona,
-        load_persona_model,
-        role_data_dir,
-        role_style_rate,
-        style_judge,
-        style_score,
-    )
-    from axis_steer.pipeline.axis import compute_axis, load_persona_space
-    from axis_steer.pipeline.calibrate import calibrate
-    from axis_steer.pipeline.evaluate import evaluate
-    from axis_steer.pipeline.extract import extract_activations, response_means
-    from axis_steer.pipeline.generate import generate_responses, iter_run_responses
-    from axis_steer.pipeline.judge import judge_responses
-    from axis_steer.pipeline.roles import DEFAULT_ROLE, load_role_set
-    from axis_steer.runtime.formats import finite_or_none, load_axis, load_caps
-    from axis_steer.runtime.hooks import Attachment
-
+    run = RunFolder(out)
     model, tok = load_persona_model(device=device)
-    tok.padding_side = "left"
     roles = load_role_set(role_data_dir())
     n_q = 3 if quick else 8
     layer, window = int(cfg["layer"]), tuple(cfg["window"])
@@ -214,8 +203,8 @@ def _run(out: Path, cfg: dict, *, quick: bool, device: str, seed: int, t0: float
     print(judge_responses(out, style_judge))
     print(extract_activations(model, tok, out, batch_size=16))
     print(compute_axis(out, min_count=max(5, n_q * 5 // 2)))
-    axis = load_axis(out / "axis.safetensors")
-    space = load_persona_space(out / "persona_space.safetensors")
+    axis = load_axis(run.axis)
+    space = load_persona_space(run.persona_space)
 
     print("[2/6] checks on held-out questions")
     held_q = _read_jsonl("heldout_questions.jsonl")[: 2 if quick else 6]
@@ -250,7 +239,7 @@ def _run(out: Path, cfg: dict, *, quick: bool, device: str, seed: int, t0: float
     calibrate(
         model, tok, out, percentiles=(0.25,), windows=[window], batch_size=16
     )  # prints its table
-    caps = load_caps(out / "calibration" / f"caps_layers_{window[0]}-{window[1]}_p0.25.safetensors")
+    caps = load_caps(run.caps_file(window[0], window[1], 0.25))
     thresholds = {e.layer: float(e.lo) for e in caps.entries}
 
     print("[4/6] steering along the axis")

@@ -14,22 +14,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-
-def _td():
-    import torch.distributed as td
-
-    return td
+import torch
+import torch.distributed as td
 
 
 def setup() -> tuple[int, int]:
     """``(rank, world_size)``, initialising the default process group from the
     launcher's environment when needed."""
-    td = _td()
     if not td.is_available():
         return 0, 1
     if not td.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch
-
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         td.init_process_group(backend=backend)
         if backend == "nccl":
@@ -41,7 +35,6 @@ def setup() -> tuple[int, int]:
 
 def world() -> tuple[int, int]:
     """``(rank, world_size)`` of the current process group, ``(0, 1)`` without one."""
-    td = _td()
     if td.is_available() and td.is_initialized():
         return td.get_rank(), td.get_world_size()
     return 0, 1
@@ -49,13 +42,10 @@ def world() -> tuple[int, int]:
 
 def barrier() -> None:
     if world()[1] > 1:
-        _td().barrier()
+        td.barrier()
 
 
 def _reduce_device() -> Any:
-    import torch
-
-    td = _td()
     if td.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
@@ -67,7 +57,7 @@ def all_reduce_sum_(t: Any) -> Any:
         return t
     dev = _reduce_device()
     buf = t.to(dev)
-    _td().all_reduce(buf)
+    td.all_reduce(buf)
     t.copy_(buf.to(t.device))
     return t
 
@@ -78,14 +68,5 @@ def all_gather_object(obj: Any) -> list[Any]:
     if size == 1:
         return [obj]
     out: list[Any] = [None] * size
-    _td().all_gather_object(out, obj)
+    td.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """``obj`` from rank ``src`` on every rank."""
-    if world()[1] == 1:
-        return obj
-    box = [obj]
-    _td().broadcast_object_list(box, src=src)
-    return box[0]

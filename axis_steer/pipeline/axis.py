@@ -34,8 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import torch
+
+from axis_steer.pipeline import _dist
+from axis_steer.pipeline.extract import load_sums
 from axis_steer.pipeline.judge import judge_info, load_run_scores
 from axis_steer.pipeline.roles import DEFAULT_ROLE
+from axis_steer.pipeline.runs import RunFolder
 from axis_steer.runtime.formats import Axis, load_activations, load_kind, save_tensors
 
 __all__ = [
@@ -81,8 +86,6 @@ class RoleVectors:
         return int(self.default.shape[-1])
 
     def save(self, path: str | Path) -> Path:
-        import torch
-
         meta = dict(self.metadata)
         meta.update(
             kind="role_vectors",
@@ -103,8 +106,6 @@ class RoleVectors:
     def save_reference(self, folder: str | Path) -> Path:
         """Writes the reference layout ``{folder}/{role}.pt`` = ``{"vector": (n_layers, d),
         "type": "pos_3" | "mean", "role": name}`` (rows of unextracted layers zero)."""
-        import torch
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         judged = bool(self.metadata.get("judged"))
@@ -122,7 +123,7 @@ class RoleVectors:
 
 def load_role_vectors(path: str | Path) -> RoleVectors:
     """Reads ``role_vectors.safetensors`` (a file or its run folder)."""
-    tensors, meta = load_kind(path, "role_vectors", "a role-vectors file", "role_vectors.safetensors")
+    tensors, meta = load_kind(path, "role_vectors", "a role-vectors file", str(RunFolder("").role_vectors))
     rest = {
         k: v
         for k, v in meta.items()
@@ -138,14 +139,6 @@ def load_role_vectors(path: str | Path) -> RoleVectors:
         int(meta["n_layers"]),
         rest,
     )
-
-
-def _per_sample_file(out_dir: Path, role: str) -> Path | None:
-    for ext in ("safetensors", "pt"):
-        p = out_dir / "activations" / f"{role}.{ext}"
-        if p.is_file():
-            return p
-    return None
 
 
 def compute_role_vectors(
@@ -171,12 +164,9 @@ def compute_role_vectors(
     Responses judged after extraction are filtered through the per-response
     files (``extract_activations(per_sample=...)``) when they exist.
     """
-    import torch
-
-    from axis_steer.pipeline.extract import load_sums
-
     out_dir = Path(out_dir)
-    sums_path = out_dir / "activations" / "sums.safetensors"
+    run = RunFolder(out_dir)
+    sums_path = run.sums
     if not sums_path.exists():
         raise FileNotFoundError(f"{sums_path}: no activation sums; run extract_activations first")
     st = load_sums(sums_path)
@@ -191,7 +181,7 @@ def compute_role_vectors(
     scores = load_run_scores(out_dir)
     if judge is True and not scores:
         raise FileNotFoundError(
-            f"{out_dir / 'scores'}: no scores (judge=True); run judge_responses first"
+            f"{run.scores}: no scores (judge=True); run judge_responses first"
         )
     judged = bool(scores) if judge is None else bool(judge)
     if DEFAULT_ROLE not in st.roles():
@@ -274,9 +264,7 @@ def compute_role_vectors(
 def _from_per_sample(
     out_dir: Path, role: str, scores: dict[str, int], min_score: int, layers: list[int]
 ) -> tuple[Any, int]:
-    import torch
-
-    path = _per_sample_file(out_dir, role)
+    path = RunFolder(out_dir).find_per_sample(role)
     if path is None:
         return None, 0
     acts = load_activations(path)
@@ -290,8 +278,6 @@ def _from_per_sample(
 def axis_from_vectors(rv: RoleVectors) -> Axis:
     """``axis[L] = default[L] - mean(role vectors)[L]`` for the extracted layers,
     zero rows elsewhere, with metadata."""
-    import torch
-
     full = torch.zeros((rv.n_layers, rv.hidden_size), dtype=torch.float32)
     full[rv.layers] = rv.default - rv.vectors.mean(0)
     meta = dict(rv.metadata)
@@ -354,7 +340,7 @@ class PersonaSpace:
 
 
 def load_persona_space(path: str | Path) -> PersonaSpace:
-    t, meta = load_kind(path, "persona_space", "a persona-space file", "persona_space.safetensors")
+    t, meta = load_kind(path, "persona_space", "a persona-space file", str(RunFolder("").persona_space))
     return PersonaSpace(
         list(meta["roles"]),
         [int(x) for x in meta["layers"]],
@@ -371,8 +357,6 @@ def load_persona_space(path: str | Path) -> PersonaSpace:
 def persona_space(rv: RoleVectors, axis: Axis, *, n_components: int = 10) -> PersonaSpace:
     """PCA of ``rv``'s role vectors at each extracted layer (float64 SVD of the
     role vectors centred on their mean), compared with ``axis``."""
-    import torch
-
     n = len(rv.names)
     if n < 2:
         raise ValueError(f"persona space needs at least 2 role vectors (have {n})")
@@ -531,7 +515,7 @@ class AxisSummary:
         return (
             f"axis: {len(rv.names)} roles{f' ({skipped} skipped)' if skipped else ''} + default "
             f"({rv.default_count} responses), {judge}, {len(rv.layers)} layers; layer {mid}: "
-            f"|axis| {norm:.3g}{extra} -> {self.out_dir / 'axis.safetensors'}"
+            f"|axis| {norm:.3g}{extra} -> {RunFolder(self.out_dir).axis}"
         )
 
 
@@ -555,10 +539,6 @@ def compute_axis(
     ``reference_vectors`` also writes ``vectors/{role}.pt``.
 
     Only rank 0 writes when run under torchrun (the step is cheap)."""
-    import torch
-
-    from axis_steer.pipeline import _dist
-
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     rv = compute_role_vectors(
@@ -569,19 +549,16 @@ def compute_axis(
     rank, _ = _dist.world()
     paths: list[Path] = []
     if rank == 0:
-        axis.save(out_dir / "axis.safetensors")
-        torch.save(
-            {"axis": axis.vectors.clone(), "metadata": _plain(axis.metadata)}, out_dir / "axis.pt"
-        )
-        rv.save(out_dir / "role_vectors.safetensors")
+        run = RunFolder(out_dir)
+        axis.save(run.axis)
+        torch.save({"axis": axis.vectors.clone(), "metadata": _plain(axis.metadata)}, run.axis_pt)
+        rv.save(run.role_vectors)
         if reference_vectors:
-            rv.save_reference(out_dir / "vectors")
+            rv.save_reference(run.reference_vectors)
         if space is not None:
-            space.save(
-                out_dir / "persona_space.safetensors", {"model": rv.metadata.get("model", "")}
-            )
+            space.save(run.persona_space, {"model": rv.metadata.get("model", "")})
             if plots:
-                paths = plot_persona_space(space, out_dir / "plots", layer=plot_layer)
+                paths = plot_persona_space(space, run.plots, layer=plot_layer)
     _dist.barrier()
     summary = AxisSummary(out_dir, axis, rv, space, paths, time.perf_counter() - t0)
     if progress and rank == 0:

@@ -45,10 +45,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from axis_steer.pipeline import _dist
-from axis_steer.pipeline.generate import iter_run_responses
+from axis_steer.pipeline.extract import iter_response_means, token_projections
 from axis_steer.pipeline.roles import DEFAULT_ROLE
+from axis_steer.pipeline.runs import RunFolder, iter_run_responses
 from axis_steer.runtime.formats import (
     Axis,
     CapConfig,
@@ -57,9 +59,12 @@ from axis_steer.runtime.formats import (
     finite_or_none,
     load_activations,
     load_axis,
+    read_responses,
     reference_config_from_thresholds,
+    response_key,
     save_tensors,
 )
+from axis_steer.runtime.ops import project
 
 __all__ = ["CalibrationSummary", "calibrate", "default_window", "thresholds_from_projections"]
 
@@ -95,9 +100,15 @@ def thresholds_from_projections(
 
 
 def _unit_rows(axis: Axis, layers: list[int]) -> Any:
-    import torch
-
     return torch.stack([axis.unit(layer) for layer in layers])
+
+
+def _project_layers(x: Any, units: Any) -> Any:
+    """``<x[n, j], units[j]>`` for ``x`` ``(n, L, d)`` and unit rows ``(L, d)``:
+    ``(n, L)`` float32, by the core's ``project`` (the dot product the caps
+    apply with)."""
+    x = x.float()
+    return torch.stack([project(x[:, j].contiguous(), units[j]) for j in range(units.shape[0])], 1)
 
 
 def _conversations(source: Any, role_filter: Any) -> tuple[list[tuple[str, list[dict]]], str]:
@@ -105,8 +116,6 @@ def _conversations(source: Any, role_filter: Any) -> tuple[list[tuple[str, list[
     if isinstance(source, (str, Path)):
         p = Path(source)
         if p.is_file():
-            from axis_steer.runtime.formats import read_responses
-
             rows = [
                 (f"{r.get('label', '')}/{i}", r["conversation"])
                 for i, r in enumerate(read_responses(p))
@@ -230,14 +239,10 @@ def calibrate(
     Returns:
         A :class:`CalibrationSummary`; ``print(summary.table())`` shows the table.
     """
-    import torch
-
-    from axis_steer.pipeline.extract import iter_response_means, token_projections
-
     _dist.setup()
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    axis_path = out_dir / "axis.safetensors"
+    axis_path = RunFolder(out_dir).axis
     if not axis_path.exists():
         raise FileNotFoundError(f"{axis_path}: no axis; run compute_axis first")
     axis = load_axis(axis_path)
@@ -297,7 +302,7 @@ def calibrate(
                 max_length=max_length,
                 progress=progress and _dist.world()[0] == 0,
             ):
-                p = torch.einsum("nld,ld->nl", means, units)
+                p = _project_layers(means, units)
                 for s, (ci, _) in enumerate(owners):
                     res[idx[ci]] = p[s]
             return res
@@ -394,20 +399,13 @@ def calibrate(
 
 def _per_sample_projections(out_dir: Path, ref_rows: list, units: Any) -> Any:
     """Projections from saved per-response activations, or None when any is missing."""
-    import torch
-
-    from axis_steer.runtime.formats import response_key
-
-    roles = sorted({r for r, _ in ref_rows})
+    run = RunFolder(out_dir)
     files = {}
-    for role in roles:
-        for ext in ("safetensors", "pt"):
-            p = out_dir / "activations" / f"{role}.{ext}"
-            if p.is_file():
-                files[role] = p
-                break
-        else:
+    for role in sorted({r for r, _ in ref_rows}):
+        p = run.find_per_sample(role)
+        if p is None:
             return None
+        files[role] = p
     out = []
     cache: dict[str, dict] = {}
     for role, row in ref_rows:
@@ -420,8 +418,8 @@ def _per_sample_projections(out_dir: Path, ref_rows: list, units: Any) -> Any:
             return None
         if act.shape[0] != units.shape[0]:
             return None
-        out.append((act.float() * units).sum(-1))
-    return torch.stack(out)
+        out.append(act)
+    return _project_layers(torch.stack(out), units)
 
 
 def _write(
@@ -438,9 +436,8 @@ def _write(
     source: str,
     held_src: str,
 ) -> list[Path]:
-    import torch
-
-    cdir = out_dir / "calibration"
+    run = RunFolder(out_dir)
+    cdir = run.calibration
     cdir.mkdir(parents=True, exist_ok=True)
     files = []
     model = axis.metadata.get("model", "")
@@ -464,12 +461,12 @@ def _write(
                     "made_by": "axis_steer.pipeline.calibrate",
                 },
             )
-            files.append(cfg.save(cdir / f"caps_layers_{a}-{b}_p{q:g}.safetensors"))
+            files.append(cfg.save(run.caps_file(a, b, q)))
     per_layer = {
         q: [thresholds[q].get(x, math.nan) for x in range(axis.n_layers)] for q in percentiles
     }
     files.append(
-        reference_config_from_thresholds(axis, per_layer, windows).save(cdir / "capping_config.pt")
+        reference_config_from_thresholds(axis, per_layer, windows).save(run.capping_config)
     )
     keys = [f"{role}/pos_p{row['prompt_index']}_q{row['question_index']}" for role, row in ref_rows]
     th_tensor = torch.tensor(
@@ -477,7 +474,7 @@ def _write(
     )
     files.append(
         save_tensors(
-            cdir / "thresholds.safetensors",
+            run.thresholds,
             {"thresholds": th_tensor, "projections": proj.float()},
             {
                 "kind": "thresholds",
@@ -526,7 +523,7 @@ def _write(
             for j, x in enumerate(layers)
         },
     }
-    p = cdir / "report.json"
+    p = run.calibration_report
     p.write_text(json.dumps(finite_or_none(report), indent=1, default=str) + "\n")
     files.append(p)
     return files

@@ -36,9 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from axis_steer.errors import AxisSteerError
-from axis_steer.runtime.formats import finite_or_none
+from axis_steer.pipeline.batching import input_device, pad_batch, pad_id
+from axis_steer.pipeline.replies import greedy_ids
+from axis_steer.pipeline.spans import prompt_ids, render_with_spans
+from axis_steer.runtime.formats import finite_or_none, iter_jsonl
 from axis_steer.runtime.hooks import Attachment
-from axis_steer.runtime.reference import CLAMP
+from axis_steer.runtime.steps import CLAMP
 
 
 @dataclass
@@ -179,21 +182,6 @@ class EvalReport:
 # ---- scoring helpers ------------------------------------------------------------------------
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and attention mask (scoring does not generate)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    am = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.as_tensor(s)
-        am[i, : len(s)] = 1
-    return ids.to(device), am.to(device)
-
-
 @torch.no_grad()
 def _logprobs(model, ids: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
     """log p(next token) at every position: (batch, seq - 1, vocab) float32."""
@@ -201,13 +189,13 @@ def _logprobs(model, ids: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(logits, dim=-1)
 
 
-def _lm_pass(model, att: Attachment, items: list[tuple[list[int], list[bool]]], pad_id: int, batch_size: int):
+def _lm_pass(model, att: Attachment, items: list[tuple[list[int], list[bool]]], pad: int, batch_size: int):
     """Per scored token: nll plain, nll intervened, KL. items: (ids, scored mask per position)."""
     nll_p, nll_i, kls = [], [], []
-    dev = _device(model)
+    dev = input_device(model)
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        ids, am = _pad_batch([c[0] for c in chunk], pad_id, dev)
+        ids, am = pad_batch([c[0] for c in chunk], pad, side="right", device=dev)
         score = torch.zeros(ids.shape, dtype=torch.bool)
         for i, (_, m) in enumerate(chunk):
             score[i, : len(m)] = torch.as_tensor(m)
@@ -236,13 +224,6 @@ def _lm_scores(nll_p: np.ndarray, nll_i: np.ndarray, kl: np.ndarray) -> LMScores
         kl_p95=float(np.quantile(kl, 0.95)),
         kl_max=float(kl.max()),
     )
-
-
-def _pad_id(tokenizer) -> int:
-    pid = getattr(tokenizer, "pad_token_id", None)
-    if pid is None:
-        pid = getattr(tokenizer, "eos_token_id", None)
-    return int(pid or 0)
 
 
 # ---- the evaluation ---------------------------------------------------------------------------
@@ -275,7 +256,7 @@ def evaluate(
         raise AxisSteerError("evaluate: pass the attachment detached; it is attached for the intervened passes")
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"batch_size={batch_size}, max_new_tokens={max_new_tokens} (expected positive numbers)")
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     report = EvalReport(metadata={"max_new_tokens": max_new_tokens, "batch_size": batch_size})
     capped = sorted({layer for layer, p in attachment._programs.items() if CLAMP in p.ops})
     monitor = None
@@ -297,8 +278,6 @@ def evaluate(
             if monitor is not None:
                 firing_den += _collect_firing(model, attachment, monitor, items, pad, batch_size, firing_num, firing_shift)
         if conversations:
-            from axis_steer.pipeline.spans import render_with_spans
-
             items = []
             for conv in conversations:
                 rc = render_with_spans(tokenizer, conv)
@@ -337,11 +316,11 @@ def evaluate(
 
 def _collect_firing(model, att, monitor, items, pad, batch_size, num, shifts) -> int:
     """Runs the intervened model once more with the monitor to count firing."""
-    dev = _device(model)
+    dev = input_device(model)
     total = 0
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        ids, am = _pad_batch([c[0] for c in chunk], pad, dev)
+        ids, am = pad_batch([c[0] for c in chunk], pad, side="right", device=dev)
         with att, torch.no_grad():
             model(input_ids=ids, attention_mask=am)
         r = monitor.readings()
@@ -351,44 +330,6 @@ def _collect_firing(model, att, monitor, items, pad, batch_size, num, shifts) ->
             num[layer] += float(fired.sum())
             shifts[layer].append((r.p_out[:, i] - r.p_in[:, i])[fired])
     return total
-
-
-def _as_messages(p: Sequence[dict] | str) -> list[dict]:
-    return [{"role": "user", "content": p}] if isinstance(p, str) else list(p)
-
-
-@torch.no_grad()
-def greedy_ids(
-    model, tokenizer, prompts, max_new_tokens: int, batch_size: int, pad: int | None = None
-) -> list[list[int]]:
-    """Greedy continuations of ``prompts`` (each a message list or a user string,
-    rendered with the chat template and the generation prompt), batched with left
-    padding; per prompt, the new token ids (``pad``, by default the tokenizer's pad
-    or end id, after an early end)."""
-    from axis_steer.pipeline.spans import prompt_ids
-
-    if pad is None:
-        pad = _pad_id(tokenizer)
-
-    dev = _device(model)
-    outs = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = [prompt_ids(tokenizer, _as_messages(p)) for p in prompts[start : start + batch_size]]
-        width = max(len(c) for c in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        am = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, c in enumerate(chunk):  # left padding for generation
-            ids[i, width - len(c) :] = torch.as_tensor(c)
-            am[i, width - len(c) :] = 1
-        gen = model.generate(
-            input_ids=ids.to(dev),
-            attention_mask=am.to(dev),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-        )
-        outs.extend(gen[:, width:].cpu().tolist())
-    return outs
 
 
 def _agreement(model, tokenizer, att, prompts, max_new_tokens, batch_size, pad) -> GenerationAgreement:
@@ -415,8 +356,6 @@ def _agreement(model, tokenizer, att, prompts, max_new_tokens, batch_size, pad) 
 def load_multiple_choice(path: str | Path) -> list[dict]:
     """Reads a multiple-choice JSONL (``question``, ``choices`` list, ``answer``
     index), with errors naming the file and line."""
-    from axis_steer.runtime.formats import iter_jsonl
-
     out = []
     for lineno, obj in iter_jsonl(path):
         ch = obj.get("choices") if isinstance(obj, dict) else None
@@ -431,19 +370,17 @@ def load_multiple_choice(path: str | Path) -> list[dict]:
 
 @torch.no_grad()
 def _choice_logliks(model, tokenizer, questions, batch_size, pad) -> list[list[tuple[float, int]]]:
-    from axis_steer.pipeline.spans import prompt_ids
-
     items = []  # (question index, ids, n_choice_tokens)
     for qi, q in enumerate(questions):
         head = prompt_ids(tokenizer, [{"role": "user", "content": q["question"]}])
         for c in q["choices"]:
             tail = tokenizer(" " + str(c).strip(), add_special_tokens=False)["input_ids"]
             items.append((qi, head + tail, len(tail)))
-    dev = _device(model)
+    dev = input_device(model)
     scores: list[list[tuple[float, int]]] = [[] for _ in questions]
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        ids, am = _pad_batch([c[1] for c in chunk], pad, dev)
+        ids, am = pad_batch([c[1] for c in chunk], pad, side="right", device=dev)
         lp = _logprobs(model, ids, am)
         tok = lp.gather(-1, ids[:, 1:, None])[..., 0]
         for i, (qi, seq, n) in enumerate(chunk):

@@ -42,14 +42,27 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
 
 from axis_steer.errors import AxisSteerError
 from axis_steer.pipeline import _dist
-from axis_steer.pipeline.generate import iter_run_responses
+from axis_steer.pipeline.batching import batched, input_device, pad_batch, pad_id
+from axis_steer.pipeline.runs import RunFolder, iter_run_responses
 from axis_steer.pipeline.spans import render_with_spans
-from axis_steer.runtime.formats import load_kind, load_scores, response_key, save_tensors
-from axis_steer.runtime.models import block_hidden, input_device
+from axis_steer.runtime.formats import (
+    load_activations,
+    load_kind,
+    load_scores,
+    parse_response_key,
+    response_key,
+    save_activations,
+    save_tensors,
+)
+from axis_steer.runtime.models import block_hidden, find_layers, hidden_size
+from axis_steer.runtime.ops import project
 
 __all__ = [
     "ActivationSums",
@@ -58,6 +71,7 @@ __all__ = [
     "iter_response_means",
     "load_sums",
     "response_means",
+    "residual_norms",
     "token_projections",
 ]
 
@@ -72,8 +86,6 @@ class _StopForward(Exception):
 
 
 def _blocks(model: Any) -> Any:
-    from axis_steer.runtime.models import find_layers
-
     return find_layers(model).blocks
 
 
@@ -107,7 +119,7 @@ def _forward_reduce(
     layers: list[int],
     rows: list[list[int]],
     segments: list[_Segment],
-    pad_id: int,
+    pad: int,
     directions: Any = None,
 ) -> Any:
     """One padded forward pass (right padding) reduced at each needed layer.
@@ -115,15 +127,10 @@ def _forward_reduce(
     Returns float32 on the CPU: with ``directions=None`` the segments' mean
     activations ``(n_segments, len(layers), d)``; with ``directions``
     ``(len(layers), d)`` unit vectors, the per-token projections
-    ``(n_tokens, len(layers))`` of the segments' tokens in segment order."""
-    import torch
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        attn[i, : len(r)] = 1
+    ``(n_tokens, len(layers))`` of the segments' tokens in segment order,
+    computed by the core's ``project`` (the dot product the caps apply with)."""
+    ids, attn = pad_batch(rows, pad, side="right")
+    width = ids.shape[1]
     pos_parts, seg_parts = [], []
     for s, seg in enumerate(segments):
         for a, b in seg.ranges:
@@ -154,7 +161,7 @@ def _forward_reduce(
             p, w = per_device[dev]
             sel = h.reshape(-1, h.shape[-1]).index_select(0, p).float()
             j = where[layer]
-            results[j] = (w @ sel) if directions is None else (sel @ w[j])
+            results[j] = (w @ sel) if directions is None else project(sel.contiguous(), w[j])
             if layer == last:
                 raise _StopForward
 
@@ -198,18 +205,6 @@ def _encode(
     return ids, segs
 
 
-def _pad_id(tokenizer: Any) -> int:
-    for v in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if v is not None:
-            return int(v)
-    return 0
-
-
-def _batched(seq: list, n: int) -> Iterator[list]:
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
-
-
 def iter_response_means(
     model: Any,
     tokenizer: Any,
@@ -227,16 +222,14 @@ def iter_response_means(
     ``owners[s] = (conversation index, turn index)`` says whose mean row ``s``
     is (turn index 0 unless ``turns="each"``). Segments with no tokens are
     left out. Conversations are run sorted by length, so batches mix them."""
-    from tqdm.auto import tqdm
-
     if turns not in _TURNS:
         raise ValueError(f"turns={turns!r} (expected one of {_TURNS})")
     blocks = _blocks(model)
     layers = _check_layers(layers, len(blocks))
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     enc = [_encode(tokenizer, c, turns, max_length) for c in conversations]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
-    for chunk in tqdm(list(_batched(order, batch_size)), desc="activations", disable=not progress):
+    for chunk in tqdm(list(batched(order, batch_size)), desc="activations", disable=not progress):
         rows = [enc[i][0] for i in chunk]
         segs, owners = [], []
         for r, i in enumerate(chunk):
@@ -273,14 +266,12 @@ def response_means(
         A list with one float32 CPU tensor per conversation, ``L = len(layers)``
         rows in increasing layer order. A turn with no tokens gives NaN rows.
     """
-    import torch
-
     n_layers = len(_check_layers(layers, len(_blocks(model))))
     n_turns = [
         1 if turns != "each" else max(1, sum(m.get("role") == "assistant" for m in c))
         for c in conversations
     ]
-    out = [torch.full((n, n_layers, _width(model)), math.nan) for n in n_turns]
+    out = [torch.full((n, n_layers, hidden_size(model)), math.nan) for n in n_turns]
     for owners, means in iter_response_means(
         model,
         tokenizer,
@@ -294,12 +285,6 @@ def response_means(
         for s, (i, k) in enumerate(owners):
             out[i][k] = means[s]
     return out if turns == "each" else [t[0] for t in out]
-
-
-def _width(model: Any) -> int:
-    from axis_steer.runtime.models import hidden_size
-
-    return hidden_size(model)
 
 
 def token_projections(
@@ -327,9 +312,6 @@ def token_projections(
         For each conversation a list of ``(n_tokens, len(layers))`` tensors, one
         per segment (turn).
     """
-    import torch
-    from tqdm.auto import tqdm
-
     if turns not in _TURNS:
         raise ValueError(f"turns={turns!r} (expected one of {_TURNS})")
     blocks = _blocks(model)
@@ -346,7 +328,7 @@ def token_projections(
     enc = [_encode(tokenizer, c, turns, max_length) for c in conversations]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
     out: list[list[Any]] = [[torch.zeros((0, len(layers))) for _ in e[1]] for e in enc]
-    for chunk in tqdm(list(_batched(order, batch_size)), desc="projections", disable=not progress):
+    for chunk in tqdm(list(batched(order, batch_size)), desc="projections", disable=not progress):
         rows = [enc[i][0] for i in chunk]
         segs, owner = [], []
         for r, i in enumerate(chunk):
@@ -357,7 +339,7 @@ def token_projections(
                     owner.append((i, k, seg.n_tokens))
         if not segs:
             continue
-        proj = _forward_reduce(model, blocks, layers, rows, segs, _pad_id(tokenizer), directions=u)
+        proj = _forward_reduce(model, blocks, layers, rows, segs, pad_id(tokenizer), directions=u)
         at = 0
         for i, k, n in owner:
             out[i][k] = proj[at : at + n]
@@ -388,8 +370,6 @@ class ActivationSums:
     metadata: dict = field(default_factory=dict)
 
     def add(self, group: str, mean: Any, n_tokens: int) -> None:
-        import torch
-
         if group not in self.sums:
             self.sums[group] = torch.zeros(
                 (len(self.layers), self.hidden_size), dtype=torch.float32
@@ -418,8 +398,6 @@ class ActivationSums:
 
     def role_sum(self, role: str, buckets: Iterable[str] | None = None) -> tuple[Any, int]:
         """Sum and count over a role's buckets (all buckets by default)."""
-        import torch
-
         total = torch.zeros((len(self.layers), self.hidden_size), dtype=torch.float32)
         n = 0
         for g, s in self.sums.items():
@@ -434,8 +412,6 @@ class ActivationSums:
 
     def save(self, path: str | Path) -> Path:
         """Writes the sums to ``.safetensors`` (atomically)."""
-        import torch
-
         path = Path(path)
         meta = dict(self.metadata)
         meta.update(
@@ -459,7 +435,7 @@ class ActivationSums:
 def load_sums(path: str | Path) -> ActivationSums:
     """Reads :class:`ActivationSums` from ``sums.safetensors`` (a file or its run folder)."""
     tensors, meta = load_kind(
-        path, "activation_sums", "an activation-sums file", "activations/sums.safetensors"
+        path, "activation_sums", "an activation-sums file", str(RunFolder("").sums)
     )
     sums = {k[4:]: v.float() for k, v in tensors.items() if k.startswith("sum/")}
     rest = {
@@ -516,10 +492,10 @@ class ExtractSummary:
         )
 
 
-def _scores_for(out_dir: Path, roles: Iterable[str]) -> dict[str, dict[str, int]]:
+def _scores_for(run: RunFolder, roles: Iterable[str]) -> dict[str, dict[str, int]]:
     out = {}
     for role in roles:
-        p = out_dir / "scores" / f"{role}.json"
+        p = run.scores_file(role)
         if p.is_file():
             out[role] = load_scores(p)
     return out
@@ -556,10 +532,6 @@ def _sample_ext(per_sample: str | None) -> str | None:
 def _flush_samples(
     adir: Path, buf: dict[str, dict[str, Any]], ext: str, rank: int, counter: list[int]
 ) -> None:
-    import torch
-
-    from axis_steer.runtime.formats import save_activations
-
     pdir = adir / ".parts"
     pdir.mkdir(parents=True, exist_ok=True)
     for role, acts in buf.items():
@@ -578,8 +550,6 @@ def _flush_samples(
 
 def _merge_samples(adir: Path, ext: str, layers: list[int]) -> None:
     """Folds per-sample chunks into ``activations/{role}.{ext}``."""
-    from axis_steer.runtime.formats import load_activations, save_activations
-
     pdir = adir / ".parts"
     chunks = sorted(pdir.glob(f"samples-r*-*.{ext}")) if pdir.is_dir() else []
     by_role: dict[str, list[Path]] = {}
@@ -587,15 +557,13 @@ def _merge_samples(adir: Path, ext: str, layers: list[int]) -> None:
         role = c.stem.split("-", 3)[3]
         by_role.setdefault(role, []).append(c)
     for role, files in by_role.items():
-        target = adir / f"{role}.{ext}"
+        target = RunFolder(adir.parent).per_sample_file(role, ext)
         acts = load_activations(target) if target.exists() else {}
         for f in files:
             acts.update(load_activations(f))
         acts = dict(sorted(acts.items(), key=lambda kv: _key_order(kv[0])))
         tmp = adir / f"{role}.tmp.{ext}"
         if ext == "pt":
-            import torch
-
             torch.save(acts, tmp)
         else:
             save_activations(tmp, acts, {"layers": layers})
@@ -605,15 +573,11 @@ def _merge_samples(adir: Path, ext: str, layers: list[int]) -> None:
 
 
 def _key_order(key: str) -> tuple[int, int]:
-    from axis_steer.runtime.formats import parse_response_key
-
     return parse_response_key(key)
 
 
 def _reduce(delta: ActivationSums) -> ActivationSums:
     """Sums every rank's delta (all ranks get the total)."""
-    import torch
-
     rank, world = _dist.world()
     if world == 1:
         return delta
@@ -688,11 +652,6 @@ def extract_activations(
     Returns:
         An :class:`ExtractSummary` (its ``str`` is the step's summary line).
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from axis_steer.runtime.models import hidden_size
-
     if turns not in ("last", "all"):
         raise ValueError(
             f"turns={turns!r} (expected 'last' or 'all'; per-turn means: response_means())"
@@ -704,7 +663,8 @@ def extract_activations(
     rank, world = _dist.setup()
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    adir = out_dir / "activations"
+    run = RunFolder(out_dir)
+    adir = run.activations
     blocks = _blocks(model)
     layers = _check_layers(layers, len(blocks))
     d = hidden_size(model)
@@ -715,7 +675,7 @@ def extract_activations(
         "max_length": max_length,
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
     }
-    base_path = adir / "sums.safetensors"
+    base_path = run.sums
 
     # rank 0 folds earlier checkpoints into the base file; everyone then reads its keys
     if rank == 0:
@@ -764,7 +724,7 @@ def extract_activations(
             n_done_before += 1
         elif index % world == rank:
             todo.append((role, key, row["conversation"]))
-    scores = _scores_for(out_dir, sorted(role_names))
+    scores = _scores_for(run, sorted(role_names))
     if max_items is not None:
         todo = todo[: max(0, int(max_items))]
 
@@ -772,7 +732,7 @@ def extract_activations(
     samples: dict[str, dict[str, Any]] = {}
     counter = [0]
     part_path = adir / ".parts" / f"rank{rank}.safetensors"
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     n_tokens = 0
     n_batches = 0
 
@@ -787,13 +747,13 @@ def extract_activations(
     was_training = model.training
     model.eval()
     try:
-        for chunk in _batched(todo, 32 * batch_size):
+        for chunk in batched(todo, 32 * batch_size):
             enc = []
             for role, key, conv in chunk:
                 ids, segs = _encode(tokenizer, conv, turns, max_length)
                 enc.append((role, key, ids, segs[0]))
             enc.sort(key=lambda e: len(e[2]))
-            for batch in _batched(enc, batch_size):
+            for batch in batched(enc, batch_size):
                 live = []
                 for e in batch:
                     if sum(b - a for a, b in e[3]) > 0:
@@ -850,3 +810,38 @@ def extract_activations(
     if progress and rank == 0:
         print(summary)
     return summary
+
+
+# ---- residual-stream scale ---------------------------------------------------------------------
+
+
+@torch.no_grad()
+def residual_norms(model: Any, inputs: Mapping[str, Any], layers: Sequence[int] | None = None) -> dict[int, float]:
+    """Mean L2 norm of the residual stream per layer over the real (non-pad)
+    tokens of ``inputs`` (a tokenizer output with ``input_ids`` and
+    ``attention_mask``): the scale of :meth:`~axis_steer.runtime.hooks.Attachment.steer`
+    with ``units="residual"``."""
+    found = find_layers(model)
+    want = _check_layers(layers, len(found))
+    sums: dict[int, float] = {}
+    counts: dict[int, int] = {}
+    mask = inputs.get("attention_mask")
+    handles = []
+
+    def make(i: int) -> Callable:
+        def hook(mod: Any, args: Any, out: Any) -> None:
+            n = block_hidden(out, i).float().norm(dim=-1)
+            m = mask.to(n.device).bool() if mask is not None else torch.ones_like(n, dtype=torch.bool)
+            sums[i] = sums.get(i, 0.0) + float(n[m].sum())
+            counts[i] = counts.get(i, 0) + int(m.sum())
+
+        return hook
+
+    try:
+        for i in want:
+            handles.append(found.blocks[i].register_forward_hook(make(i)))
+        model(**inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return {i: sums[i] / max(counts[i], 1) for i in want}

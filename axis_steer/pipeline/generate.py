@@ -36,13 +36,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
+
+import torch
+from tqdm.auto import tqdm
 
 from axis_steer.pipeline import _dist
-from axis_steer.pipeline.roles import DEFAULT_ROLE, RoleSet, as_role_set
+from axis_steer.pipeline.batching import input_device, pad_batch, pad_id
+from axis_steer.pipeline.roles import RoleSet, as_role_set
+from axis_steer.pipeline.runs import RunFolder, iter_run_responses, read_response_rows
 from axis_steer.pipeline.spans import prepare_messages, prompt_ids
 from axis_steer.runtime.formats import response_key
-from axis_steer.runtime.models import input_device
 
 __all__ = [
     "GenerateSummary",
@@ -51,10 +55,8 @@ __all__ = [
     "iter_run_responses",
     "plan_items",
     "generate_responses",
-    "responses_dir",
 ]
 
-_SETTINGS_FILE = "generation.json"
 _RESULT_SETTINGS = (
     "model",
     "temperature",
@@ -103,10 +105,6 @@ def item_seed(seed: int, role: str, prompt_index: int, question_index: int) -> i
     return int.from_bytes(h[:8], "little") & (2**63 - 1)
 
 
-def responses_dir(out_dir: str | Path) -> Path:
-    return Path(out_dir) / "responses"
-
-
 def default_model_name(model: Any) -> str:
     """A display name for ``{model_name}``: the last part of the model's
     ``name_or_path`` ("Qwen3-32B"), or "an AI assistant" when it has none."""
@@ -115,98 +113,12 @@ def default_model_name(model: Any) -> str:
     return name or "an AI assistant"
 
 
-# ---- reading a run's responses ---------------------------------------------------------
-
-
-def _read_rows(path: Path, *, tolerant: bool) -> list[dict]:
-    """Rows of one responses file; with ``tolerant`` a truncated last line (an
-    interrupted write) is ignored."""
-    rows = []
-    if not path.exists():
-        return rows
-    with path.open(encoding="utf-8") as f:
-        lines = f.readlines()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if tolerant and lineno == len(lines) and not line.endswith("\n"):
-                break
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-        for k in ("prompt_index", "question_index", "conversation"):
-            if k not in obj:
-                raise ValueError(
-                    f"{path}:{lineno}: missing {k!r} (expected a reference responses line)"
-                )
-        conv = obj["conversation"]
-        if (
-            not isinstance(conv, list)
-            or not conv
-            or not isinstance(conv[-1], dict)
-            or conv[-1].get("role") != "assistant"
-        ):
-            raise ValueError(
-                f"{path}:{lineno}: 'conversation' must be a list of messages ending with the assistant's"
-            )
-        rows.append(obj)
-    return rows
-
-
-def _part_files(rdir: Path) -> list[Path]:
-    return sorted(rdir.glob(".rank*/*.jsonl"))
-
-
-def iter_run_responses(
-    run_dir: str | Path, roles: Iterable[str] | None = None
-) -> Iterator[tuple[str, dict]]:
-    """Yields ``(role, row)`` for every response of a run folder: the files
-    ``responses/{role}.jsonl`` (reference layout), or a single
-    ``responses.jsonl`` whose rows carry ``label``. Roles come in name order
-    (``default`` first), rows in file order."""
-    run_dir = Path(run_dir)
-    rdir = responses_dir(run_dir)
-    wanted = None if roles is None else set(roles)
-    if rdir.is_dir():
-        files = {p.stem: p for p in rdir.glob("*.jsonl")}
-        for p in _part_files(rdir):
-            files.setdefault(p.stem, p)
-        names = sorted(files, key=lambda r: (r != DEFAULT_ROLE, r))
-        for role in names:
-            if wanted is not None and role not in wanted:
-                continue
-            seen = set()
-            paths = [rdir / f"{role}.jsonl"] + [p for p in _part_files(rdir) if p.stem == role]
-            for path in paths:
-                for row in _read_rows(path, tolerant=True):
-                    key = (row["prompt_index"], row["question_index"])
-                    if key not in seen:
-                        seen.add(key)
-                        yield role, row
-        return
-    single = run_dir / "responses.jsonl"
-    if single.is_file():
-        for row in _read_rows(single, tolerant=False):
-            role = str(row.get("label", ""))
-            if not role:
-                raise ValueError(
-                    f"{single}: a row without 'label' (expected the role name in 'label')"
-                )
-            if wanted is None or role in wanted:
-                yield role, row
-        return
-    raise FileNotFoundError(
-        f"{run_dir}: no responses (expected {rdir}/<role>.jsonl or {single}); run generate_responses first"
-    )
-
-
-def _done_keys(rdir: Path) -> set[tuple[str, int, int]]:
-    done = set()
-    if not rdir.is_dir():
+def _done_keys(run: RunFolder) -> set[tuple[str, int, int]]:
+    done: set[tuple[str, int, int]] = set()
+    if not run.responses.is_dir():
         return done
-    for path in list(rdir.glob("*.jsonl")) + _part_files(rdir):
-        for row in _read_rows(path, tolerant=True):
+    for path in list(run.responses.glob("*.jsonl")) + run.part_files():
+        for row in read_response_rows(path, tolerant=True):
             done.add((path.stem, int(row["prompt_index"]), int(row["question_index"])))
     return done
 
@@ -229,29 +141,29 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _finalize(rdir: Path, roles: Iterable[str]) -> None:
+def _finalize(run: RunFolder, roles: Iterable[str]) -> None:
     """Merges part files into ``{role}.jsonl`` and sorts each touched file by
     (prompt, question), dropping repeats."""
-    parts = _part_files(rdir)
+    parts = run.part_files()
     touched = set(roles) | {p.stem for p in parts}
     for role in sorted(touched):
-        main = rdir / f"{role}.jsonl"
+        main = run.responses_file(role)
         rows: dict[tuple[int, int], dict] = {}
         for path in [main] + [p for p in parts if p.stem == role]:
-            for row in _read_rows(path, tolerant=True):
+            for row in read_response_rows(path, tolerant=True):
                 rows.setdefault((int(row["prompt_index"]), int(row["question_index"])), row)
         if rows:
             text = "".join(json.dumps(rows[k], ensure_ascii=False) + "\n" for k in sorted(rows))
             _atomic_write_text(main, text)
     for p in parts:
         p.unlink()
-    for d in rdir.glob(".rank*"):
+    for d in run.responses.glob(".rank*"):
         if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
 
 
-def _check_settings(rdir: Path, settings: dict) -> None:
-    path = rdir / _SETTINGS_FILE
+def _check_settings(run: RunFolder, settings: dict) -> None:
+    path = run.generation_settings
     if path.exists():
         old = json.loads(path.read_text())
         diff = {
@@ -271,7 +183,6 @@ def _check_settings(rdir: Path, settings: dict) -> None:
 
 
 def _sampler_class():
-    import torch
     from transformers import LogitsProcessor
 
     class SeededSampler(LogitsProcessor):
@@ -326,7 +237,7 @@ class GenerateSummary:
         return (
             f"generate: {self.n_new} new responses{ranks} ({self.n_done_before} already done, "
             f"{self.n_items} planned for {self.n_roles} roles + default), {self.n_tokens} tokens in "
-            f"{self.seconds:.1f} s ({rate:.0f} tokens/s) -> {responses_dir(self.out_dir)}"
+            f"{self.seconds:.1f} s ({rate:.0f} tokens/s) -> {RunFolder(self.out_dir).responses}"
         )
 
 
@@ -384,8 +295,6 @@ def generate_responses(
     Returns:
         A :class:`GenerateSummary` (its ``str`` is the step's summary line).
     """
-    import torch
-    from tqdm.auto import tqdm
     from transformers import LogitsProcessorList
 
     if batch_size < 1:
@@ -402,7 +311,8 @@ def generate_responses(
     rs = as_role_set(role_set).select(roles, n_questions=n_questions, n_prompts=n_prompts)
     model_name = model_name or default_model_name(model)
     out_dir = Path(out_dir)
-    rdir = responses_dir(out_dir)
+    run = RunFolder(out_dir)
+    rdir = run.responses
     settings = {
         "model": str(getattr(getattr(model, "config", None), "_name_or_path", "") or ""),
         "model_name": model_name,
@@ -413,10 +323,10 @@ def generate_responses(
         "seed": int(seed),
         "role_set": rs.source,
     }
-    _check_settings(rdir, settings)
+    _check_settings(run, settings)
     _dist.barrier()
     items = plan_items(rs, model_name)
-    done = _done_keys(rdir)
+    done = _done_keys(run)
     todo = [it for it in items if (it.role, it.prompt_index, it.question_index) not in done]
     n_done_before = len(items) - len(todo)
     mine = [it for it in todo if it.index % world == rank]
@@ -424,15 +334,15 @@ def generate_responses(
         mine = mine[: max(0, int(max_items))]
     if rank == 0:
         rdir.mkdir(parents=True, exist_ok=True)
-        if not (rdir / _SETTINGS_FILE).exists():
-            _atomic_write_text(rdir / _SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
+        if not run.generation_settings.exists():
+            _atomic_write_text(run.generation_settings, json.dumps(settings, indent=1) + "\n")
     _dist.barrier()
-    write_dir = rdir if world == 1 else rdir / f".rank{rank}"
+    write_dir = rdir if world == 1 else run.rank_dir(rank)
     write_dir.mkdir(parents=True, exist_ok=True)
 
     device = input_device(model)
     eos = _eos_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+    pad = pad_id(tokenizer)
     gc = copy.deepcopy(model.generation_config)
     gc.do_sample = False
     gc.num_beams = 1
@@ -455,13 +365,8 @@ def generate_responses(
                 msgs = [{"role": "system", "content": it.system_prompt}] if it.system_prompt else []
                 msgs.append({"role": "user", "content": it.question})
                 convs.append(prepare_messages(tokenizer, msgs))
-            ids = [prompt_ids(tokenizer, c) for c in convs]
-            width = max(len(x) for x in ids)
-            input_ids = torch.full((len(ids), width), int(pad), dtype=torch.long)
-            attn = torch.zeros((len(ids), width), dtype=torch.long)
-            for i, x in enumerate(ids):
-                input_ids[i, width - len(x) :] = torch.tensor(x, dtype=torch.long)
-                attn[i, width - len(x) :] = 1
+            input_ids, attn = pad_batch([prompt_ids(tokenizer, c) for c in convs], pad, side="left")
+            width = input_ids.shape[1]
             procs = LogitsProcessorList()
             if not greedy:
                 u = torch.stack(
@@ -511,7 +416,7 @@ def generate_responses(
         model.train(was_training)
     _dist.barrier()
     if rank == 0:
-        _finalize(rdir, {it.role for it in items})
+        _finalize(run, {it.role for it in items})
     _dist.barrier()
     per_rank = _dist.all_gather_object((len(mine), n_tokens))
     summary = GenerateSummary(

@@ -32,8 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Union
 
-from axis_steer.pipeline.generate import iter_run_responses
+from tqdm.auto import tqdm
+
 from axis_steer.pipeline.roles import DEFAULT_ROLE
+from axis_steer.pipeline.runs import RunFolder, iter_run_responses
 from axis_steer.runtime.formats import load_scores, response_key, save_scores
 
 __all__ = [
@@ -48,10 +50,6 @@ __all__ = [
 #: A scorer: ``(question, answer, role) -> 0..3``.
 Judge = Callable[[str, str, str], int]
 JudgeSource = Union[Judge, str, Path]
-
-
-def scores_dir(out_dir: str | Path) -> Path:
-    return Path(out_dir) / "scores"
 
 
 @dataclass
@@ -70,7 +68,7 @@ class JudgeSummary:
         hist = " ".join(f"{k}:{self.histogram.get(k, 0)}" for k in range(4))
         return (
             f"judge: {self.n_scored} new scores ({self.n_before} kept) for {self.n_roles} roles from "
-            f"{self.source}; scores {hist} in {self.seconds:.1f} s -> {scores_dir(self.out_dir)}"
+            f"{self.source}; scores {hist} in {self.seconds:.1f} s -> {RunFolder(self.out_dir).scores}"
         )
 
 
@@ -115,11 +113,10 @@ def judge_responses(
     Returns:
         A :class:`JudgeSummary`.
     """
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    sdir = scores_dir(out_dir)
+    run = RunFolder(out_dir)
+    sdir = run.scores
     sdir.mkdir(parents=True, exist_ok=True)
     source = _describe(judge)
     n_new = n_before = 0
@@ -134,7 +131,7 @@ def judge_responses(
         wanted = None if roles is None else set(roles)
         for f in files:
             if (
-                f.name == "judge.json"
+                f.name == run.judge_info.name
                 or f.stem == DEFAULT_ROLE
                 or (wanted is not None and f.stem not in wanted)
             ):
@@ -156,7 +153,7 @@ def judge_responses(
         rows = [(r, row) for r, row in iter_run_responses(out_dir, roles) if r != DEFAULT_ROLE]
         by_role: dict[str, dict[str, int]] = {}
         for role in sorted({r for r, _ in rows}):
-            p = sdir / f"{role}.json"
+            p = run.scores_file(role)
             by_role[role] = load_scores(p) if p.exists() and not overwrite else {}
             n_before += len(by_role[role])
         todo = [
@@ -177,17 +174,17 @@ def judge_responses(
                 n_new += 1
                 if time.perf_counter() - last_save > 30:
                     for r in touched:
-                        save_scores(sdir / f"{r}.json", by_role[r])
+                        save_scores(run.scores_file(r), by_role[r])
                     last_save = time.perf_counter()
         finally:
             for r in touched:
-                save_scores(sdir / f"{r}.json", by_role[r])
+                save_scores(run.scores_file(r), by_role[r])
     else:
         raise TypeError(
             f"judge: a {type(judge).__name__} (expected a callable (question, answer, role) -> 0..3, "
             "or a path to reference scores)"
         )
-    info_path = sdir / "judge.json"
+    info_path = run.judge_info
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     sources = list(dict.fromkeys([*info.get("sources", []), source]))
     info_path.write_text(json.dumps({"judged": True, "sources": sources}, indent=1) + "\n")
@@ -207,15 +204,12 @@ def judge_responses(
 def load_run_scores(out_dir: str | Path) -> dict[str, dict[str, int]]:
     """Every role's scores in a run folder, ``{role: {"pos_p{p}_q{q}": score}}``
     (empty when the run was not judged)."""
-    sdir = scores_dir(out_dir)
-    if not sdir.is_dir():
-        return {}
-    return {p.stem: load_scores(p) for p in sorted(sdir.glob("*.json")) if p.name != "judge.json"}
+    return {p.stem: load_scores(p) for p in RunFolder(out_dir).score_files()}
 
 
 def judge_info(out_dir: str | Path) -> dict:
     """``{"judged": bool, "sources": [...]}`` for a run folder."""
-    p = scores_dir(out_dir) / "judge.json"
+    p = RunFolder(out_dir).judge_info
     if p.is_file():
         return json.loads(p.read_text())
     return {"judged": bool(load_run_scores(out_dir)), "sources": []}

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from axis_steer.pipeline.batching import input_device, pad_batch, pad_id
+from axis_steer.pipeline.spans import render_with_spans
 from axis_steer.runtime.hooks import Attachment
 
 
@@ -105,28 +107,21 @@ def project_conversations(
     """Readings of ``conversations`` at ``layers`` with ``attachment``'s
     interventions (none: plain monitoring). The attachment must not be
     attached; it is attached for the passes."""
-    from axis_steer.pipeline.spans import render_with_spans
-
     if not conversations:
         raise ValueError("conversations: empty")
     layers = list(layers)
     monitor = attachment.monitor(layers)
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    device = input_device(model)
+    pad = pad_id(tokenizer)
     rendered = [render_with_spans(tokenizer, c) for c in conversations]
     ids_all = [list(r.input_ids)[: max_length or None] for r in rendered]
     out = {k: {layer: [None] * len(conversations) for layer in layers} for k in ("p_in", "p_out", "fired")}
     try:
         for start in range(0, len(ids_all), batch_size):
             chunk = ids_all[start : start + batch_size]
-            width = max(len(c) for c in chunk)
-            ids = torch.full((len(chunk), width), int(pad), dtype=torch.long)
-            am = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, c in enumerate(chunk):
-                ids[i, width - len(c) :] = torch.as_tensor(c)
-                am[i, width - len(c) :] = 1
+            ids, am = pad_batch(chunk, pad, side="left", device=device)
             with attachment:
-                model(input_ids=ids.to(device), attention_mask=am.to(device))
+                model(input_ids=ids, attention_mask=am)
             r = monitor.readings()
             for i in range(len(chunk)):
                 for layer in layers:

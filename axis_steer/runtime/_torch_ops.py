@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - depends on how it was built
         "`pip install --no-build-isolation .` (or `-e .`) in an environment that has torch."
     ) from exc
 
-from axis_steer.runtime.reference import CLAMP, SET
+from axis_steer.runtime.steps import CLAMP, SET
 
 WITH_CUDA = bool(_ops.WITH_CUDA)
 ops = torch.ops.axis_steer

@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from axis_steer.errors import AxisSteerError
+from axis_steer.runtime.checks import unit_vector
 
 FORMAT_VERSION = 1
 _META_KEY = "axis_steer"
-_EXPERIMENT_ID = re.compile(r"^layers_(\d+):(\d+)-p([0-9.]+)$")
-_SIDES = ("floor", "ceiling", "band")
 
 
 def _torch():
@@ -115,17 +114,9 @@ class Axis:
     def unit(self, layer: int) -> Any:
         """``axis[layer] / ||axis[layer]||`` as float32 ``(d,)``; raises for a zero
         or non-finite row."""
-        torch = _torch()
         if not -self.n_layers <= layer < self.n_layers:
             raise ValueError(f"layer {layer} is out of range (the axis has {self.n_layers} layers)")
-        row = self.vectors[layer]
-        norm = float(row.double().norm())
-        if not math.isfinite(norm) or norm == 0.0:
-            raise ValueError(
-                f"axis[{layer}] has norm {norm} (expected a finite, non-zero vector; "
-                "was this layer left out when the axis was computed?)"
-            )
-        return (row.double() / norm).to(torch.float32)
+        return unit_vector(self.vectors[layer], f"axis[{layer}]", "; was this layer left out when the axis was computed?")
 
     def save(self, path: str | Path) -> Path:
         """Writes the axis as axis_steer's safetensors file (see :func:`load_axis`)."""
@@ -379,13 +370,6 @@ def experiment_id(start: int, stop: int, percentile: float) -> str:
     return f"layers_{int(start)}:{int(stop)}-p{percentile:g}"
 
 
-def parse_experiment_id(eid: str) -> tuple[int, int, float]:
-    m = _EXPERIMENT_ID.match(eid)
-    if not m:
-        raise ValueError(f"{eid!r} is not an experiment id (expected 'layers_<a>:<b>-p<q>')")
-    return int(m.group(1)), int(m.group(2)), float(m.group(3))
-
-
 @dataclass
 class ReferenceCappingConfig:
     """A reference ``capping_config.pt``: named vectors with their layer, and
@@ -408,7 +392,6 @@ class ReferenceCappingConfig:
         """The caps of one experiment, by id or list index. Interventions without
         a ``"cap"`` are not capping and are skipped (their names are listed in
         the metadata)."""
-        torch = _torch()
         if isinstance(which, int):
             if not -len(self.experiments) <= which < len(self.experiments):
                 raise ValueError(
@@ -431,11 +414,7 @@ class ReferenceCappingConfig:
                 skipped.append(name)
                 continue
             vec, layer = self.vectors[name]
-            v = vec.double()
-            norm = float(v.norm())
-            if not math.isfinite(norm) or norm == 0.0:
-                raise ValueError(f"vector {name!r} has norm {norm} (expected a finite non-zero vector)")
-            entries.append(CapEntry(int(layer), (v / norm).to(torch.float32), -math.inf, float(iv["cap"]), name))
+            entries.append(CapEntry(int(layer), unit_vector(vec, f"vector {name!r}"), -math.inf, float(iv["cap"]), name))
         meta = {
             "kind": "caps",
             "side": "ceiling",

@@ -58,14 +58,15 @@ from torch import nn
 
 from axis_steer.errors import AxisSteerError
 from axis_steer.runtime import _torch_ops  # registers torch.ops.axis_steer.*
+from axis_steer.runtime.checks import check_bounds, unit_vector
 from axis_steer.runtime.formats import Axis, CapConfig
 from axis_steer.runtime.models import Layers, block_hidden, find_layers, module_device, unwrap
-from axis_steer.runtime.reference import CLAMP, PROJECT, SET, STEER
+from axis_steer.runtime.monitor import Monitor, static_buffer
+from axis_steer.runtime.steps import CLAMP, PROJECT, SET, SIDES, STEER
 
 _OPS = torch.ops.axis_steer
 _DIRECT = _torch_ops.apply_direct_
 _KIND_ORDER = {STEER: 0, SET: 1, CLAMP: 2}
-_SIDES = ("floor", "ceiling", "band")
 _UNITS = ("axis", "residual")
 
 
@@ -152,7 +153,7 @@ class _ModelHooks:
     def offset_on(self, device: torch.device) -> torch.Tensor:
         off = self.offsets.get(device)
         if off is None:
-            off = _static(torch.zeros((), dtype=torch.int64, device=device))
+            off = static_buffer(torch.zeros((), dtype=torch.int64, device=device))
             self.offsets[device] = off
         return off
 
@@ -195,16 +196,6 @@ class _ModelHooks:
         return None
 
 
-def _static(t: torch.Tensor) -> torch.Tensor:
-    """Marks a buffer that compiled code reads or writes in place as having a
-    fixed address (it is never reallocated while the shapes stay), so that
-    inductor can keep CUDA graphs around it."""
-    mark = getattr(torch._dynamo, "mark_static_address", None)
-    if mark is not None and not torch.compiler.is_compiling():
-        mark(t)
-    return t
-
-
 def _past_length(cache: Any) -> int | torch.Tensor:
     """Tokens already in the cache: a host int for dynamic caches, a device
     counter for static ones (read without a host synchronisation)."""
@@ -217,15 +208,6 @@ def _past_length(cache: Any) -> int | torch.Tensor:
     if isinstance(cache, (tuple, list)) and cache and isinstance(cache[0], (tuple, list)):
         return int(cache[0][0].shape[-2])
     return 0
-
-
-def _cache_capacity(cache: Any) -> int:
-    """Tokens a static cache holds (0 when unknown). ``get_max_length()`` where
-    the cache has it: transformers 5 deprecates ``max_cache_len`` with a logged
-    warning, and a logging call inside compiled code is a graph break."""
-    get = getattr(cache, "get_max_length", None)
-    n = get() if callable(get) else getattr(cache, "max_cache_len", 0)
-    return max(int(n or 0), 0)
 
 
 _REGISTRY: weakref.WeakKeyDictionary[nn.ModuleList, _ModelHooks] = weakref.WeakKeyDictionary()
@@ -429,143 +411,6 @@ class Ablation(_Intervention):
         self._att._write_params(set(layers))
 
 
-# ---- monitoring ----------------------------------------------------------------------------------
-
-
-class Monitor:
-    """Drift readings: per token, per monitored layer, per batch row, the
-    projection on the layer's unit axis before the layer's interventions
-    (``p_in``), after them (``p_out``) and whether a cap fired. Recorded on
-    the device during the forward pass with no host synchronisation; memory is
-    three scalars per token and layer. Read with :meth:`readings`."""
-
-    def __init__(self, att: Attachment, layers: list[int], capacity: int) -> None:
-        self._att = att
-        self.layers = layers
-        self.capacity = int(capacity)
-        self._batch = 0
-        self._bufs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self._tokens: torch.Tensor | None = None
-        self._valid: torch.Tensor | None = None
-        self._length: int | None = 0
-        self._end: torch.Tensor | None = None  # device end position when the host cannot know it
-        self._seen = False  # a forward went through the hooks (set, never read, in traced code)
-        self._count: torch.Tensor | None = None  # forwards recorded, on the device (no guard, no sync)
-
-    # -- buffers
-
-    def _alloc(self, batch: int, capacity: int, input_device: torch.device) -> None:
-        old_bufs, old_tokens, old_valid = self._bufs, self._tokens, self._valid
-        keep = min(self.capacity, capacity) if batch == self._batch else 0
-        self._bufs = {}
-        for layer in self.layers:
-            dev = self._att._layers.device(layer)
-            p_in = _static(torch.full((batch, capacity), math.nan, dtype=torch.float32, device=dev))
-            p_out = _static(torch.full((batch, capacity), math.nan, dtype=torch.float32, device=dev))
-            fired = _static(torch.zeros((batch, capacity), dtype=torch.bool, device=dev))
-            if keep and layer in old_bufs:
-                for new, old in zip((p_in, p_out, fired), old_bufs[layer]):
-                    new[:, :keep] = old[:, :keep]
-            self._bufs[layer] = (p_in, p_out, fired)
-        tokens = _static(torch.full((batch, capacity), -1, dtype=torch.int64, device=input_device))
-        valid = _static(torch.zeros((batch, capacity), dtype=torch.bool, device=input_device))
-        count = _static(torch.zeros((), dtype=torch.int64, device=input_device))
-        if self._count is not None:
-            count.copy_(self._count.to(input_device))
-        self._count = count
-        if keep and old_tokens is not None:
-            tokens[:, :keep] = old_tokens[:, :keep]
-            valid[:, :keep] = old_valid[:, :keep]
-        self._tokens, self._valid = tokens, valid
-        self._batch, self.capacity = batch, capacity
-        self._att._bind_records()
-
-    def _begin_forward(self, st: _ForwardState, ids: torch.Tensor | None, cache: Any) -> None:
-        device = ids.device if ids is not None else self._att._layers.device(0)
-        past = st.past
-        if isinstance(past, torch.Tensor):
-            need = _cache_capacity(cache) or self.capacity
-        else:
-            need = past + st.seq
-        if st.batch != self._batch or need > self.capacity or self._tokens is None:
-            cap = self.capacity
-            while cap < need:
-                cap *= 2
-            self._alloc(st.batch, cap, device)
-        valid = st.mask if st.mask is not None else torch.ones((st.batch, st.seq), dtype=torch.bool, device=device)
-        tok = ids if ids is not None else torch.full((st.batch, st.seq), -1, dtype=torch.int64, device=device)
-        if isinstance(past, torch.Tensor):
-            cols = past.to(device) + torch.arange(st.seq, device=device)
-            self._tokens.index_copy_(1, cols, tok.to(torch.int64))
-            self._valid.index_copy_(1, cols, valid.to(device))
-            self._end = past + st.seq
-            self._length = None
-        else:
-            self._tokens[:, past : past + st.seq] = tok
-            self._valid[:, past : past + st.seq] = valid.to(device)
-            if past == 0:
-                # a new sequence: forget the columns of the last one
-                self._valid[:, st.seq :] = False
-            self._length = past + st.seq
-        self._seen = True
-        self._count.add_(1)
-
-    def remove(self) -> None:
-        """Stops monitoring (the layer's hook goes if nothing else runs there)."""
-        self._att._remove(self)
-
-    def prepare(self, batch: int, capacity: int | None = None, device: Any = None) -> Monitor:
-        """Allocates the buffers for ``batch`` rows and ``capacity`` tokens now.
-        Eager runs do this by themselves; under torch.compile, a first call
-        that allocates them is one more compilation, which this avoids."""
-        if batch < 1 or (capacity is not None and capacity < 1):
-            raise ValueError(f"batch={batch}, capacity={capacity} (expected positive numbers)")
-        dev = torch.device(device) if device is not None else self._att._layers.device(0)
-        self._alloc(int(batch), int(capacity or self.capacity), dev)
-        return self
-
-    def reset(self) -> None:
-        """Forgets every reading."""
-        self._batch = 0
-        self._bufs = {}
-        self._tokens = self._valid = None
-        self._length = 0
-        self._seen = False
-        self._count = None
-        self._att._bind_records()
-
-    # -- reading
-
-    def readings(self):
-        """The readings of the current sequence(s), aligned with the tokens
-        (prompt and generated): see :class:`axis_steer.runtime.monitor.Readings`.
-        Reads device memory, so call it after the forward/generate call."""
-        from axis_steer.runtime.monitor import Readings
-
-        if not self._seen or self._tokens is None:
-            raise AxisSteerError(
-                "no forward pass has gone through the hooks since the monitor was created. If the model "
-                "was compiled before attaching, the hooks are invisible to the compiled code: attach "
-                "first, then compile (or reset dynamo with torch._dynamo.reset())."
-            )
-        length = self._length if self._length is not None else int(self._end)
-        if length > self.capacity:
-            raise AxisSteerError(
-                f"the sequence reached {length} tokens but the monitor holds {self.capacity}; readings past "
-                "that were not recorded. Create the monitor with a larger capacity."
-            )
-        bufs = [self._bufs[layer] for layer in self.layers]
-        p_in = np.stack([b[0][:, :length].float().cpu().numpy() for b in bufs], 1)
-        p_out = np.stack([b[1][:, :length].float().cpu().numpy() for b in bufs], 1)
-        fired = np.stack([b[2][:, :length].cpu().numpy() for b in bufs], 1)
-        valid = self._valid[:, :length].cpu().numpy()
-        tokens = self._tokens[:, :length].cpu().numpy()
-        p_in[~np.broadcast_to(valid[:, None, :], p_in.shape)] = np.nan
-        p_out[~np.broadcast_to(valid[:, None, :], p_out.shape)] = np.nan
-        fired &= valid[:, None, :]
-        return Readings(layers=list(self.layers), p_in=p_in, p_out=p_out, fired=fired, valid=valid, tokens=tokens)
-
-
 # ---- the attachment -------------------------------------------------------------------------------
 
 
@@ -638,10 +483,8 @@ class Attachment:
         if v.dim() != 1 or v.shape[0] != d:
             raise ValueError(f"{what}: direction of shape {tuple(v.shape)} (expected ({d},) or (n_layers, {d}))")
         v = v.detach().to(torch.float32).cpu()
-        norm = float(v.double().norm())
-        if not math.isfinite(norm) or norm == 0.0:
-            raise ValueError(f"{what}: direction at layer {layer} has norm {norm} (expected finite and non-zero)")
-        return (v.double() / norm).float() if unit else v
+        u = unit_vector(v, f"{what}: direction at layer {layer}")
+        return u if unit else v
 
     def _per_layer(self, layers: list[int], values: Any, what: str) -> list[Any]:
         """One value per layer from a scalar, a sequence over ``layers``, a
@@ -693,8 +536,8 @@ class Attachment:
         return t.to(dtype)
 
     def _bounds(self, layers: list[int], thresholds: Any, side: str) -> list[tuple[Any, Any]]:
-        if side not in _SIDES:
-            raise ValueError(f"side={side!r} (expected one of {_SIDES})")
+        if side not in SIDES:
+            raise ValueError(f"side={side!r} (expected one of {SIDES})")
         if side == "band":
             if isinstance(thresholds, tuple) and len(thresholds) == 2:
                 los = self._per_layer(layers, thresholds[0], "thresholds[0]")
@@ -711,13 +554,7 @@ class Attachment:
         out = []
         for layer, lo, hi in zip(layers, los, his):
             lo_v, hi_v = self._row_values(lo, "thresholds"), self._row_values(hi, "thresholds")
-            _check_threshold(lo_v, "lower", layer, -math.inf)
-            _check_threshold(hi_v, "upper", layer, math.inf)
-            if isinstance(lo_v, float) and isinstance(hi_v, float) and lo_v > hi_v:
-                raise ValueError(f"thresholds at layer {layer}: lo = {lo_v} > hi = {hi_v} (expected lo <= hi)")
-            if isinstance(lo_v, torch.Tensor) or isinstance(hi_v, torch.Tensor):
-                if bool((torch.as_tensor(lo_v) > torch.as_tensor(hi_v)).any()):
-                    raise ValueError(f"thresholds at layer {layer}: some row has lo > hi")
+            check_bounds(lo_v, hi_v, f"thresholds at layer {layer}")
             out.append((lo_v, hi_v))
         return out
 
@@ -762,14 +599,11 @@ class Attachment:
             (layer,) = self._layer_list([e.layer], f"config entry {j}")
             u = self._direction(e.direction, layer, True, f"config entry {j}")
             lo, hi = float(e.lo), float(e.hi)
-            _check_threshold(lo, "lower", layer, -math.inf)
-            _check_threshold(hi, "upper", layer, math.inf)
-            if lo > hi:
-                raise ValueError(f"config entry {j}: lo = {lo} > hi = {hi}")
+            check_bounds(lo, hi, f"config entry {j} (layer {layer})")
             on_axis = self.axis is not None and bool(torch.equal(u, self._unit_axis(layer)))
             entries.append(_Entry(layer, CLAMP, u, lo, hi, True, on_axis))
         side = config.metadata.get("side", "band")
-        return self._add(Cap(self, entries, side if side in _SIDES else "band"))
+        return self._add(Cap(self, entries, side if side in SIDES else "band"))
 
     def steer(
         self,
@@ -786,7 +620,7 @@ class Attachment:
         ``coef`` is in units of ``||axis[L]||`` (the reference's convention).
         ``units="residual"``: ``h += coef * r_L * â_L`` with ``r_L`` the mean
         residual-stream norm at ``L`` (``residual_norms``, e.g. from
-        :func:`residual_norms`), so ``coef`` is a fraction of a typical
+        :func:`axis_steer.pipeline.extract.residual_norms`), so ``coef`` is a fraction of a typical
         activation (the paper's convention). Negative ``coef`` steers away
         from the Assistant."""
         if units not in _UNITS:
@@ -798,7 +632,7 @@ class Attachment:
             if residual_norms is None:
                 raise ValueError(
                     "units='residual' needs residual_norms (mean residual norm per layer; "
-                    "measure them with axis_steer.runtime.hooks.residual_norms(model, inputs))"
+                    "measure them with axis_steer.pipeline.extract.residual_norms(model, inputs))"
                 )
             norms = self._per_layer(layers, residual_norms, "residual_norms")
         entries, scale = [], {}
@@ -901,7 +735,7 @@ class Attachment:
             if layer in monitored and not (entries and entries[0].on_axis):
                 steps.insert(0, None)  # PROJECT on the unit axis
             dev = self._layers.device(layer)
-            dirs = _static(torch.stack([self._unit_axis(layer) if s is None else s.direction for s in steps]).to(dev))
+            dirs = static_buffer(torch.stack([self._unit_axis(layer) if s is None else s.direction for s in steps]).to(dev))
             ops = [PROJECT if s is None else s.op for s in steps]
             prog = _Program(dirs, ops, tuple(ops), torch.empty(0), steps)
             programs[layer] = prog
@@ -944,7 +778,7 @@ class Attachment:
             if prog.params.shape == host.shape and prog.params.device == prog.dirs.device:
                 prog.params.copy_(host)
             else:
-                prog.params = _static(host.to(prog.dirs.device))
+                prog.params = static_buffer(host.to(prog.dirs.device))
 
     def _check_batch(self, batch: int) -> None:
         if self._rows is not None and batch != self._rows:
@@ -1011,18 +845,6 @@ class Attachment:
         self.detach()
 
 
-def _check_threshold(v: Any, side: str, layer: int, allowed_inf: float) -> None:
-    t = torch.as_tensor(v, dtype=torch.float64)
-    if torch.isnan(t).any():
-        raise ValueError(f"thresholds at layer {layer}: NaN {side} bound (use {allowed_inf} for no bound)")
-    bad = torch.isinf(t) & (t != allowed_inf)
-    if bad.any():
-        raise ValueError(
-            f"thresholds at layer {layer}: {side} bound {-allowed_inf} is not a bound "
-            f"(expected a finite value, or {allowed_inf} for none)"
-        )
-
-
 def _check_finite(v: Any, what: str, layer: int) -> None:
     if not torch.isfinite(torch.as_tensor(v, dtype=torch.float64)).all():
         raise ValueError(f"{what} at layer {layer}: {v!r} (expected finite values)")
@@ -1040,45 +862,9 @@ def _compiled_marker(model: nn.Module, base: nn.Module) -> str:
     return ""
 
 
-# ---- measurement helpers ----------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def residual_norms(model: nn.Module, inputs: Mapping[str, torch.Tensor], layers: Sequence[int] | None = None) -> dict[int, float]:
-    """Mean L2 norm of the residual stream per layer over the real (non-pad)
-    tokens of ``inputs`` (a tokenizer output with ``input_ids`` and
-    ``attention_mask``): the scale of :meth:`Attachment.steer` with
-    ``units="residual"``."""
-    found = find_layers(model)
-    want = list(range(len(found))) if layers is None else list(layers)
-    sums: dict[int, float] = {}
-    counts: dict[int, int] = {}
-    mask = inputs.get("attention_mask")
-    handles = []
-
-    def make(i: int):
-        def hook(mod, args, out):
-            h = out if isinstance(out, torch.Tensor) else out[0]
-            n = h.float().norm(dim=-1)
-            m = mask.to(n.device).bool() if mask is not None else torch.ones_like(n, dtype=torch.bool)
-            sums[i] = sums.get(i, 0.0) + float(n[m].sum())
-            counts[i] = counts.get(i, 0) + int(m.sum())
-
-        return hook
-
-    try:
-        for i in want:
-            handles.append(found.blocks[i].register_forward_hook(make(i)))
-        model(**inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return {i: sums[i] / max(counts[i], 1) for i in want}
-
-
 def attach(model: nn.Module, axis: Any = None, **kw: Any) -> Attachment:
     """Shorthand: ``Attachment(model, axis, **kw)`` (use as ``with attach(...) as att``)."""
     return Attachment(model, axis, **kw)
 
 
-__all__ = ["Attachment", "Cap", "Steer", "Ablation", "Monitor", "attach", "residual_norms", "unwrap", "module_device"]
+__all__ = ["Attachment", "Cap", "Steer", "Ablation", "Monitor", "attach", "unwrap", "module_device"]

@@ -38,7 +38,8 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from axis_steer import _C
-from axis_steer.runtime.reference import OP_NAMES
+from axis_steer.runtime.checks import check_bounds, unit_vector
+from axis_steer.runtime.steps import STEER, Step, normalize_steps
 
 __all__ = [
     "Step",
@@ -66,39 +67,23 @@ def _is_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def _tensor_path(h: Any, dtype: Any, threads: Any, what: str) -> bool:
+    """True for a torch tensor ``h``; ``dtype`` and ``threads`` are options of the
+    NumPy path only, and an error for a tensor (a tensor's dtype is its own, and
+    torch runs the kernels on its own threads)."""
+    if not _is_tensor(h):
+        return False
+    if dtype is not None:
+        raise TypeError(f"{what}: dtype={dtype!r} applies to NumPy arrays only (a tensor's dtype is h.dtype)")
+    if threads not in (0, None):
+        raise TypeError(f"{what}: threads={threads!r} applies to NumPy arrays only (torch picks its threads)")
+    return True
+
+
 def _torch_ops():
     from axis_steer.runtime import _torch_ops
 
     return _torch_ops
-
-
-class Step(NamedTuple):
-    """One step of a fused program (see :func:`apply_`).
-
-    ``op`` is ``"project"``, ``"clamp"`` (``a`` = lo, ``b`` = hi), ``"set"``
-    (``a`` = target) or ``"steer"`` (``a`` = alpha; ``dir`` is any vector ``w``).
-    """
-
-    op: str
-    dir: Any
-    a: Any = None
-    b: Any = None
-
-    @classmethod
-    def project(cls, u: Any) -> Step:
-        return cls("project", u)
-
-    @classmethod
-    def clamp(cls, u: Any, lo: Any = -INF, hi: Any = INF) -> Step:
-        return cls("clamp", u, lo, hi)
-
-    @classmethod
-    def set(cls, u: Any, target: Any) -> Step:
-        return cls("set", u, target)
-
-    @classmethod
-    def steer(cls, w: Any, alpha: Any) -> Step:
-        return cls("steer", w, alpha)
 
 
 class ClampStats(NamedTuple):
@@ -122,17 +107,7 @@ class Record(NamedTuple):
 def unit(v: Any) -> Any:
     """``v / ||v||`` in float32 (NumPy or torch). Raises ValueError for a zero
     or non-finite vector."""
-    if _is_tensor(v):
-        import torch
-
-        v32 = v.detach().to(torch.float32)
-        norm = float(torch.linalg.vector_norm(v32))
-    else:
-        v32 = np.asarray(v, dtype=np.float32)
-        norm = float(np.linalg.norm(v32.astype(np.float64)))
-    if not math.isfinite(norm) or norm == 0.0:
-        raise ValueError(f"v: norm {norm} (expected a finite, non-zero vector to normalise)")
-    return v32 / norm
+    return unit_vector(v, "v")
 
 
 # ---- torch argument conversion ----------------------------------------------------
@@ -172,71 +147,28 @@ def _mask_t(h: Any, mask: Any) -> Any:
     return mask.to(device=h.device, dtype=torch.bool)
 
 
-def _check_bounds(lo: Any, hi: Any) -> None:
-    """Scalar bounds: reject what the kernels would treat as nonsense."""
-    for name, v, bad in (("lo", lo, INF), ("hi", hi, -INF)):
-        if isinstance(v, (int, float)) and (math.isnan(v) or v == bad):
-            raise ValueError(
-                f"{name} = {v} (expected a finite bound, or {-bad} for no bound on that side)"
-            )
-    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo > hi:
-        raise ValueError(f"lo = {lo} > hi = {hi} (expected lo <= hi)")
-
-
 def _program_t(h: Any, steps: Sequence[Step]) -> tuple:
     """Packs steps into the operator's (dirs (K, d), ops, params (K, 2, ...))."""
     import torch
 
-    if not steps:
-        raise ValueError("steps: empty (expected at least one Step)")
-    codes, dirs, a_vals, b_vals = [], [], [], []
-    for k, s in enumerate(steps):
-        s = Step(*s)
-        if s.op not in OP_NAMES:
-            raise ValueError(f"steps[{k}].op = {s.op!r} (expected one of {sorted(OP_NAMES)})")
-        code = OP_NAMES[s.op]
-        codes.append(code)
-        dirs.append(_dir_t(h, s.dir, f"steps[{k}].dir", code != OP_NAMES["steer"]))
-        if s.op == "clamp":
-            _check_bounds(-INF if s.a is None else s.a, INF if s.b is None else s.b)
-            a, b = (-INF if s.a is None else s.a), (INF if s.b is None else s.b)
-        elif s.op in ("set", "steer"):
-            a, b = s.a, 0.0
-        else:
-            a, b = 0.0, 0.0
-        a_vals.append(_val_t(h, a, f"steps[{k}].a"))
-        b_vals.append(_val_t(h, b, f"steps[{k}].b"))
-    rows = torch.broadcast_shapes(*(v.shape for v in a_vals + b_vals))
-    params = torch.stack(
-        [torch.stack([a.expand(rows), b.expand(rows)]) for a, b in zip(a_vals, b_vals)]
-    ).contiguous()
-    return torch.stack(dirs), codes, params
+    norm = normalize_steps(steps)
+    dirs = torch.stack([_dir_t(h, d, f"steps[{k}].dir", c != STEER) for k, (c, d, _, _) in enumerate(norm)])
+    vals = [(_val_t(h, a, f"steps[{k}].a"), _val_t(h, b, f"steps[{k}].b")) for k, (_, _, a, b) in enumerate(norm)]
+    rows = torch.broadcast_shapes(*(v.shape for pair in vals for v in pair))
+    params = torch.stack([torch.stack([a.expand(rows), b.expand(rows)]) for a, b in vals]).contiguous()
+    return dirs, [c for c, _, _, _ in norm], params
 
 
 # ---- NumPy argument conversion ------------------------------------------------------
 
 
 def _program_np(steps: Sequence[Step]) -> tuple:
-    if not steps:
-        raise ValueError("steps: empty (expected at least one Step)")
-    codes, dirs, params = [], [], []
-    for k, s in enumerate(steps):
-        s = Step(*s)
-        if s.op not in OP_NAMES:
-            raise ValueError(f"steps[{k}].op = {s.op!r} (expected one of {sorted(OP_NAMES)})")
-        codes.append(OP_NAMES[s.op])
-        dirs.append(np.asarray(s.dir, dtype=np.float32))
-        if s.op == "clamp":
-            a, b = (-INF if s.a is None else s.a), (INF if s.b is None else s.b)
-            _check_bounds(a, b)
-        elif s.op in ("set", "steer"):
-            a, b = s.a, 0.0
-        else:
-            a, b = 0.0, 0.0
-        params.append((np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)))
-    rows = np.broadcast_shapes(*(p.shape for pair in params for p in pair))
-    packed = np.stack([np.stack([np.broadcast_to(a, rows), np.broadcast_to(b, rows)]) for a, b in params])
-    return np.stack(dirs), codes, np.ascontiguousarray(packed, dtype=np.float32)
+    norm = normalize_steps(steps)
+    dirs = np.stack([np.asarray(d, dtype=np.float32) for _, d, _, _ in norm])
+    vals = [(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)) for _, _, a, b in norm]
+    rows = np.broadcast_shapes(*(v.shape for pair in vals for v in pair))
+    packed = np.stack([np.stack([np.broadcast_to(a, rows), np.broadcast_to(b, rows)]) for a, b in vals])
+    return dirs, [c for c, _, _, _ in norm], np.ascontiguousarray(packed, dtype=np.float32)
 
 
 def _rows_np(h: Any) -> tuple:
@@ -250,7 +182,7 @@ def project(h: Any, u: Any, *, mask: Any = None, dtype: str | None = None, threa
     """``p[r] = <h[r], u>`` in float32, shaped ``h.shape[:-1]`` (NaN on masked rows).
 
     ``dtype`` and ``threads`` apply to NumPy input only (see module docs)."""
-    if _is_tensor(h):
+    if _tensor_path(h, dtype, threads, "project"):
         return _torch_ops().ops.project(h, _dir_t(h, u, "u", True), _mask_t(h, mask))
     return _C.project(h, u, mask=mask, dtype=dtype, threads=threads)
 
@@ -271,8 +203,8 @@ def clamp_(
     ``hi = inf`` is a floor (the paper's cap), ``lo = -inf`` a ceiling (the
     reference code's form), both a band. Returns ``h``, or ``(h, ClampStats)``
     with ``return_stats=True``."""
-    _check_bounds(lo, hi)
-    if _is_tensor(h):
+    check_bounds(lo, hi, "clamp_")
+    if _tensor_path(h, dtype, threads, "clamp_"):
         import torch
 
         to = _torch_ops()
@@ -316,7 +248,7 @@ def set_projection_(
     h: Any, u: Any, target: Any, *, mask: Any = None, dtype: str | None = None, threads: int = 0
 ) -> Any:
     """In place: ``h[r] += u (target - <h[r], u>)``. Returns ``h``."""
-    if _is_tensor(h):
+    if _tensor_path(h, dtype, threads, "set_projection_"):
         to = _torch_ops()
         to.ops.set_projection_(h, _dir_t(h, u, "u", True), _val_t(h, target, "target"), _mask_t(h, mask))
         return h
@@ -333,7 +265,7 @@ def steer_(
     h: Any, w: Any, alpha: Any, *, mask: Any = None, dtype: str | None = None, threads: int = 0
 ) -> Any:
     """In place: ``h[r] += alpha w``, ``w`` any vector (not normalised). Returns ``h``."""
-    if _is_tensor(h):
+    if _tensor_path(h, dtype, threads, "steer_"):
         to = _torch_ops()
         to.ops.steer_(h, _dir_t(h, w, "w", False), _val_t(h, alpha, "alpha"), _mask_t(h, mask))
         return h
@@ -355,7 +287,7 @@ def apply_(
     vectors on one layer apply). Returns ``h``, or ``(h, Record)`` with
     ``record=True`` (projections on step 0's direction before and after, and
     whether any clamp fired)."""
-    if _is_tensor(h):
+    if _tensor_path(h, dtype, threads, "apply_"):
         import torch
 
         to = _torch_ops()
@@ -395,7 +327,7 @@ def apply(h: Any, steps: Sequence[Step], *, mask: Any = None, dtype: str | None 
     differentiable with respect to ``h`` (a clamp or set step that wrote a row
     maps the gradient through ``I - u uᵀ``); directions and parameters are
     treated as constants and must not require grad."""
-    if _is_tensor(h):
+    if _tensor_path(h, dtype, threads, "apply"):
         to = _torch_ops()
         dirs, codes, params = _program_t(h, steps)
         out, _ = to.ops.apply(h, dirs, codes, params, _mask_t(h, mask))

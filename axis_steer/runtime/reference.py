@@ -23,8 +23,10 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-PROJECT, CLAMP, SET, STEER = 0, 1, 2, 3
-OP_NAMES = {"project": PROJECT, "clamp": CLAMP, "set": SET, "steer": STEER}
+from axis_steer.runtime.steps import CLAMP, OP_NAMES, PROJECT, SET, STEER
+
+__all__ = ["CLAMP", "OP_NAMES", "PROJECT", "SET", "STEER", "Result", "apply", "clamp", "project",
+           "reference_style_cap_hook", "set_projection", "steer"]
 
 
 def _is_torch(x: Any) -> bool:
@@ -177,21 +179,6 @@ def set_projection(h: Any, u: Any, target: Any, mask: Any = None) -> Result:
 def steer(h: Any, w: Any, alpha: Any, mask: Any = None) -> Result:
     """``h[r] + alpha w``."""
     return apply(h, [("steer", w, alpha, None)], mask)
-
-
-def clamp_grad(grad: Any, dirs: Sequence[Any], ops: Sequence[int | str], changed: Sequence[Any]) -> Any:
-    """The gradient of :func:`apply` with respect to ``h``, given the output
-    gradient and which rows each step changed: a clamp or set step that wrote
-    a row maps the gradient through ``I - u uᵀ``; steering and projection are
-    the identity. Works on float64 torch tensors and NumPy arrays alike."""
-    xp = _Namespace(grad)
-    g = xp.f64(grad)
-    for op, u, ch in reversed(list(zip(_step_ops(ops), dirs, changed))):
-        if op in (CLAMP, SET):
-            u = xp.f64(u)
-            coef = xp.where(xp.as_bool(ch), (g * u).sum(-1), 0.0)
-            g = g - coef[..., None] * u
-    return g
 
 
 def reference_style_cap_hook(vectors: Sequence[tuple[Any, float]]):
