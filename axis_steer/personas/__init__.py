@@ -5,56 +5,9 @@ judge for them (:mod:`~axis_steer.personas.judge`), the committed weights and da
 ``axis-steer demo``). Imports without torch; the demo and model loading import it when used.
 """
 
-from axis_steer.personas.catalog import (
-    ASSISTANT,
-    CHARACTER_PERSONAS,
-    DEFAULT_SYSTEM_PROMPTS,
-    LIGHT_PROMPT_TEMPLATES,
-    MODEL_NAME,
-    PERSONAS,
-    PROFESSIONAL_PERSONAS,
-    ROLE_PERSONAS,
-    Persona,
-    get_persona,
-    load_personas,
-    personas_file,
-)
-from axis_steer.personas.judge import (
-    detect_persona,
-    marker_hits,
-    role_style_rate,
-    style_intensity,
-    style_judge,
-    style_score,
-)
-from axis_steer.personas.model import (
-    default_model_path,
-    eval_data_dir,
-    load_persona_model,
-    role_data_dir,
-)
+from axis_steer.personas import catalog, judge, model
+from axis_steer.personas.catalog import *  # noqa: F403  (the personas)
+from axis_steer.personas.judge import *  # noqa: F403  (the vocabulary judge)
+from axis_steer.personas.model import *  # noqa: F403  (the weights and data)
 
-__all__ = [
-    "ASSISTANT",
-    "CHARACTER_PERSONAS",
-    "DEFAULT_SYSTEM_PROMPTS",
-    "LIGHT_PROMPT_TEMPLATES",
-    "MODEL_NAME",
-    "PERSONAS",
-    "PROFESSIONAL_PERSONAS",
-    "ROLE_PERSONAS",
-    "Persona",
-    "default_model_path",
-    "detect_persona",
-    "eval_data_dir",
-    "get_persona",
-    "load_persona_model",
-    "load_personas",
-    "marker_hits",
-    "personas_file",
-    "role_data_dir",
-    "role_style_rate",
-    "style_intensity",
-    "style_judge",
-    "style_score",
-]
+__all__ = [*catalog.__all__, *judge.__all__, *model.__all__]

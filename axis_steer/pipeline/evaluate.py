@@ -129,27 +129,26 @@ class EvalReport:
 
         folder = Path(folder)
         paths = []
+
+        def figure(name: str, xlabel: str, ylabel: str, title: str, draw: Any) -> None:
+            fig = Figure(figsize=(6, 3))
+            ax = fig.subplots()
+            draw(ax)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.set_title(title)
+            fig.tight_layout()
+            paths.append(folder / name)
+            fig.savefig(paths[-1], dpi=120)
+
         if self.firing:
-            fig = Figure(figsize=(6, 3))
-            ax = fig.subplots()
-            ax.bar([str(f.layer) for f in self.firing], [100 * f.rate for f in self.firing], color="tab:red")
-            ax.set_xlabel("layer")
-            ax.set_ylabel("tokens capped (%)")
-            ax.set_title("How often the cap fired")
-            fig.tight_layout()
-            paths.append(folder / "firing.png")
-            fig.savefig(paths[-1], dpi=120)
+            layers, rates = [str(f.layer) for f in self.firing], [100 * f.rate for f in self.firing]
+            figure("firing.png", "layer", "tokens capped (%)", "How often the cap fired",
+                   lambda ax: ax.bar(layers, rates, color="tab:red"))
         if self.kl_per_token:
-            fig = Figure(figsize=(6, 3))
-            ax = fig.subplots()
-            kl = np.asarray(self.kl_per_token)
-            ax.hist(np.log10(np.maximum(kl, 1e-12)), bins=50, color="tab:blue")
-            ax.set_xlabel("log10 KL(plain || intervened) per token")
-            ax.set_ylabel("tokens")
-            ax.set_title("Per-token divergence")
-            fig.tight_layout()
-            paths.append(folder / "kl.png")
-            fig.savefig(paths[-1], dpi=120)
+            kl = np.log10(np.maximum(np.asarray(self.kl_per_token), 1e-12))
+            figure("kl.png", "log10 KL(plain || intervened) per token", "tokens", "Per-token divergence",
+                   lambda ax: ax.hist(kl, bins=50, color="tab:blue"))
         return paths
 
     def __str__(self) -> str:

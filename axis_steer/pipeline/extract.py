@@ -205,6 +205,33 @@ def _encode(
     return ids, segs
 
 
+def _encode_all(
+    tokenizer: Any, conversations: Sequence[Sequence[dict]], turns: str, max_length: int | None
+) -> list[tuple[list[int], list[list[tuple[int, int]]]]]:
+    if turns not in _TURNS:
+        raise ValueError(f"turns={turns!r} (expected one of {_TURNS})")
+    return [_encode(tokenizer, c, turns, max_length) for c in conversations]
+
+
+def _conversation_batches(
+    enc: list[tuple[list[int], list[list[tuple[int, int]]]]], batch_size: int, desc: str, progress: bool
+) -> Iterator[tuple[list[list[int]], list[_Segment], list[tuple[int, int]]]]:
+    """Encoded conversations in batches of similar length: per batch the token
+    rows, the segments with tokens and, per segment, ``(conversation index,
+    turn index)``."""
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
+    for chunk in tqdm(list(batched(order, batch_size)), desc=desc, disable=not progress):
+        segs, owners = [], []
+        for r, i in enumerate(chunk):
+            for k, ranges in enumerate(enc[i][1]):
+                seg = _Segment(r, ranges)
+                if seg.n_tokens:
+                    segs.append(seg)
+                    owners.append((i, k))
+        if segs:
+            yield [enc[i][0] for i in chunk], segs, owners
+
+
 def iter_response_means(
     model: Any,
     tokenizer: Any,
@@ -222,24 +249,12 @@ def iter_response_means(
     ``owners[s] = (conversation index, turn index)`` says whose mean row ``s``
     is (turn index 0 unless ``turns="each"``). Segments with no tokens are
     left out. Conversations are run sorted by length, so batches mix them."""
-    if turns not in _TURNS:
-        raise ValueError(f"turns={turns!r} (expected one of {_TURNS})")
     blocks = _blocks(model)
     layers = _check_layers(layers, len(blocks))
     pad = pad_id(tokenizer)
-    enc = [_encode(tokenizer, c, turns, max_length) for c in conversations]
-    order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
-    for chunk in tqdm(list(batched(order, batch_size)), desc="activations", disable=not progress):
-        rows = [enc[i][0] for i in chunk]
-        segs, owners = [], []
-        for r, i in enumerate(chunk):
-            for k, ranges in enumerate(enc[i][1]):
-                seg = _Segment(r, ranges)
-                if seg.n_tokens:
-                    segs.append(seg)
-                    owners.append((i, k))
-        if segs:
-            yield owners, _forward_reduce(model, blocks, layers, rows, segs, pad)
+    enc = _encode_all(tokenizer, conversations, turns, max_length)
+    for rows, segs, owners in _conversation_batches(enc, batch_size, "activations", progress):
+        yield owners, _forward_reduce(model, blocks, layers, rows, segs, pad)
 
 
 def response_means(
@@ -312,8 +327,6 @@ def token_projections(
         For each conversation a list of ``(n_tokens, len(layers))`` tensors, one
         per segment (turn).
     """
-    if turns not in _TURNS:
-        raise ValueError(f"turns={turns!r} (expected one of {_TURNS})")
     blocks = _blocks(model)
     layers = _check_layers(layers, len(blocks))
     u = torch.as_tensor(directions, dtype=torch.float32)
@@ -325,25 +338,15 @@ def token_projections(
         u = u[layers]
     if u.shape[0] != len(layers):
         raise ValueError(f"directions: {u.shape[0]} rows for {len(layers)} layers")
-    enc = [_encode(tokenizer, c, turns, max_length) for c in conversations]
-    order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
+    enc = _encode_all(tokenizer, conversations, turns, max_length)
     out: list[list[Any]] = [[torch.zeros((0, len(layers))) for _ in e[1]] for e in enc]
-    for chunk in tqdm(list(batched(order, batch_size)), desc="projections", disable=not progress):
-        rows = [enc[i][0] for i in chunk]
-        segs, owner = [], []
-        for r, i in enumerate(chunk):
-            for k, ranges in enumerate(enc[i][1]):
-                seg = _Segment(r, ranges)
-                if seg.n_tokens:
-                    segs.append(seg)
-                    owner.append((i, k, seg.n_tokens))
-        if not segs:
-            continue
-        proj = _forward_reduce(model, blocks, layers, rows, segs, pad_id(tokenizer), directions=u)
+    pad = pad_id(tokenizer)
+    for rows, segs, owners in _conversation_batches(enc, batch_size, "projections", progress):
+        proj = _forward_reduce(model, blocks, layers, rows, segs, pad, directions=u)
         at = 0
-        for i, k, n in owner:
-            out[i][k] = proj[at : at + n]
-            at += n
+        for (i, k), seg in zip(owners, segs):
+            out[i][k] = proj[at : at + seg.n_tokens]
+            at += seg.n_tokens
     return out
 
 

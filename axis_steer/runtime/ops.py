@@ -171,8 +171,21 @@ def _program_np(steps: Sequence[Step]) -> tuple:
     return dirs, [c for c, _, _, _ in norm], np.ascontiguousarray(packed, dtype=np.float32)
 
 
-def _rows_np(h: Any) -> tuple:
-    return tuple(np.shape(h)[:-1])
+def _row_outputs(h: Any, kind: type) -> Any:
+    """Per-row outputs for ``h``: two float32 arrays and a bool one, shaped
+    ``h.shape[:-1]``, as ``kind`` (:class:`ClampStats` or :class:`Record`);
+    tensors on ``h``'s device for a tensor, NumPy arrays otherwise."""
+    if _is_tensor(h):
+        import torch
+
+        rows, dev = h.shape[:-1], h.device
+        return kind(
+            torch.empty(rows, dtype=torch.float32, device=dev),
+            torch.empty(rows, dtype=torch.float32, device=dev),
+            torch.empty(rows, dtype=torch.bool, device=dev),
+        )
+    rows = tuple(np.shape(h)[:-1])
+    return kind(np.empty(rows, np.float32), np.empty(rows, np.float32), np.empty(rows, bool))
 
 
 # ---- the operations ----------------------------------------------------------------
@@ -204,18 +217,9 @@ def clamp_(
     reference code's form), both a band. Returns ``h``, or ``(h, ClampStats)``
     with ``return_stats=True``."""
     check_bounds(lo, hi, "clamp_")
+    stats = _row_outputs(h, ClampStats) if return_stats else None
     if _tensor_path(h, dtype, threads, "clamp_"):
-        import torch
-
         to = _torch_ops()
-        rows = h.shape[:-1]
-        stats = None
-        if return_stats:
-            stats = ClampStats(
-                torch.empty(rows, dtype=torch.float32, device=h.device),
-                torch.empty(rows, dtype=torch.float32, device=h.device),
-                torch.empty(rows, dtype=torch.bool, device=h.device),
-            )
         to.ops.clamp_(
             h,
             _dir_t(h, u, "u", True),
@@ -225,10 +229,6 @@ def clamp_(
             *(stats if stats is not None else (None, None, None)),
         )
         return (h, stats) if return_stats else h
-    stats = None
-    if return_stats:
-        rows = _rows_np(h)
-        stats = ClampStats(np.empty(rows, np.float32), np.empty(rows, np.float32), np.empty(rows, bool))
     _C.clamp_(
         h,
         u,
@@ -287,26 +287,13 @@ def apply_(
     vectors on one layer apply). Returns ``h``, or ``(h, Record)`` with
     ``record=True`` (projections on step 0's direction before and after, and
     whether any clamp fired)."""
+    rec = _row_outputs(h, Record) if record else None
     if _tensor_path(h, dtype, threads, "apply_"):
-        import torch
-
         to = _torch_ops()
         dirs, codes, params = _program_t(h, steps)
-        rec = None
-        if record:
-            rows = h.shape[:-1]
-            rec = Record(
-                torch.empty(rows, dtype=torch.float32, device=h.device),
-                torch.empty(rows, dtype=torch.float32, device=h.device),
-                torch.empty(rows, dtype=torch.bool, device=h.device),
-            )
         to.ops.apply_(h, dirs, codes, params, _mask_t(h, mask), *(rec if rec else (None, None, None)))
         return (h, rec) if record else h
     dirs, codes, params = _program_np(steps)
-    rec = None
-    if record:
-        rows = _rows_np(h)
-        rec = Record(np.empty(rows, np.float32), np.empty(rows, np.float32), np.empty(rows, bool))
     _C.apply_(
         h,
         dirs,
