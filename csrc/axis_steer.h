@@ -22,7 +22,9 @@
  *   steer            h[r] <- h[r] + alpha * w        (w any vector)
  *
  * and axs_apply_, which runs a short program of these steps on each row in
- * one pass, each step seeing the result of the previous one.
+ * one pass, each step seeing the result of the previous one. axs_apply_split_
+ * runs such a program on rows held as the sum of two arrays, h + r (the
+ * residual stream of serving engines; see "Split rows" below).
  *
  * Rules shared by every operation
  * -------------------------------
@@ -68,11 +70,45 @@
  * space). Calls whose extents overflow are rejected (AXS_EINVAL) before any
  * memory is touched; the arithmetic that checks them cannot overflow.
  *
- * Entry points: the CPU and CUDA halves have the same five, with the same
+ * Entry points: the CPU and CUDA halves have the same six, with the same
  * arguments and the same contract; the CPU ones end in n_threads, the CUDA
  * ones in a stream and a _cuda infix. The four single operations are
  * one-step programs of apply_, defined once for both halves
  * (csrc/core/programs.c).
+ *
+ * Split rows
+ * ----------
+ * vLLM's decoder layers (Llama, Qwen2/3, Mistral, Gemma, ...) return two
+ * tensors, hidden and residual, and the residual stream after the block is
+ * their sum: the next block adds them (a fused add + norm that writes the
+ * sum into residual), and so does the final norm. axs_apply_split_(h, r, ...)
+ * runs a program on the virtual rows s = h + r without materialising them:
+ *
+ * - s[j] = h[j] + r[j], added in float32 and rounded to the storage dtype:
+ *   the value torch's h + r holds, and the sum the next block computes.
+ * - The program runs on s exactly as axs_apply_ runs on an array holding s:
+ *   the same projections, targets, NaN and overflow rules and outputs, bit
+ *   for bit (so a cap on the split rows is a cap on the stream, in the units
+ *   and with the thresholds computed on the materialised stream).
+ * - A row the program writes ends as r[j] = s'[j] (the row apply_ would
+ *   leave) and h[j] = -0.0. Since -0.0 + x == x for every x (zeros, NaN and
+ *   infinities included), h + r is then s' bit for bit: the write performs
+ *   the next block's add early for that row. Writing only the change into
+ *   one of them (r += c u) would round twice - r + c u, then h + that - and
+ *   leave the stream an ulp per element away from the capped row. r takes
+ *   the sum because it is the tensor the engine carries the stream in.
+ * - A row the program does not write (inside its bounds, alpha == 0, not
+ *   finite, masked) is left bit for bit unchanged in both h and r.
+ *
+ * Per-row parameters through an index: with index.data set, row (o, i) reads
+ * every step's a and b at entry k = index[o][i] of a table of index.n rows
+ * (the parameter's column k in place of i: data[o * stride_outer + k *
+ * stride_inner]). A flat token batch of many requests (n_outer = 1, one row
+ * per token) thus reads its request's parameters from a per-request table,
+ * with no per-token parameter array. Index values must lie in [0, index.n):
+ * the CPU entry point rejects others (AXS_EINVAL); the CUDA one cannot read
+ * device data on the host and treats such a row as masked. Masks, gates of
+ * the steps and the record are per row, as in axs_apply_.
  */
 #ifndef AXIS_STEER_H
 #define AXIS_STEER_H
@@ -84,7 +120,7 @@ extern "C" {
 #endif
 
 #define AXS_VERSION_MAJOR 0
-#define AXS_VERSION_MINOR 2
+#define AXS_VERSION_MINOR 3
 
 /* Most steps one axs_apply_ call runs on each row. */
 #define AXS_MAX_STEPS 16
@@ -182,6 +218,15 @@ typedef struct {
 
 #define AXS_UNIT_TOL 1e-3f
 
+/* A per-row index into parameter tables (axs_apply_split_): row (o, i)
+ * reads data[o * stride_outer + i * stride_inner], which must lie in
+ * [0, n). data == NULL means "no index": parameters are per row. */
+typedef struct {
+  const int64_t *data;
+  int64_t stride_outer, stride_inner;
+  int64_t n;
+} axs_index;
+
 /* What the arguments of a call are called in its error messages, so that a
  * message names what the caller passed ("params[1, 0]", "rec_offset") rather
  * than the core's own names. Every field is optional: NULL keeps the default
@@ -201,6 +246,8 @@ typedef struct {
   const char *p_out;    /* ["p_out"]        rec.p_out          */
   const char *fired;    /* ["fired"]        rec.fired          */
   const char *offset;   /* ["record offset"] rec.offset        */
+  const char *r;        /* ["r"]            the split rows' r  */
+  const char *index;    /* ["index"]        the parameter index */
 } axs_names;
 
 /* The message explaining the last failure on this thread ("" if none). */
@@ -239,8 +286,17 @@ axs_status axs_steer_(axs_rows h, const float *w, axs_fin alpha, axs_bin mask, i
 axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
                       const axs_names *names, int n_threads);
 
+/* Runs steps[0 .. n_steps) on the split rows s = h + r (see "Split rows"):
+ * r has the dtype, row counts and d of h, with its own strides, and overlaps
+ * no other argument. A written row ends as r = the new s, h = -0.0; other
+ * rows are untouched. index: optional (data == NULL), the row of the
+ * parameter tables each row reads. mask, rec and names as in axs_apply_. */
+axs_status axs_apply_split_(axs_rows h, axs_rows r, const axs_step *steps, int n_steps,
+                            axs_bin mask, axs_index index, axs_record rec, const axs_names *names,
+                            int n_threads);
+
 /* ---- CUDA (declared always, defined only in builds with CUDA) ------------
- * The same five contracts on device pointers: h, directions, parameters,
+ * The same six contracts on device pointers: h, directions, parameters,
  * masks, outputs and the record offset all live on the current device;
  * stream is a cudaStream_t (NULL for the default stream). The calls only
  * enqueue work: they never synchronise, never allocate, and read no device
@@ -248,8 +304,9 @@ axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin ma
  * the checks that need device data (unit norm of a direction, per-row
  * lo <= hi, mask values 0 / 1) are the caller's job; the kernels apply the
  * rules above to whatever they are given (a per-row lo > hi takes hi, a
- * non-zero mask byte runs the row). AXS_EDEVICE reports a launch failure
- * (its message names the CUDA error). */
+ * non-zero mask byte runs the row, an index outside [0, index.n) skips the
+ * row as a mask would). AXS_EDEVICE reports a launch failure (its message
+ * names the CUDA error). */
 axs_status axs_project_cuda(axs_rows h, const float *u, axs_bin mask, axs_fout out, void *stream);
 
 axs_status axs_clamp_cuda_(axs_rows h, const float *u, axs_fin lo, axs_fin hi, axs_bin mask,
@@ -262,6 +319,10 @@ axs_status axs_steer_cuda_(axs_rows h, const float *w, axs_fin alpha, axs_bin ma
 
 axs_status axs_apply_cuda_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
                            axs_record rec, const axs_names *names, void *stream);
+
+axs_status axs_apply_split_cuda_(axs_rows h, axs_rows r, const axs_step *steps, int n_steps,
+                                 axs_bin mask, axs_index index, axs_record rec,
+                                 const axs_names *names, void *stream);
 
 #ifdef __cplusplus
 }

@@ -59,6 +59,13 @@ def _apply_inplace_fake(h, dirs, ops, params, mask=None, p_in=None, p_out=None, 
     return None
 
 
+@torch.library.register_fake("axis_steer::apply_split_")
+def _apply_split_fake(
+    h, r, dirs, ops, params, index=None, mask=None, p_in=None, p_out=None, fired=None, rec_offset=None
+):
+    return None
+
+
 @torch.library.register_fake("axis_steer::apply")
 def _apply_fake(h, dirs, ops, params, mask=None):
     out = torch.empty(h.shape, dtype=h.dtype, device=h.device)

@@ -57,6 +57,7 @@ __all__ = [
     "steer",
     "apply_",
     "apply",
+    "apply_split_",
 ]
 
 INF = math.inf
@@ -341,3 +342,57 @@ def ablate(h: Any, u: Any, *, mask: Any = None, **kw: Any) -> Any:
 def steer(h: Any, w: Any, alpha: Any, *, mask: Any = None, **kw: Any) -> Any:
     """Out-of-place :func:`steer_`."""
     return apply(h, [Step.steer(w, alpha)], mask=mask, **kw)
+
+
+def apply_split_(
+    h: Any,
+    r: Any,
+    steps: Sequence[Step],
+    *,
+    index: Any = None,
+    mask: Any = None,
+    record: bool = False,
+) -> Any:
+    """Runs ``steps`` on the rows ``s = h + r`` without materialising them
+    (torch tensors only): the residual stream of serving engines, whose decoder
+    layers return ``(hidden, residual)`` and whose next layer adds them.
+
+    ``h`` and ``r`` have the same shape ``(n, d)`` or ``(batch, seq, d)``,
+    dtype and device. The program sees ``s`` exactly as :func:`apply_` sees an
+    array holding ``s`` (same projections and outputs, bit for bit); a row it
+    writes ends as ``r = s'`` and ``h = -0.0`` (so ``h + r`` is the new row
+    exactly); every other row keeps both ``h`` and ``r``.
+
+    ``index`` (optional, int64, ``h.shape[:-1]``): row ``i`` reads every
+    step's parameters at entry ``index[i]`` of per-entry tables; then each
+    step's ``a`` / ``b`` is a table ``(n_entries,)`` (or a scalar for all
+    entries). A flat token batch of many requests reads its request's
+    parameters this way. Returns ``(h, r)``, or ``(h, r, Record)`` with
+    ``record=True``."""
+    import torch
+
+    for name, x in (("h", h), ("r", r)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"apply_split_: {name} is {type(x).__name__} (expected a torch.Tensor; "
+                "split rows have no NumPy path - materialise h + r and use apply_)"
+            )
+    rec = _row_outputs(h, Record) if record else None
+    to = _torch_ops()
+    dirs, codes, params = _program_t(h, steps)
+    idx = None
+    if index is not None:
+        idx = torch.as_tensor(index, device=h.device)
+        if idx.dtype != torch.int64:
+            raise TypeError(f"index: dtype {idx.dtype} (expected int64 table entries: pass index.long())")
+        if params.dim() == 2:
+            params = params[..., None]
+        if params.dim() != 2 + (h.dim() - 1):
+            want = "(n_entries,)" if h.dim() == 2 else "(n_outer, n_entries)"
+            raise ValueError(
+                f"steps: parameter tables of shape {tuple(params.shape[2:])} with an index "
+                f"(expected scalars or tables {want})"
+            )
+        params = params.contiguous()
+    to.ops.apply_split_(h, r, dirs, codes, params, idx, _mask_t(h, mask), *(rec if rec else (None, None, None)))
+    return (h, r, rec) if record else (h, r)

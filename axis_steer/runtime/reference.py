@@ -30,7 +30,7 @@ import numpy as np
 
 from axis_steer.runtime.steps import CLAMP, OP_NAMES, PROJECT, SET, STEER
 
-__all__ = ["CLAMP", "OP_NAMES", "PROJECT", "SET", "STEER", "Result", "apply", "clamp", "project",
+__all__ = ["CLAMP", "OP_NAMES", "PROJECT", "SET", "STEER", "Result", "apply", "apply_split", "clamp", "project",
            "reference_style_cap_hook", "set_projection", "steer"]
 
 
@@ -166,6 +166,28 @@ def apply(h: Any, steps: Sequence[tuple], mask: Any = None) -> Result:
         p_after=p_after,
         changed=changed,
     )
+
+
+def apply_split(h: Any, r: Any, steps: Sequence[tuple], mask: Any = None, index: Any = None) -> Result:
+    """:func:`apply` on the split rows ``s = h + r`` (added in float64), the
+    residual stream a serving engine keeps as two tensors. With ``index``
+    (integers, ``h.shape[:-1]``), each step's ``a`` and ``b`` are tables
+    indexed by it: row ``i`` reads entry ``index[i]``. ``Result.out`` is the
+    new stream ``s'``; the kernels store it in ``r`` and ``-0.0`` in ``h``
+    for the rows they write."""
+    xp = _Namespace(h)
+    s = xp.f64(h) + xp.f64(r)
+    if index is not None:
+        ix = index
+
+        def gather(v: Any) -> Any:
+            if v is None:
+                return None
+            t = xp.f64(v)
+            return t if t.ndim == 0 else t[ix]
+
+        steps = [(op, d, gather(a), gather(b)) for op, d, a, b in steps]
+    return apply(s, steps, mask)
 
 
 def project(h: Any, u: Any, mask: Any = None) -> Any:

@@ -1,7 +1,8 @@
 /*
  * cpu.c - the CPU kernels: one pass over each row runs a short program of
- * project / clamp / set / steer steps (axs_apply_), and the public
- * single-operation entry points run the one-step programs of programs.c.
+ * project / clamp / set / steer steps (axs_apply_; on rows held as the sum
+ * of two arrays, axs_apply_split_), and the public single-operation entry
+ * points run the one-step programs of programs.c.
  *
  * The row loops are plain C written for the compiler to vectorise: a dot
  * product keeps AXS_LANES independent float32 partial sums combined in one
@@ -186,6 +187,144 @@ AXS_CLONES static float axpy_dot_bf16(void *row, const float *w, float c, float 
   return sum_lanes(acc, tail);
 }
 
+/* ---- split rows (axs_apply_split_) ------------------------------------------
+ * The same two primitives on a row held as h + r: `row` points to an
+ * axs_pair, and the row's value is s[j] = h[j] + r[j] rounded to the storage
+ * (split_*). The dot products see s, in the lane order of dot_*; an update
+ * stores the new s into r and -0.0 into h, so h + r is the new s exactly,
+ * and a row written twice in one program reads back s = -0.0 + r = r. */
+
+typedef struct {
+  char *h, *r;
+} axs_pair;
+
+static inline float split_f32(const float *h, const float *r, int64_t j) {
+  return h[j] + r[j];
+}
+
+static inline float split_f16(const uint16_t *h, const uint16_t *r, int64_t j) {
+  return axs_f16_to_f32(axs_f32_to_f16(axs_f16_to_f32(h[j]) + axs_f16_to_f32(r[j])));
+}
+
+static inline float split_bf16(const uint16_t *h, const uint16_t *r, int64_t j) {
+  return axs_bf16_to_f32(axs_f32_to_bf16(axs_bf16_to_f32(h[j]) + axs_bf16_to_f32(r[j])));
+}
+
+#define AXS_NEG_ZERO_F32 0x80000000u
+#define AXS_NEG_ZERO_16 ((uint16_t)0x8000u)
+
+AXS_CLONES static float dot_split_f32(const void *row, const float *u, int64_t d) {
+  const axs_pair *pr = (const axs_pair *)row;
+  const float *h = (const float *)pr->h, *r = (const float *)pr->r;
+  float acc[AXS_LANES] = {0};
+  int64_t j = 0;
+  for (; j + AXS_LANES <= d; j += AXS_LANES)
+    for (int k = 0; k < AXS_LANES; k++)
+      acc[k] += split_f32(h, r, j + k) * u[j + k];
+  float tail = 0.0f;
+  for (; j < d; j++)
+    tail += split_f32(h, r, j) * u[j];
+  return sum_lanes(acc, tail);
+}
+
+AXS_CLONES static float dot_split_f16(const void *row, const float *u, int64_t d) {
+  const axs_pair *pr = (const axs_pair *)row;
+  const uint16_t *h = (const uint16_t *)pr->h, *r = (const uint16_t *)pr->r;
+  float acc[AXS_LANES] = {0};
+  int64_t j = 0;
+  for (; j + AXS_LANES <= d; j += AXS_LANES)
+    for (int k = 0; k < AXS_LANES; k++)
+      acc[k] += split_f16(h, r, j + k) * u[j + k];
+  float tail = 0.0f;
+  for (; j < d; j++)
+    tail += split_f16(h, r, j) * u[j];
+  return sum_lanes(acc, tail);
+}
+
+AXS_CLONES static float dot_split_bf16(const void *row, const float *u, int64_t d) {
+  const axs_pair *pr = (const axs_pair *)row;
+  const uint16_t *h = (const uint16_t *)pr->h, *r = (const uint16_t *)pr->r;
+  float acc[AXS_LANES] = {0};
+  int64_t j = 0;
+  for (; j + AXS_LANES <= d; j += AXS_LANES)
+    for (int k = 0; k < AXS_LANES; k++)
+      acc[k] += split_bf16(h, r, j + k) * u[j + k];
+  float tail = 0.0f;
+  for (; j < d; j++)
+    tail += split_bf16(h, r, j) * u[j];
+  return sum_lanes(acc, tail);
+}
+
+AXS_CLONES static float axpy_dot_split_f32(void *row, const float *w, float c, float ch,
+                                           const float *v, int64_t d) {
+  axs_pair *pr = (axs_pair *)row;
+  float *h = (float *)pr->h, *r = (float *)pr->r;
+  const float nz = axs_bits_f32(AXS_NEG_ZERO_F32);
+  float acc[AXS_LANES] = {0};
+  int64_t j = 0;
+  for (; j + AXS_LANES <= d; j += AXS_LANES)
+    for (int k = 0; k < AXS_LANES; k++) {
+      float y = axpy1(split_f32(h, r, j + k), c, ch, w[j + k]);
+      r[j + k] = y;
+      h[j + k] = nz;
+      acc[k] += y * (v != NULL ? v[j + k] : 0.0f);
+    }
+  float tail = 0.0f;
+  for (; j < d; j++) {
+    float y = axpy1(split_f32(h, r, j), c, ch, w[j]);
+    r[j] = y;
+    h[j] = nz;
+    tail += y * (v != NULL ? v[j] : 0.0f);
+  }
+  return v != NULL ? sum_lanes(acc, tail) : 0.0f;
+}
+
+AXS_CLONES static float axpy_dot_split_f16(void *row, const float *w, float c, float ch,
+                                           const float *v, int64_t d) {
+  axs_pair *pr = (axs_pair *)row;
+  uint16_t *h = (uint16_t *)pr->h, *r = (uint16_t *)pr->r;
+  float acc[AXS_LANES] = {0};
+  int64_t j = 0;
+  for (; j + AXS_LANES <= d; j += AXS_LANES)
+    for (int k = 0; k < AXS_LANES; k++) {
+      uint16_t y = axs_f32_to_f16(axpy1(split_f16(h, r, j + k), c, ch, w[j + k]));
+      r[j + k] = y;
+      h[j + k] = AXS_NEG_ZERO_16;
+      acc[k] += axs_f16_to_f32(y) * (v != NULL ? v[j + k] : 0.0f);
+    }
+  float tail = 0.0f;
+  for (; j < d; j++) {
+    uint16_t y = axs_f32_to_f16(axpy1(split_f16(h, r, j), c, ch, w[j]));
+    r[j] = y;
+    h[j] = AXS_NEG_ZERO_16;
+    tail += axs_f16_to_f32(y) * (v != NULL ? v[j] : 0.0f);
+  }
+  return v != NULL ? sum_lanes(acc, tail) : 0.0f;
+}
+
+AXS_CLONES static float axpy_dot_split_bf16(void *row, const float *w, float c, float ch,
+                                            const float *v, int64_t d) {
+  axs_pair *pr = (axs_pair *)row;
+  uint16_t *h = (uint16_t *)pr->h, *r = (uint16_t *)pr->r;
+  float acc[AXS_LANES] = {0};
+  int64_t j = 0;
+  for (; j + AXS_LANES <= d; j += AXS_LANES)
+    for (int k = 0; k < AXS_LANES; k++) {
+      uint16_t y = axs_f32_to_bf16_not_nan(axpy1(split_bf16(h, r, j + k), c, ch, w[j + k]));
+      r[j + k] = y;
+      h[j + k] = AXS_NEG_ZERO_16;
+      acc[k] += axs_bf16_to_f32(y) * (v != NULL ? v[j + k] : 0.0f);
+    }
+  float tail = 0.0f;
+  for (; j < d; j++) {
+    uint16_t y = axs_f32_to_bf16_not_nan(axpy1(split_bf16(h, r, j), c, ch, w[j]));
+    r[j] = y;
+    h[j] = AXS_NEG_ZERO_16;
+    tail += axs_bf16_to_f32(y) * (v != NULL ? v[j] : 0.0f);
+  }
+  return v != NULL ? sum_lanes(acc, tail) : 0.0f;
+}
+
 /* Sum of squares of a float32 vector, in the lane order of dot_f32. */
 float axs_sumsq_f32(const float *v, int64_t d) {
   return dot_f32(v, v, d);
@@ -198,6 +337,8 @@ typedef float (*axs_axpy_dot_fn)(void *, const float *, float, float, const floa
 
 typedef struct {
   axs_rows h;
+  axs_rows r; /* split rows: the second array (r.data == NULL otherwise) */
+  axs_index index;
   const axs_step *steps;
   int n_steps;
   axs_bin mask;
@@ -206,6 +347,28 @@ typedef struct {
   axs_axpy_dot_fn axpy_dot;
   size_t esize;
 } axs_program;
+
+/* What the primitives get for row (o, i): its address, or for split rows
+ * the pair of addresses, kept in *pair. */
+static inline void *row_ref(const axs_program *pg, int64_t o, int64_t i, axs_pair *pair) {
+  char *row =
+      (char *)pg->h.data + (size_t)(o * pg->h.stride_outer + i * pg->h.stride_inner) * pg->esize;
+  if (pg->r.data == NULL)
+    return row;
+  pair->h = row;
+  pair->r =
+      (char *)pg->r.data + (size_t)(o * pg->r.stride_outer + i * pg->r.stride_inner) * pg->esize;
+  return pair;
+}
+
+/* The parameter column of row (o, i): i, or its index entry; -1 when the
+ * entry is outside the tables (checked before on the CPU). */
+static inline int64_t param_column(const axs_program *pg, int64_t o, int64_t i) {
+  if (pg->index.data == NULL)
+    return i;
+  int64_t k = pg->index.data[o * pg->index.stride_outer + i * pg->index.stride_inner];
+  return (k >= 0 && k < pg->index.n) ? k : -1;
+}
 
 static inline float fin_at(axs_fin v, int64_t o, int64_t i) {
   return v.data[o * v.stride_outer + i * v.stride_inner];
@@ -269,8 +432,13 @@ static void run_row(const axs_program *pg, int64_t o, int64_t i) {
     skip_row(pg, o, i);
     return;
   }
-  char *row =
-      (char *)pg->h.data + (size_t)(o * pg->h.stride_outer + i * pg->h.stride_inner) * pg->esize;
+  const int64_t pi = param_column(pg, o, i);
+  if (pi < 0) {
+    skip_row(pg, o, i);
+    return;
+  }
+  axs_pair pair;
+  void *row = row_ref(pg, o, i, &pair);
   const int64_t d = pg->h.d;
   const float *dir0 = pg->steps[0].dir;
   int want_rec = pg->rec.p_in.data != NULL || pg->rec.p_out.data != NULL;
@@ -287,7 +455,7 @@ static void run_row(const axs_program *pg, int64_t o, int64_t i) {
     const axs_step *s = &pg->steps[k];
     uint8_t wrote = 0;
     if (s->op == AXS_STEER) {
-      float alpha = fin_at(s->a, o, i);
+      float alpha = fin_at(s->a, o, pi);
       /* projections on w are computed only when asked for: monitoring
        * records dir0 instead */
       if (s->p_before.data != NULL)
@@ -307,7 +475,7 @@ static void run_row(const axs_program *pg, int64_t o, int64_t i) {
         p0_ok = 1;
       }
       float pa = p;
-      float t = step_target(s, p, o, i);
+      float t = step_target(s, p, o, pi);
       if (s->op != AXS_PROJECT && isfinite(p) && isfinite(t) && t != p) {
         /* the projection of the stored row is computed in the same pass, and
          * only when someone reads it */
@@ -334,36 +502,33 @@ static void run_row(const axs_program *pg, int64_t o, int64_t i) {
   bout_set(pg->rec.fired, o, col, (uint8_t)fired);
 }
 
-/* ---- entry points ---------------------------------------------------------- */
-
-axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
-                      const axs_names *names, int n_threads) {
-  axs_clear_error();
-  axs_status st = axs_check_call(h, steps, n_steps, mask, rec, names);
-  if (st != AXS_OK)
-    return st;
-  st = axs_check_values(h, steps, n_steps, mask, names);
-  if (st != AXS_OK)
-    return st;
+/* Runs a checked call on every row. */
+static void run_program(axs_rows h, axs_split split, const axs_step *steps, int n_steps,
+                        axs_bin mask, axs_record rec, int n_threads) {
   axs_program pg;
   pg.h = h;
+  pg.r = split.r != NULL ? *split.r : h;
+  if (split.r == NULL)
+    pg.r.data = NULL;
+  pg.index = split.index;
   pg.steps = steps;
   pg.n_steps = n_steps;
   pg.mask = mask;
   pg.rec = rec;
   pg.esize = axs_dtype_size(h.dtype);
+  int sp = split.r != NULL;
   switch (h.dtype) {
   case AXS_F32:
-    pg.dot = dot_f32;
-    pg.axpy_dot = axpy_dot_f32;
+    pg.dot = sp ? dot_split_f32 : dot_f32;
+    pg.axpy_dot = sp ? axpy_dot_split_f32 : axpy_dot_f32;
     break;
   case AXS_F16:
-    pg.dot = dot_f16;
-    pg.axpy_dot = axpy_dot_f16;
+    pg.dot = sp ? dot_split_f16 : dot_f16;
+    pg.axpy_dot = sp ? axpy_dot_split_f16 : axpy_dot_f16;
     break;
   default:
-    pg.dot = dot_bf16;
-    pg.axpy_dot = axpy_dot_bf16;
+    pg.dot = sp ? dot_split_bf16 : dot_bf16;
+    pg.axpy_dot = sp ? axpy_dot_split_bf16 : axpy_dot_bf16;
     break;
   }
   const int64_t n_rows = h.n_outer * h.n_inner;
@@ -375,14 +540,41 @@ axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin ma
     for (int64_t o = 0; o < h.n_outer; o++)
       for (int64_t i = 0; i < h.n_inner; i++)
         run_row(&pg, o, i);
-    return AXS_OK;
+    return;
   }
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(n_threads)
 #endif
   for (int64_t r = 0; r < n_rows; r++)
     run_row(&pg, r / h.n_inner, r % h.n_inner);
+}
+
+static axs_status apply_checked(axs_rows h, axs_split split, const axs_step *steps, int n_steps,
+                                axs_bin mask, axs_record rec, const axs_names *names,
+                                int n_threads) {
+  axs_clear_error();
+  axs_status st = axs_check_call(h, split, steps, n_steps, mask, rec, names);
+  if (st != AXS_OK)
+    return st;
+  st = axs_check_values(h, split, steps, n_steps, mask, names);
+  if (st != AXS_OK)
+    return st;
+  run_program(h, split, steps, n_steps, mask, rec, n_threads);
   return AXS_OK;
+}
+
+/* ---- entry points ---------------------------------------------------------- */
+
+axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
+                      const axs_names *names, int n_threads) {
+  return apply_checked(h, axs_no_split, steps, n_steps, mask, rec, names, n_threads);
+}
+
+axs_status axs_apply_split_(axs_rows h, axs_rows r, const axs_step *steps, int n_steps,
+                            axs_bin mask, axs_index index, axs_record rec, const axs_names *names,
+                            int n_threads) {
+  axs_split split = {&r, index};
+  return apply_checked(h, split, steps, n_steps, mask, rec, names, n_threads);
 }
 
 /* The single operations: the one-step programs of programs.c. */

@@ -1,6 +1,7 @@
 /*
- * cuda.cu - the CUDA kernels behind the five CUDA entry points (axs_apply_cuda_
- * and the single operations, its one-step programs from programs.c): the
+ * cuda.cu - the CUDA kernels behind the six CUDA entry points (axs_apply_cuda_,
+ * axs_apply_split_cuda_ for rows held as h + r, and the single operations,
+ * the one-step programs of programs.c): the
  * row program of cpu.c (project / clamp / set / steer steps, each seeing the
  * result of the previous one, with the same outputs, skip, NaN and overflow
  * rules, and the record's write offset read on the device) run on device
@@ -209,21 +210,42 @@ __device__ __forceinline__ float axpy_chunk(uint4 &q, const float *w, float c, f
   return acc;
 }
 
-/* ---- a row as seen by one thread of its group -------------------------------
- * Row<S, NC, VEC> holds the thread's NC chunks (t, t + T, ...) in registers:
- * load() reads them, store() writes them back. Row<S, 0, VEC> keeps nothing
- * and goes to global memory in every call (rows too long for registers).
- * dot() and axpy() return this thread's partial sum; the group adds them;
- * axpy(w, c, c / 2, ...) adds c w (see axpy1). */
+// split rows: a[e] + b[e] rounded to the storage, for e < n (the value of
+// the virtual row s = h + r; see axis_steer.h, "Split rows")
+template <class S>
+__device__ __forceinline__ uint4 add_chunk(const uint4 &a, const uint4 &b, int n) {
+  uint4 q = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+  for (int e = 0; e < S::V; e++)
+    if (e < n)
+      put_bits<S>(q, e, S::from_float(__fadd_rn(get<S>(a, e), get<S>(b, e))));
+  return q;
+}
 
-template <class S, int NC, bool VEC> struct Row {
+// a chunk of -0.0 (what h holds where a split row was written)
+template <class S> __device__ __forceinline__ uint4 neg_zero_chunk() {
+  const uint32_t w = sizeof(typename S::bits) == 4 ? 0x80000000u : 0x80008000u;
+  return make_uint4(w, w, w, w);
+}
+
+/* ---- a row as seen by one thread of its group -------------------------------
+ * Row<S, NC, VEC, SP> holds the thread's NC chunks (t, t + T, ...) in
+ * registers: load() reads them, store() writes them back. Row<S, 0, VEC, SP>
+ * keeps nothing and goes to global memory in every call (rows too long for
+ * registers). dot() and axpy() return this thread's partial sum; the group
+ * adds them; axpy(w, c, c / 2, ...) adds c w (see axpy1). With SP (split
+ * rows) the row is h + r: p points into h and pr into r; the value read is
+ * add_chunk(h, r), and a store writes it to r and -0.0 to h. */
+
+template <class S, int NC, bool VEC, bool SP> struct Row {
   typedef typename S::bits bits;
-  bits *p;
+  bits *p, *pr;
   int64_t d;
   int t, T;
   uint4 q[NC];
 
-  __device__ Row(bits *p_, int64_t d_, int t_, int T_) : p(p_), d(d_), t(t_), T(T_) {}
+  __device__ Row(bits *p_, bits *pr_, int64_t d_, int t_, int T_)
+      : p(p_), pr(pr_), d(d_), t(t_), T(T_) {}
 
   __device__ __forceinline__ int count(int c) const {
     const int64_t left = d - (int64_t)c * S::V;
@@ -234,8 +256,12 @@ template <class S, int NC, bool VEC> struct Row {
 #pragma unroll
     for (int s = 0; s < NC; s++) {
       const int c = s * T + t;
-      if ((int64_t)c * S::V < d)
-        q[s] = load_chunk<S, VEC>(p + (int64_t)c * S::V, count(c));
+      if ((int64_t)c * S::V < d) {
+        const int n = count(c);
+        q[s] = load_chunk<S, VEC>(p + (int64_t)c * S::V, n);
+        if (SP)
+          q[s] = add_chunk<S>(q[s], load_chunk<S, VEC>(pr + (int64_t)c * S::V, n), n);
+      }
     }
   }
 
@@ -243,8 +269,12 @@ template <class S, int NC, bool VEC> struct Row {
 #pragma unroll
     for (int s = 0; s < NC; s++) {
       const int c = s * T + t;
-      if ((int64_t)c * S::V < d)
-        store_chunk<S, VEC>(p + (int64_t)c * S::V, q[s], count(c));
+      if ((int64_t)c * S::V < d) {
+        const int n = count(c);
+        store_chunk<S, VEC>((SP ? pr : p) + (int64_t)c * S::V, q[s], n);
+        if (SP)
+          store_chunk<S, VEC>(p + (int64_t)c * S::V, neg_zero_chunk<S>(), n);
+      }
     }
   }
 
@@ -271,13 +301,14 @@ template <class S, int NC, bool VEC> struct Row {
   }
 };
 
-template <class S, bool VEC> struct Row<S, 0, VEC> {
+template <class S, bool VEC, bool SP> struct Row<S, 0, VEC, SP> {
   typedef typename S::bits bits;
-  bits *p;
+  bits *p, *pr;
   int64_t d;
   int t, T;
 
-  __device__ Row(bits *p_, int64_t d_, int t_, int T_) : p(p_), d(d_), t(t_), T(T_) {}
+  __device__ Row(bits *p_, bits *pr_, int64_t d_, int t_, int T_)
+      : p(p_), pr(pr_), d(d_), t(t_), T(T_) {}
 
   __device__ __forceinline__ int count(int64_t c) const {
     const int64_t left = d - c * S::V;
@@ -287,12 +318,18 @@ template <class S, bool VEC> struct Row<S, 0, VEC> {
   __device__ __forceinline__ void load() {}
   __device__ __forceinline__ void store() const {}
 
+  // chunk c of the row's value (h, or h + r: after a write h holds -0.0,
+  // and -0.0 + r reads back r exactly)
+  __device__ __forceinline__ uint4 value(int64_t c, int n) const {
+    const uint4 q = load_chunk<S, VEC>(p + c * S::V, n);
+    return SP ? add_chunk<S>(q, load_chunk<S, VEC>(pr + c * S::V, n), n) : q;
+  }
+
   __device__ float dot(const float *u) const {
     float acc = 0.0f;
     for (int64_t c = t; c * S::V < d; c += T) {
       const int n = count(c);
-      const uint4 q = load_chunk<S, VEC>(p + c * S::V, n);
-      acc = dot_chunk<S, VEC>(q, u + c * S::V, n, acc);
+      acc = dot_chunk<S, VEC>(value(c, n), u + c * S::V, n, acc);
     }
     return acc;
   }
@@ -301,9 +338,11 @@ template <class S, bool VEC> struct Row<S, 0, VEC> {
     float acc = 0.0f;
     for (int64_t c = t; c * S::V < d; c += T) {
       const int n = count(c);
-      uint4 q = load_chunk<S, VEC>(p + c * S::V, n);
+      uint4 q = value(c, n);
       acc = axpy_chunk<S, VEC>(q, w + c * S::V, coef, half, n, want_dot, acc);
-      store_chunk<S, VEC>(p + c * S::V, q, n);
+      store_chunk<S, VEC>((SP ? pr : p) + c * S::V, q, n);
+      if (SP)
+        store_chunk<S, VEC>(p + c * S::V, neg_zero_chunk<S>(), n);
     }
     return acc;
   }
@@ -353,6 +392,8 @@ struct BlockGroup {
 
 struct Program {
   axs_rows h;
+  axs_rows r; // split rows: the second array (r.data == nullptr otherwise)
+  axs_index index;
   axs_bin mask;
   axs_record rec;
   int64_t n_rows;
@@ -434,7 +475,7 @@ __device__ __forceinline__ float step_target(const axs_step &s, Params v, float 
 // row r = (o, i) of h: (n_outer, n_inner, d). Every branch below depends only
 // on values shared by the whole group (parameters and group sums), so the
 // group stays converged through every sum.
-template <class S, int NC, bool VEC, class Group>
+template <class S, int NC, bool VEC, bool SP, class Group>
 __device__ __forceinline__ void run_row(const Program &pg, Group &g, int64_t r) {
   const int64_t o = r / pg.h.n_inner;
   const int64_t i = r - o * pg.h.n_inner;
@@ -445,11 +486,24 @@ __device__ __forceinline__ void run_row(const Program &pg, Group &g, int64_t r) 
       skip_row(pg, o, i);
     return;
   }
-  typename S::bits *p =
-      static_cast<typename S::bits *>(pg.h.data) + (o * pg.h.stride_outer + i * pg.h.stride_inner);
-  Row<S, NC, VEC> row(p, pg.h.d, g.rank(), g.size());
+  // the parameter column: i, or the row's entry of the tables (one outside
+  // them skips the row, as a mask does)
+  int64_t pi = i;
+  if (pg.index.data != nullptr) {
+    pi = pg.index.data[o * pg.index.stride_outer + i * pg.index.stride_inner];
+    if (pi < 0 || pi >= pg.index.n) {
+      if (lead)
+        skip_row(pg, o, i);
+      return;
+    }
+  }
+  typedef typename S::bits bits;
+  bits *p = static_cast<bits *>(pg.h.data) + (o * pg.h.stride_outer + i * pg.h.stride_inner);
+  bits *pr =
+      SP ? static_cast<bits *>(pg.r.data) + (o * pg.r.stride_outer + i * pg.r.stride_inner) : p;
+  Row<S, NC, VEC, SP> row(p, pr, pg.h.d, g.rank(), g.size());
   row.load();
-  Params cur = load_params(pg.steps[0], o, i);
+  Params cur = load_params(pg.steps[0], o, pi);
   const int64_t col = record_column(pg.rec, i);
 
   const float *dir0 = pg.steps[0].dir;
@@ -466,7 +520,7 @@ __device__ __forceinline__ void run_row(const Program &pg, Group &g, int64_t r) 
 
   for (int k = 0; k < pg.n_steps; k++) {
     const axs_step &s = pg.steps[k];
-    const Params next = k + 1 < pg.n_steps ? load_params(pg.steps[k + 1], o, i) : cur;
+    const Params next = k + 1 < pg.n_steps ? load_params(pg.steps[k + 1], o, pi) : cur;
     const bool reuse = p0_ok && s.dir == dir0;
     bool wrote = false;
     if (s.op == AXS_STEER) {
@@ -543,14 +597,14 @@ __device__ __forceinline__ void run_row(const Program &pg, Group &g, int64_t r) 
 
 // warp mode: block of kWarpRowsPerBlock warps, warp w of block b runs rows
 // b * kWarpRowsPerBlock + w, then strides by all warps of the grid
-template <class S, int NC, bool VEC>
+template <class S, int NC, bool VEC, bool SP>
 __global__ void __launch_bounds__(kWarp *kWarpRowsPerBlock)
     apply_warp_rows(const __grid_constant__ Program pg) {
   WarpGroup g;
   const int64_t stride = (int64_t)gridDim.x * kWarpRowsPerBlock;
   for (int64_t r = (int64_t)blockIdx.x * kWarpRowsPerBlock + threadIdx.x / kWarp; r < pg.n_rows;
        r += stride)
-    run_row<S, NC, VEC>(pg, g, r);
+    run_row<S, NC, VEC, SP>(pg, g, r);
 }
 
 // Blocks of up to 256 threads (d <= 8192 in 16-bit storage) should keep 3
@@ -562,13 +616,13 @@ constexpr int min_blocks(int max_threads) {
 
 // block mode: block b runs rows b, b + gridDim.x, ...; NC = 0 is the global
 // memory fallback. MAXT bounds blockDim.x.
-template <class S, int NC, bool VEC, int MAXT>
+template <class S, int NC, bool VEC, bool SP, int MAXT>
 __global__ void __launch_bounds__(MAXT, min_blocks(MAXT))
     apply_block_rows(const __grid_constant__ Program pg) {
   __shared__ float buf[2 * kWarp];
   BlockGroup g(buf);
   for (int64_t r = blockIdx.x; r < pg.n_rows; r += gridDim.x)
-    run_row<S, NC, VEC>(pg, g, r);
+    run_row<S, NC, VEC, SP>(pg, g, r);
 }
 
 /* ---- host side ----------------------------------------------------------- */
@@ -587,13 +641,19 @@ static bool aligned16(const void *p) {
 
 // The configuration for h: (n_outer, n_inner, d), n_rows >= 1. The threads
 // per row depend on d and the dtype only (they fix the summation order).
-static Launch choose_launch(const axs_rows &h, const axs_step *steps, int n_steps, int64_t n_rows) {
+static bool rows_aligned16(const axs_rows &h, int64_t esize) {
+  return aligned16(h.data) && (h.n_outer <= 1 || (h.stride_outer * esize) % 16 == 0) &&
+         (h.n_inner <= 1 || (h.stride_inner * esize) % 16 == 0);
+}
+
+// r: the split rows' second array, or nullptr.
+static Launch choose_launch(const axs_rows &h, const axs_rows *r, const axs_step *steps,
+                            int n_steps, int64_t n_rows) {
   const int64_t esize = (int64_t)axs_dtype_size(h.dtype);
   const int64_t v = 16 / esize;
   const int64_t chunks = (h.d + v - 1) / v;
   Launch l;
-  l.vec = aligned16(h.data) && (h.n_outer <= 1 || (h.stride_outer * esize) % 16 == 0) &&
-          (h.n_inner <= 1 || (h.stride_inner * esize) % 16 == 0);
+  l.vec = rows_aligned16(h, esize) && (r == nullptr || rows_aligned16(*r, esize));
   for (int k = 0; k < n_steps; k++)
     l.vec = l.vec && aligned16(steps[k].dir);
   int64_t groups_per_block = 1;
@@ -617,45 +677,54 @@ static Launch choose_launch(const axs_rows &h, const axs_step *steps, int n_step
   return l;
 }
 
-template <class S, bool VEC>
+template <class S, bool VEC, bool SP>
 static void launch_as(const Program &pg, const Launch &l, cudaStream_t st) {
   switch (l.kind) {
   case WARP_1:
-    apply_warp_rows<S, 1, VEC><<<l.blocks, l.threads, 0, st>>>(pg);
+    apply_warp_rows<S, 1, VEC, SP><<<l.blocks, l.threads, 0, st>>>(pg);
     break;
   case WARP_2:
-    apply_warp_rows<S, 2, VEC><<<l.blocks, l.threads, 0, st>>>(pg);
+    apply_warp_rows<S, 2, VEC, SP><<<l.blocks, l.threads, 0, st>>>(pg);
     break;
   case WARP_4:
-    apply_warp_rows<S, 4, VEC><<<l.blocks, l.threads, 0, st>>>(pg);
+    apply_warp_rows<S, 4, VEC, SP><<<l.blocks, l.threads, 0, st>>>(pg);
     break;
   case BLOCK_256:
-    apply_block_rows<S, kChunksPerThread, VEC, 256><<<l.blocks, l.threads, 0, st>>>(pg);
+    apply_block_rows<S, kChunksPerThread, VEC, SP, 256><<<l.blocks, l.threads, 0, st>>>(pg);
     break;
   case BLOCK_512:
-    apply_block_rows<S, kChunksPerThread, VEC, 512><<<l.blocks, l.threads, 0, st>>>(pg);
+    apply_block_rows<S, kChunksPerThread, VEC, SP, 512><<<l.blocks, l.threads, 0, st>>>(pg);
     break;
   case BLOCK_1024:
-    apply_block_rows<S, kChunksPerThread, VEC, 1024><<<l.blocks, l.threads, 0, st>>>(pg);
+    apply_block_rows<S, kChunksPerThread, VEC, SP, 1024><<<l.blocks, l.threads, 0, st>>>(pg);
     break;
   case GLOBAL:
-    apply_block_rows<S, 0, VEC, kMaxThreads><<<l.blocks, l.threads, 0, st>>>(pg);
+    apply_block_rows<S, 0, VEC, SP, kMaxThreads><<<l.blocks, l.threads, 0, st>>>(pg);
     break;
   }
 }
 
-template <class S> static void launch_dtype(const Program &pg, const Launch &l, cudaStream_t st) {
+template <class S, bool SP>
+static void launch_vec(const Program &pg, const Launch &l, cudaStream_t st) {
   if (l.vec)
-    launch_as<S, true>(pg, l, st);
+    launch_as<S, true, SP>(pg, l, st);
   else
-    launch_as<S, false>(pg, l, st);
+    launch_as<S, false, SP>(pg, l, st);
+}
+
+template <class S>
+static void launch_dtype(const Program &pg, const Launch &l, bool split, cudaStream_t st) {
+  if (split)
+    launch_vec<S, true>(pg, l, st);
+  else
+    launch_vec<S, false>(pg, l, st);
 }
 
 // The CUDA engine behind every entry point; names as in axs_check_call.
-static axs_status apply(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
-                        axs_record rec, const axs_names *names, void *stream) {
+static axs_status apply(axs_rows h, axs_split split, const axs_step *steps, int n_steps,
+                        axs_bin mask, axs_record rec, const axs_names *names, void *stream) {
   axs_clear_error();
-  axs_status status = axs_check_call(h, steps, n_steps, mask, rec, names);
+  axs_status status = axs_check_call(h, split, steps, n_steps, mask, rec, names);
   if (status != AXS_OK)
     return status;
   const int64_t n_rows = h.n_outer * h.n_inner;
@@ -665,6 +734,9 @@ static axs_status apply(axs_rows h, const axs_step *steps, int n_steps, axs_bin 
   Program pg;
   memset(&pg, 0, sizeof pg);
   pg.h = h;
+  if (split.r != nullptr)
+    pg.r = *split.r;
+  pg.index = split.index;
   pg.mask = mask;
   pg.rec = rec;
   pg.n_rows = n_rows;
@@ -672,17 +744,18 @@ static axs_status apply(axs_rows h, const axs_step *steps, int n_steps, axs_bin 
   for (int k = 0; k < n_steps; k++)
     pg.steps[k] = steps[k];
 
-  const Launch l = choose_launch(h, steps, n_steps, n_rows);
+  const Launch l = choose_launch(h, split.r, steps, n_steps, n_rows);
+  const bool sp = split.r != nullptr;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   switch (h.dtype) {
   case AXS_F32:
-    launch_dtype<F32>(pg, l, st);
+    launch_dtype<F32>(pg, l, sp, st);
     break;
   case AXS_F16:
-    launch_dtype<F16>(pg, l, st);
+    launch_dtype<F16>(pg, l, sp, st);
     break;
   case AXS_BF16:
-    launch_dtype<BF16>(pg, l, st);
+    launch_dtype<BF16>(pg, l, sp, st);
     break;
   }
   const cudaError_t err = cudaGetLastError();
@@ -694,35 +767,42 @@ static axs_status apply(axs_rows h, const axs_step *steps, int n_steps, axs_bin 
 } // namespace
 
 /* ---- entry points ----------------------------------------------------------
- * The same five as the CPU half; the single operations are the one-step
+ * The same six as the CPU half; the single operations are the one-step
  * programs of programs.c. */
 
 extern "C" axs_status axs_apply_cuda_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
                                       axs_record rec, const axs_names *names, void *stream) {
-  return apply(h, steps, n_steps, mask, rec, names, stream);
+  return apply(h, axs_no_split, steps, n_steps, mask, rec, names, stream);
+}
+
+extern "C" axs_status axs_apply_split_cuda_(axs_rows h, axs_rows r, const axs_step *steps,
+                                            int n_steps, axs_bin mask, axs_index index,
+                                            axs_record rec, const axs_names *names, void *stream) {
+  const axs_split split = {&r, index};
+  return apply(h, split, steps, n_steps, mask, rec, names, stream);
 }
 
 extern "C" axs_status axs_project_cuda(axs_rows h, const float *u, axs_bin mask, axs_fout out,
                                        void *stream) {
   const axs_one_step s = axs_project_program(u, out);
-  return apply(h, &s.step, 1, mask, axs_no_record, &s.names, stream);
+  return apply(h, axs_no_split, &s.step, 1, mask, axs_no_record, &s.names, stream);
 }
 
 extern "C" axs_status axs_clamp_cuda_(axs_rows h, const float *u, axs_fin lo, axs_fin hi,
                                       axs_bin mask, axs_fout p_before, axs_fout p_after,
                                       axs_bout changed, void *stream) {
   const axs_one_step s = axs_clamp_program(u, lo, hi, p_before, p_after, changed);
-  return apply(h, &s.step, 1, mask, axs_no_record, &s.names, stream);
+  return apply(h, axs_no_split, &s.step, 1, mask, axs_no_record, &s.names, stream);
 }
 
 extern "C" axs_status axs_set_projection_cuda_(axs_rows h, const float *u, axs_fin target,
                                                axs_bin mask, axs_fout p_before, void *stream) {
   const axs_one_step s = axs_set_projection_program(u, target, p_before);
-  return apply(h, &s.step, 1, mask, axs_no_record, &s.names, stream);
+  return apply(h, axs_no_split, &s.step, 1, mask, axs_no_record, &s.names, stream);
 }
 
 extern "C" axs_status axs_steer_cuda_(axs_rows h, const float *w, axs_fin alpha, axs_bin mask,
                                       void *stream) {
   const axs_one_step s = axs_steer_program(w, alpha);
-  return apply(h, &s.step, 1, mask, axs_no_record, &s.names, stream);
+  return apply(h, axs_no_split, &s.step, 1, mask, axs_no_record, &s.names, stream);
 }

@@ -27,16 +27,27 @@ void axs_clear_error(void);
 size_t axs_dtype_size(axs_dtype dtype);
 const char *axs_dtype_name(axs_dtype dtype);
 
+/* The second array of split rows and the parameter index of a call
+ * (axs_apply_split_); r == NULL and index.data == NULL for a plain
+ * axs_apply_ call. */
+typedef struct {
+  const axs_rows *r;
+  axs_index index;
+} axs_split;
+
+extern const axs_split axs_no_split;
+
 /* Everything about a call that can be checked without reading device data:
  * sizes and byte extents (overflow-checked), strides, enums, missing
  * pointers, overlaps. names may be NULL (axs_names). */
-axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
-                          axs_record rec, const axs_names *names);
+axs_status axs_check_call(axs_rows h, axs_split split, const axs_step *steps, int n_steps,
+                          axs_bin mask, axs_record rec, const axs_names *names);
 
 /* The checks that read the values (direction norms, per-row lo <= hi, mask
- * bytes 0 / 1); host memory only, after axs_check_call. */
-axs_status axs_check_values(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
-                            const axs_names *names);
+ * bytes 0 / 1, index values in range); host memory only, after
+ * axs_check_call. */
+axs_status axs_check_values(axs_rows h, axs_split split, const axs_step *steps, int n_steps,
+                            axs_bin mask, const axs_names *names);
 
 /* Sum of squares of a float32 vector, vectorised like the row dot products
  * (cpu.c). */

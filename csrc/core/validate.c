@@ -158,40 +158,42 @@ static void add_output(axs_outputs *outs, axs_extent e, axs_argname name) {
 /* ---- the host-side checks ------------------------------------------------- */
 
 /* The number of rows of h, n_outer * n_inner; fails when it overflows. */
-static axs_status count_rows(axs_rows h, int64_t *n_rows) {
+static axs_status count_rows(axs_rows h, axs_argname name, int64_t *n_rows) {
   if (__builtin_mul_overflow(h.n_outer, h.n_inner, n_rows))
     return axs_fail(AXS_EINVAL,
-                    "h: row counts (%lld, %lld) give more than %lld rows (expected "
+                    "%s: row counts (%lld, %lld) give more than %lld rows (expected "
                     "n_outer * n_inner to fit in int64)",
-                    (long long)h.n_outer, (long long)h.n_inner, (long long)INT64_MAX);
+                    TEXT(name), (long long)h.n_outer, (long long)h.n_inner, (long long)INT64_MAX);
   return AXS_OK;
 }
 
-static axs_status check_rows(axs_rows h, axs_extent *hx) {
+/* The rows of h (or of a split call's r: name is what messages call them). */
+static axs_status check_rows(axs_rows h, axs_argname name, axs_extent *hx) {
   hx->lo = hx->hi = (const char *)h.data;
   if (axs_dtype_size(h.dtype) == 0)
     return axs_fail(AXS_ETYPE,
-                    "h: dtype code %d is not supported (expected float32, "
+                    "%s: dtype code %d is not supported (expected float32, "
                     "float16 or bfloat16)",
-                    (int)h.dtype);
+                    TEXT(name), (int)h.dtype);
   if (h.n_outer < 0 || h.n_inner < 0)
-    return axs_fail(AXS_EINVAL, "h: row counts (%lld, %lld) must not be negative",
+    return axs_fail(AXS_EINVAL, "%s: row counts (%lld, %lld) must not be negative", TEXT(name),
                     (long long)h.n_outer, (long long)h.n_inner);
   if (h.d < 1)
-    return axs_fail(AXS_EINVAL, "h: row length d = %lld (expected at least 1)", (long long)h.d);
+    return axs_fail(AXS_EINVAL, "%s: row length d = %lld (expected at least 1)", TEXT(name),
+                    (long long)h.d);
   if (h.stride_outer < 0 || h.stride_inner < 0)
     return axs_fail(AXS_EINVAL,
-                    "h: row strides (%lld, %lld) must not be negative (make "
+                    "%s: row strides (%lld, %lld) must not be negative (make "
                     "a copy with positive strides)",
-                    (long long)h.stride_outer, (long long)h.stride_inner);
+                    TEXT(name), (long long)h.stride_outer, (long long)h.stride_inner);
   int64_t n_rows;
-  AXS_TRY(count_rows(h, &n_rows));
+  AXS_TRY(count_rows(h, name, &n_rows));
   if (n_rows == 0)
     return AXS_OK; /* no rows: nothing to read, nothing can overlap */
   if (h.data == NULL)
-    return axs_fail(AXS_EINVAL, "h: data pointer is NULL");
+    return axs_fail(AXS_EINVAL, "%s: data pointer is NULL", TEXT(name));
   AXS_TRY(extent_of(h.data, h.n_outer, h.n_inner, h.stride_outer, h.stride_inner, h.d,
-                    axs_dtype_size(h.dtype), name_of("h", NULL, 0), hx));
+                    axs_dtype_size(h.dtype), name, hx));
   /* rows must not overlap: sort the two row dimensions by stride. The
    * extent fits in int64, so these sums of its terms do too. */
   int64_t s1 = h.stride_inner, n1 = h.n_inner;
@@ -209,14 +211,14 @@ static axs_status check_rows(axs_rows h, axs_extent *hx) {
   }
   if (n1 > 1 && s1 < h.d)
     return axs_fail(AXS_EINVAL,
-                    "h: row stride %lld is smaller than the row length %lld, "
+                    "%s: row stride %lld is smaller than the row length %lld, "
                     "so rows overlap (expected stride >= d)",
-                    (long long)s1, (long long)h.d);
+                    TEXT(name), (long long)s1, (long long)h.d);
   if (n2 > 1 && s2 < (n1 - 1) * s1 + h.d)
     return axs_fail(AXS_EINVAL,
-                    "h: strides (%lld, %lld) make rows overlap (expected the "
+                    "%s: strides (%lld, %lld) make rows overlap (expected the "
                     "larger stride to step over the whole inner dimension)",
-                    (long long)h.stride_outer, (long long)h.stride_inner);
+                    TEXT(name), (long long)h.stride_outer, (long long)h.stride_inner);
   return AXS_OK;
 }
 
@@ -237,24 +239,41 @@ static axs_status check_out(axs_rows rows, void *data, int64_t so, int64_t si, s
   return AXS_OK;
 }
 
-/* An input of one element per row of h (broadcast with zero strides). */
-static axs_status check_in(axs_rows h, axs_extent hx, const void *data, int64_t so, int64_t si,
-                           size_t esize, axs_argname name) {
+/* The memory a call writes rows into: h, and r for split rows (empty
+ * otherwise), with what messages call r. */
+typedef struct {
+  axs_extent h, r;
+  axs_argname r_name;
+} axs_rows_mem;
+
+/* Fails when e (an argument other than the rows) overlaps h or r. */
+static axs_status check_apart(const axs_rows_mem *m, axs_extent e, axs_argname name) {
+  if (extents_overlap(m->h, e))
+    return axs_fail(AXS_EINVAL, "%s overlaps the memory of h (expected separate buffers)",
+                    TEXT(name));
+  if (extents_overlap(m->r, e))
+    return axs_fail(AXS_EINVAL, "%s overlaps the memory of %s (expected separate buffers)",
+                    TEXT(name), TEXT(m->r_name));
+  return AXS_OK;
+}
+
+/* An input of one element per row of h (broadcast with zero strides), or,
+ * with n_inner = an index's table size, per table entry. */
+static axs_status check_in(axs_rows h, int64_t n_inner, const axs_rows_mem *m, const void *data,
+                           int64_t so, int64_t si, size_t esize, axs_argname name) {
   if (data == NULL)
     return AXS_OK;
   if (so < 0 || si < 0)
     return axs_fail(AXS_EINVAL, "%s: strides (%lld, %lld) must not be negative", TEXT(name),
                     (long long)so, (long long)si);
   axs_extent e;
-  AXS_TRY(extent_of(data, h.n_outer, h.n_inner, so, si, 1, esize, name, &e));
-  if (extents_overlap(hx, e))
-    return axs_fail(AXS_EINVAL, "%s overlaps the memory of h (expected separate buffers)",
-                    TEXT(name));
-  return AXS_OK;
+  AXS_TRY(extent_of(data, h.n_outer, n_inner, so, si, 1, esize, name, &e));
+  return check_apart(m, e, name);
 }
 
-static axs_status check_step(axs_rows h, axs_extent hx, const axs_step *s, int k,
-                             const axs_names *names, axs_outputs *outs) {
+/* p_inner: the parameters' inner count (h.n_inner, or an index's table). */
+static axs_status check_step(axs_rows h, int64_t p_inner, const axs_rows_mem *m, const axs_step *s,
+                             int k, const axs_names *names, axs_outputs *outs) {
   axs_argname dir = AXS_NAME(names, dir, "dirs[%d]", k);
   axs_argname a = AXS_NAME(names, a, "a[%d]", k);
   axs_argname b = AXS_NAME(names, b, "b[%d]", k);
@@ -270,11 +289,11 @@ static axs_status check_step(axs_rows h, axs_extent hx, const axs_step *s, int k
                     s->op == AXS_SET ? "set projection" : "steer");
   axs_extent de;
   AXS_TRY(extent_of(s->dir, 1, 1, 0, 0, h.d, sizeof(float), dir, &de));
-  if (extents_overlap(hx, de))
-    return axs_fail(AXS_EINVAL, "%s overlaps the memory of h (expected separate buffers)",
-                    TEXT(dir));
-  AXS_TRY(check_in(h, hx, s->a.data, s->a.stride_outer, s->a.stride_inner, sizeof(float), a));
-  AXS_TRY(check_in(h, hx, s->b.data, s->b.stride_outer, s->b.stride_inner, sizeof(float), b));
+  AXS_TRY(check_apart(m, de, dir));
+  AXS_TRY(
+      check_in(h, p_inner, m, s->a.data, s->a.stride_outer, s->a.stride_inner, sizeof(float), a));
+  AXS_TRY(
+      check_in(h, p_inner, m, s->b.data, s->b.stride_outer, s->b.stride_inner, sizeof(float), b));
   AXS_TRY(check_out(h, s->p_before.data, s->p_before.stride_outer, s->p_before.stride_inner,
                     sizeof(float), AXS_NAME(names, p_before, "p_before[%d]", k), outs));
   AXS_TRY(check_out(h, s->p_after.data, s->p_after.stride_outer, s->p_after.stride_inner,
@@ -284,20 +303,61 @@ static axs_status check_step(axs_rows h, axs_extent hx, const axs_step *s, int k
   return AXS_OK;
 }
 
-axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
-                          axs_record rec, const axs_names *names) {
-  axs_extent hx;
-  AXS_TRY(check_rows(h, &hx));
+/* The second rows of a split call: r matches h in dtype, counts and d, its
+ * own rows do not overlap, and it shares no memory with h; the index is one
+ * int64 per row of h, into a table of n >= 0 entries. */
+static axs_status check_split(axs_rows h, axs_split split, const axs_names *names,
+                              axs_rows_mem *m) {
+  m->r.lo = m->r.hi = NULL;
+  m->r_name = AXS_NAME(names, r, "r", 0);
+  if (split.r != NULL) {
+    axs_rows r = *split.r;
+    if (r.dtype != h.dtype)
+      return axs_fail(AXS_ETYPE, "%s: dtype %s but h is %s (expected the same dtype)",
+                      TEXT(m->r_name), axs_dtype_name(r.dtype), axs_dtype_name(h.dtype));
+    if (r.n_outer != h.n_outer || r.n_inner != h.n_inner || r.d != h.d)
+      return axs_fail(AXS_EINVAL,
+                      "%s: rows (%lld, %lld, %lld) but h has (%lld, %lld, %lld) (expected "
+                      "the same shape: r and h are the two halves of the same rows)",
+                      TEXT(m->r_name), (long long)r.n_outer, (long long)r.n_inner, (long long)r.d,
+                      (long long)h.n_outer, (long long)h.n_inner, (long long)h.d);
+    AXS_TRY(check_rows(r, m->r_name, &m->r));
+    if (extents_overlap(m->h, m->r))
+      return axs_fail(AXS_EINVAL, "%s overlaps the memory of h (expected separate buffers)",
+                      TEXT(m->r_name));
+  }
+  axs_index ix = split.index;
+  if (ix.data == NULL)
+    return AXS_OK;
+  axs_argname name = AXS_NAME(names, index, "index", 0);
+  if (ix.n < 0)
+    return axs_fail(AXS_EINVAL, "%s: table size n = %lld (expected >= 0 entries)", TEXT(name),
+                    (long long)ix.n);
+  if (ix.stride_outer < 0 || ix.stride_inner < 0)
+    return axs_fail(AXS_EINVAL, "%s: strides (%lld, %lld) must not be negative", TEXT(name),
+                    (long long)ix.stride_outer, (long long)ix.stride_inner);
+  axs_extent e;
+  AXS_TRY(extent_of(ix.data, h.n_outer, h.n_inner, ix.stride_outer, ix.stride_inner, 1,
+                    sizeof(int64_t), name, &e));
+  return check_apart(m, e, name);
+}
+
+axs_status axs_check_call(axs_rows h, axs_split split, const axs_step *steps, int n_steps,
+                          axs_bin mask, axs_record rec, const axs_names *names) {
+  axs_rows_mem m;
+  AXS_TRY(check_rows(h, name_of("h", NULL, 0), &m.h));
+  AXS_TRY(check_split(h, split, names, &m));
   if (steps == NULL || n_steps < 1 || n_steps > AXS_MAX_STEPS)
     return axs_fail(AXS_EINVAL,
                     "steps: %d steps given (expected 1 to %d, and a non-NULL "
                     "array)",
                     n_steps, AXS_MAX_STEPS);
+  const int64_t p_inner = split.index.data != NULL ? split.index.n : h.n_inner;
   axs_outputs outs;
   outs.n = 0;
   for (int k = 0; k < n_steps; k++)
-    AXS_TRY(check_step(h, hx, &steps[k], k, names, &outs));
-  AXS_TRY(check_in(h, hx, mask.data, mask.stride_outer, mask.stride_inner, 1,
+    AXS_TRY(check_step(h, p_inner, &m, &steps[k], k, names, &outs));
+  AXS_TRY(check_in(h, h.n_inner, &m, mask.data, mask.stride_outer, mask.stride_inner, 1,
                    AXS_NAME(names, mask, "mask", 0)));
   /* with an offset the record outputs have `capacity` columns */
   axs_rows rec_rows = h;
@@ -309,9 +369,7 @@ axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps, axs_bi
     rec_rows.n_inner = rec.capacity;
     axs_extent oe;
     AXS_TRY(extent_of(rec.offset, 1, 1, 0, 0, 1, sizeof(int64_t), off, &oe));
-    if (extents_overlap(hx, oe))
-      return axs_fail(AXS_EINVAL, "%s overlaps the memory of h (expected separate buffers)",
-                      TEXT(off));
+    AXS_TRY(check_apart(&m, oe, off));
   }
   if (h.n_outer * h.n_inner > 0) { /* no rows: no record is written */
     AXS_TRY(check_out(rec_rows, rec.p_in.data, rec.p_in.stride_outer, rec.p_in.stride_inner,
@@ -322,9 +380,7 @@ axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps, axs_bi
                       AXS_NAME(names, fired, "fired", 0), &outs));
   }
   for (int i = 0; i < outs.n; i++) {
-    if (extents_overlap(hx, outs.items[i].extent))
-      return axs_fail(AXS_EINVAL, "%s overlaps the memory of h (expected separate buffers)",
-                      TEXT(outs.items[i].name));
+    AXS_TRY(check_apart(&m, outs.items[i].extent, outs.items[i].name));
     for (int j = i + 1; j < outs.n; j++)
       if (extents_overlap(outs.items[i].extent, outs.items[j].extent))
         return axs_fail(AXS_EINVAL, "outputs %s and %s overlap (expected separate buffers)",
@@ -358,15 +414,17 @@ static axs_status check_direction(const float *dir, int64_t d, int unit, axs_arg
   return AXS_OK;
 }
 
-static axs_status check_bounds(axs_rows h, const axs_step *s, axs_bin mask, axs_argname a,
-                               axs_argname b) {
-  if (s->a.data == NULL || s->b.data == NULL || h.n_outer * h.n_inner == 0)
+/* p_inner: the parameters' inner count (h.n_inner, or an index's table,
+ * whose entries are all checked: the mask is about rows, not entries). */
+static axs_status check_bounds(axs_rows h, int64_t p_inner, const axs_step *s, axs_bin mask,
+                               axs_argname a, axs_argname b) {
+  if (s->a.data == NULL || s->b.data == NULL || h.n_outer * h.n_inner == 0 || p_inner == 0)
     return AXS_OK;
   int64_t no = (s->a.stride_outer | s->b.stride_outer) ? h.n_outer : 1;
-  int64_t ni = (s->a.stride_inner | s->b.stride_inner) ? h.n_inner : 1;
+  int64_t ni = (s->a.stride_inner | s->b.stride_inner) ? p_inner : 1;
   for (int64_t o = 0; o < no; o++)
     for (int64_t i = 0; i < ni; i++) {
-      if (mask.data != NULL && no == h.n_outer && ni == h.n_inner &&
+      if (mask.data != NULL && p_inner == h.n_inner && no == h.n_outer && ni == h.n_inner &&
           !mask.data[o * mask.stride_outer + i * mask.stride_inner])
         continue;
       float lo = s->a.data[o * s->a.stride_outer + i * s->a.stride_inner];
@@ -404,16 +462,37 @@ static axs_status check_mask(axs_rows h, axs_bin mask, axs_argname name) {
   return AXS_OK;
 }
 
-axs_status axs_check_values(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
-                            const axs_names *names) {
-  if (h.n_outer * h.n_inner > 0)
+/* Every index value of a row that runs lies in [0, n). */
+static axs_status check_index(axs_rows h, axs_index ix, axs_bin mask, axs_argname name) {
+  if (ix.data == NULL)
+    return AXS_OK;
+  for (int64_t o = 0; o < h.n_outer; o++)
+    for (int64_t i = 0; i < h.n_inner; i++) {
+      if (mask.data != NULL && !mask.data[o * mask.stride_outer + i * mask.stride_inner])
+        continue;
+      int64_t k = ix.data[o * ix.stride_outer + i * ix.stride_inner];
+      if (k < 0 || k >= ix.n)
+        return axs_fail(AXS_EINVAL,
+                        "%s = %lld at row (%lld, %lld) (expected 0 <= index < %lld, the "
+                        "entries of the parameter tables)",
+                        TEXT(name), (long long)k, (long long)o, (long long)i, (long long)ix.n);
+    }
+  return AXS_OK;
+}
+
+axs_status axs_check_values(axs_rows h, axs_split split, const axs_step *steps, int n_steps,
+                            axs_bin mask, const axs_names *names) {
+  if (h.n_outer * h.n_inner > 0) {
     AXS_TRY(check_mask(h, mask, AXS_NAME(names, mask, "mask", 0)));
+    AXS_TRY(check_index(h, split.index, mask, AXS_NAME(names, index, "index", 0)));
+  }
+  const int64_t p_inner = split.index.data != NULL ? split.index.n : h.n_inner;
   for (int k = 0; k < n_steps; k++) {
     const axs_step *s = &steps[k];
     AXS_TRY(check_direction(s->dir, h.d, s->op != AXS_STEER, AXS_NAME(names, dir, "dirs[%d]", k)));
     if (s->op == AXS_CLAMP)
-      AXS_TRY(
-          check_bounds(h, s, mask, AXS_NAME(names, a, "a[%d]", k), AXS_NAME(names, b, "b[%d]", k)));
+      AXS_TRY(check_bounds(h, p_inner, s, mask, AXS_NAME(names, a, "a[%d]", k),
+                           AXS_NAME(names, b, "b[%d]", k)));
   }
   return AXS_OK;
 }

@@ -1927,6 +1927,313 @@ static void test_names(void) {
   free(v);
 }
 
+/* ---- split rows (axs_apply_split_)
+ * --------------------------------------------
+ * The contract: a program on (h, r) gives exactly what axs_apply_ gives on
+ * the materialised rows s = round(h + r) - every output bit for bit - and a
+ * row it writes ends as r = the new s, h = -0.0, while every other row keeps
+ * the bits of both h and r. Per-row parameters read through an index equal
+ * the same values given per row. */
+
+/* [clamp u1 band, steer w, clamp u1 floor] with every output, on split rows
+ * (split = 1) or on h alone; parameters at strides (p_so, p_si), read through
+ * ix when it is given */
+static axs_status run_split_program(int split, axs_rows h, axs_rows r, const float *u1,
+                                    const float *w, const float *lo, const float *hi,
+                                    const float *alpha, const float *floor_, int64_t p_so,
+                                    int64_t p_si, axs_index ix, axs_bin mask, prog_out *po,
+                                    int threads) {
+  axs_step s[3];
+  memset(s, 0, sizeof s);
+  s[0].op = AXS_CLAMP;
+  s[0].dir = u1;
+  s[0].a = (axs_fin){lo, p_so, p_si};
+  s[0].b = (axs_fin){hi, p_so, p_si};
+  s[1].op = AXS_STEER;
+  s[1].dir = w;
+  s[1].a = (axs_fin){alpha, p_so, p_si};
+  s[2].op = AXS_CLAMP;
+  s[2].dir = u1;
+  s[2].a = (axs_fin){floor_, p_so, p_si};
+  int64_t si = 1, so = h.n_inner;
+  for (int k = 0; k < 3; k++) {
+    s[k].p_before = (axs_fout){po->p_before[k], so, si};
+    s[k].p_after = (axs_fout){po->p_after[k], so, si};
+    s[k].changed = (axs_bout){po->changed[k], so, si};
+  }
+  axs_record rec = record_of((axs_fout){po->p_in, so, si}, (axs_fout){po->p_out, so, si},
+                             (axs_bout){po->fired, so, si});
+  if (split)
+    return axs_apply_split_(h, r, s, 3, mask, ix, rec, NULL, threads);
+  return axs_apply_(h, s, 3, mask, rec, NULL, threads);
+}
+
+static int is_neg_zero_row(axs_dtype dt, const void *base, int64_t row, int64_t d) {
+  for (int64_t j = 0; j < d; j++) {
+    const char *p = (const char *)base + (size_t)(row + j) * dt_size(dt);
+    if (dt == AXS_F32) {
+      uint32_t v;
+      memcpy(&v, p, 4);
+      if (v != 0x80000000u)
+        return 0;
+    } else {
+      uint16_t v;
+      memcpy(&v, p, 2);
+      if (v != 0x8000u)
+        return 0;
+    }
+  }
+  return 1;
+}
+
+static void test_split_case(const layout_t *Lh, const layout_t *Lr, axs_dtype dt, int threads) {
+  const int64_t no = Lh->no, ni = Lh->ni, d = Lh->d, n = no * ni;
+  set_case("split rows, %s, h %s, r %s, %d threads", dt_name(dt), Lh->name, Lr->name, threads);
+  size_t nbh, nbr;
+  void *h0 = make_h(Lh, dt, 1.0, &nbh);
+  void *r0 = make_h(Lr, dt, 3.0, &nbr);
+  /* special rows: a NaN in h, an infinity in r, h = -r exactly, r = 0 */
+  for (int64_t o = 0; o < no; o++)
+    for (int64_t i = 0; i < ni; i++) {
+      int64_t k = o * ni + i, rh = row_at(Lh, o, i), rr = row_at(Lr, o, i);
+      if (k % 11 == 5)
+        st(dt, h0, rh + d / 2, NAN);
+      if (k % 13 == 7)
+        st(dt, r0, rr, INFINITY);
+      if (k % 7 == 3)
+        for (int64_t j = 0; j < d; j++)
+          st(dt, h0, rh + j, -ld(dt, r0, rr + j));
+      if (k % 9 == 4)
+        for (int64_t j = 0; j < d; j++)
+          st(dt, r0, rr + j, 0.0f);
+    }
+  /* s = round(h + r), packed (n, d) */
+  layout_t Ls = {"packed", 1, n, d, n * d, d};
+  void *s0 = xcalloc((size_t)(n * d + 1), dt_size(dt));
+  for (int64_t o = 0; o < no; o++)
+    for (int64_t i = 0; i < ni; i++)
+      for (int64_t j = 0; j < d; j++)
+        st(dt, s0, (o * ni + i) * d + j,
+           ld(dt, h0, row_at(Lh, o, i) + j) + ld(dt, r0, row_at(Lr, o, i) + j));
+  float *u1 = make_unit(d), *w = make_vec(d, 0.3);
+  /* the tables: 5 entries, one with NaN bounds (never fires), one with a
+   * zero alpha */
+  const int64_t n_tab = 5;
+  float lo[5], hi[5], alpha[5], fl[5];
+  for (int64_t k = 0; k < n_tab; k++) {
+    lo[k] = (float)(-1.0 + 0.8 * rng_normal());
+    hi[k] = lo[k] + (float)fabs(2.0 * rng_normal());
+    alpha[k] = (float)rng_normal();
+    fl[k] = (float)(0.5 * rng_normal());
+  }
+  lo[1] = hi[1] = fl[1] = NAN;
+  alpha[2] = 0.0f;
+  int64_t *ix = (int64_t *)xcalloc((size_t)n, sizeof(int64_t));
+  uint8_t *m = (uint8_t *)xcalloc((size_t)n, 1);
+  float *plo = (float *)xcalloc((size_t)n, sizeof(float));
+  float *phi = (float *)xcalloc((size_t)n, sizeof(float));
+  float *pal = (float *)xcalloc((size_t)n, sizeof(float));
+  float *pfl = (float *)xcalloc((size_t)n, sizeof(float));
+  for (int64_t k = 0; k < n; k++) {
+    ix[k] = (int64_t)(rng_u64() % (uint64_t)n_tab);
+    m[k] = (uint8_t)(k % 6 != 1);
+    plo[k] = lo[ix[k]];
+    phi[k] = hi[ix[k]];
+    pal[k] = alpha[ix[k]];
+    pfl[k] = fl[ix[k]];
+  }
+  axs_bin mask = {m, ni, 1};
+  /* the materialised run: per-row parameters */
+  void *s1 = xcalloc((size_t)(n * d + 1), dt_size(dt));
+  memcpy(s1, s0, (size_t)(n * d) * dt_size(dt));
+  prog_out *ref = (prog_out *)xcalloc(1, sizeof(prog_out));
+  axs_index no_ix = {NULL, 0, 0, 0};
+  axs_status st_ref = run_split_program(0, rows_of(&Ls, dt, s1), rows_of(&Ls, dt, s1), u1, w, plo,
+                                        phi, pal, pfl, ni, 1, no_ix, mask, ref, 1);
+  CHECK(st_ref == AXS_OK, "apply_ on the sum: %s", axs_last_error());
+  for (int with_index = 0; with_index < 2; with_index++) {
+    void *h1 = xcalloc(nbh, 1), *r1 = xcalloc(nbr, 1);
+    memcpy(h1, h0, nbh);
+    memcpy(r1, r0, nbr);
+    prog_out *got = (prog_out *)xcalloc(1, sizeof(prog_out));
+    axs_index index = {ix, ni, 1, n_tab};
+    axs_status st_split =
+        with_index ? run_split_program(1, rows_of(Lh, dt, h1), rows_of(Lr, dt, r1), u1, w, lo, hi,
+                                       alpha, fl, 0, 1, index, mask, got, threads)
+                   : run_split_program(1, rows_of(Lh, dt, h1), rows_of(Lr, dt, r1), u1, w, plo, phi,
+                                       pal, pfl, ni, 1, no_ix, mask, got, threads);
+    CHECK(st_split == AXS_OK, "apply_split_ (index %d): %s", with_index, axs_last_error());
+    long written = 0;
+    for (int64_t o = 0; o < no; o++)
+      for (int64_t i = 0; i < ni; i++) {
+        const int64_t k = o * ni + i;
+        for (int st_k = 0; st_k < 3; st_k++) {
+          CHECK(same_bits_f(got->p_before[st_k][k], ref->p_before[st_k][k]) &&
+                    same_bits_f(got->p_after[st_k][k], ref->p_after[st_k][k]) &&
+                    got->changed[st_k][k] == ref->changed[st_k][k],
+                "row %lld step %d: outputs (%g, %g, %d) vs the sum's (%g, %g, %d)", (long long)k,
+                st_k, got->p_before[st_k][k], got->p_after[st_k][k], got->changed[st_k][k],
+                ref->p_before[st_k][k], ref->p_after[st_k][k], ref->changed[st_k][k]);
+        }
+        CHECK(same_bits_f(got->p_in[k], ref->p_in[k]) &&
+                  same_bits_f(got->p_out[k], ref->p_out[k]) && got->fired[k] == ref->fired[k],
+              "row %lld: record (%g, %g, %d) vs the sum's (%g, %g, %d)", (long long)k, got->p_in[k],
+              got->p_out[k], got->fired[k], ref->p_in[k], ref->p_out[k], ref->fired[k]);
+        const int any = ref->changed[0][k] || ref->changed[1][k] || ref->changed[2][k];
+        const size_t es = dt_size(dt);
+        const char *sref = (const char *)s1 + (size_t)(k * d) * es;
+        if (any) {
+          written++;
+          CHECK(is_neg_zero_row(dt, h1, row_at(Lh, o, i), d), "row %lld: h is not -0.0",
+                (long long)k);
+          CHECK(memcmp((const char *)r1 + (size_t)row_at(Lr, o, i) * es, sref, (size_t)d * es) == 0,
+                "row %lld: r is not the capped sum", (long long)k);
+        } else {
+          CHECK(row_same(Lh, dt, h1, h0, o, i) && row_same(Lr, dt, r1, r0, o, i),
+                "row %lld: not written by the program but h or r changed", (long long)k);
+          CHECK(memcmp(sref, (const char *)s0 + (size_t)(k * d) * es, (size_t)d * es) == 0,
+                "row %lld: the sum changed but no step reports a write", (long long)k);
+        }
+      }
+    /* bytes outside the rows are never touched */
+    unsigned char *inh = row_bytes(Lh, dt, nbh), *inr = row_bytes(Lr, dt, nbr);
+    int pad_ok = 1;
+    for (size_t b = 0; b < nbh; b++)
+      pad_ok &= inh[b] || ((unsigned char *)h1)[b] == ((unsigned char *)h0)[b];
+    for (size_t b = 0; b < nbr; b++)
+      pad_ok &= inr[b] || ((unsigned char *)r1)[b] == ((unsigned char *)r0)[b];
+    CHECK(pad_ok, "bytes between rows were written");
+    CHECK(n < 8 || written > 0, "no row was written: the case tests nothing");
+    free(inh);
+    free(inr);
+    free(got);
+    free(h1);
+    free(r1);
+  }
+  free(ref);
+  free(h0);
+  free(r0);
+  free(s0);
+  free(s1);
+  free(u1);
+  free(w);
+  free(ix);
+  free(m);
+  free(plo);
+  free(phi);
+  free(pal);
+  free(pfl);
+}
+
+static void test_split_invalid(void) {
+  set_case("split rows, invalid calls");
+  const int64_t n = 4, d = 8;
+  float h[32], r[32], big[64], u[8], lo = 0.0f, p[4];
+  for (int k = 0; k < 32; k++)
+    h[k] = r[k] = 1.0f;
+  for (int j = 0; j < 8; j++)
+    u[j] = j == 0 ? 1.0f : 0.0f;
+  axs_step s;
+  memset(&s, 0, sizeof s);
+  s.op = AXS_CLAMP;
+  s.dir = u;
+  s.a = (axs_fin){&lo, 0, 0};
+  axs_rows hr = {h, AXS_F32, 1, n, d, n * d, d};
+  axs_rows rr = {r, AXS_F32, 1, n, d, n * d, d};
+  axs_bin no_mask = {NULL, 0, 0};
+  axs_index no_ix = {NULL, 0, 0, 0};
+  axs_record no_rec =
+      record_of((axs_fout){NULL, 0, 0}, (axs_fout){NULL, 0, 0}, (axs_bout){NULL, 0, 0});
+  axs_rows bad = rr;
+  bad.dtype = AXS_BF16;
+  CHECK(axs_apply_split_(hr, bad, &s, 1, no_mask, no_ix, no_rec, NULL, 1) == AXS_ETYPE &&
+            msg_has("r: dtype bfloat16 but h is float32"),
+        "r of another dtype: %s", axs_last_error());
+  bad = rr;
+  bad.n_inner = 3;
+  CHECK(axs_apply_split_(hr, bad, &s, 1, no_mask, no_ix, no_rec, NULL, 1) == AXS_EINVAL &&
+            msg_has("the same shape"),
+        "r of another shape: %s", axs_last_error());
+  axs_rows same = hr;
+  CHECK(axs_apply_split_(hr, same, &s, 1, no_mask, no_ix, no_rec, NULL, 1) == AXS_EINVAL &&
+            msg_has("r overlaps the memory of h"),
+        "r = h: %s", axs_last_error());
+  /* a parameter or an output inside r */
+  axs_step s2 = s;
+  s2.a = (axs_fin){r + 3, 0, 0};
+  CHECK(axs_apply_split_(hr, rr, &s2, 1, no_mask, no_ix, no_rec, NULL, 1) == AXS_EINVAL &&
+            msg_has("overlaps the memory of r"),
+        "a bound inside r: %s", axs_last_error());
+  s2 = s;
+  s2.p_before = (axs_fout){r, 0, 1};
+  CHECK(axs_apply_split_(hr, rr, &s2, 1, no_mask, no_ix, no_rec, NULL, 1) == AXS_EINVAL &&
+            msg_has("overlaps the memory of r"),
+        "an output inside r: %s", axs_last_error());
+  /* the index: values out of the table (masked rows excepted), n < 0 */
+  int64_t ix[4] = {0, 1, 2, 3};
+  float tab[3] = {0.0f, 0.5f, 1.0f};
+  s2 = s;
+  s2.a = (axs_fin){tab, 0, 1};
+  axs_index index = {ix, n, 1, 3};
+  memcpy(big, h, sizeof h);
+  CHECK(axs_apply_split_(hr, rr, &s2, 1, no_mask, index, no_rec, NULL, 1) == AXS_EINVAL &&
+            msg_has("index = 3 at row (0, 3)") && memcmp(big, h, sizeof h) == 0,
+        "index 3 of 3 entries: %s", axs_last_error());
+  uint8_t m[4] = {1, 1, 1, 0};
+  axs_bin mask = {m, n, 1};
+  CHECK(axs_apply_split_(hr, rr, &s2, 1, mask, index, no_rec, NULL, 1) == AXS_OK,
+        "index 3 on a masked row: %s", axs_last_error());
+  index.n = -1;
+  CHECK(axs_apply_split_(hr, rr, &s2, 1, no_mask, index, no_rec, NULL, 1) == AXS_EINVAL &&
+            msg_has("index: table size n = -1"),
+        "n = -1: %s", axs_last_error());
+  /* a table whose entries hold lo > hi is rejected even where no row reads it */
+  float tlo[3] = {0.0f, 2.0f, 0.0f}, thi[3] = {1.0f, 1.0f, 1.0f};
+  int64_t ix0[4] = {0, 0, 2, 2};
+  s2 = s;
+  s2.a = (axs_fin){tlo, 0, 1};
+  s2.b = (axs_fin){thi, 0, 1};
+  axs_index index0 = {ix0, n, 1, 3};
+  CHECK(axs_apply_split_(hr, rr, &s2, 1, no_mask, index0, no_rec, NULL, 1) == AXS_EINVAL,
+        "lo > hi in a table entry: %s", axs_last_error());
+  /* names: what the caller calls r and the index */
+  axs_names names;
+  memset(&names, 0, sizeof names);
+  names.r = "residual";
+  names.index = "token_rows";
+  bad = rr;
+  bad.dtype = AXS_F16;
+  CHECK(axs_apply_split_(hr, bad, &s, 1, no_mask, no_ix, no_rec, &names, 1) == AXS_ETYPE &&
+            msg_has("residual: dtype"),
+        "named r: %s", axs_last_error());
+  index.n = 3;
+  CHECK(axs_apply_split_(hr, rr, &s2, 1, no_mask, index, no_rec, &names, 1) == AXS_EINVAL &&
+            msg_has("token_rows = 3"),
+        "named index: %s", axs_last_error());
+  (void)p;
+}
+
+static void test_split(void) {
+  for (int t = 0; t < 3; t++) {
+    axs_dtype dt = k_dtypes[t];
+    const int64_t ds[5] = {1, 7, 16, 33, 128};
+    for (int k = 0; k < 5; k++) {
+      int64_t d = ds[k];
+      layout_t Lh = {"(1, 40, d) packed", 1, 40, d, 40 * d, d};
+      layout_t Lr = {"(1, 40, d) padded", 1, 40, d, 40 * (d + 3), d + 3};
+      test_split_case(&Lh, &Lr, dt, 1);
+      layout_t Lh2 = {"(3, 7, d) outer-minor", 3, 7, d, d + 1, 3 * (d + 1) + 2};
+      layout_t Lr2 = {"(3, 7, d) packed", 3, 7, d, 7 * d, d};
+      test_split_case(&Lh2, &Lr2, dt, 1);
+    }
+    /* above AXS_PARALLEL_MIN_ELEMS: threads give the same bits */
+    layout_t Lh = {"(1, 600, 128)", 1, 600, 128, 600 * 128, 128};
+    layout_t Lr = {"(1, 600, 128) padded", 1, 600, 128, 600 * 136, 136};
+    test_split_case(&Lh, &Lr, dt, 2);
+  }
+  test_split_invalid();
+}
+
 int main(void) {
   test_conversions();
   test_fixed_order();
@@ -1939,6 +2246,7 @@ int main(void) {
   test_update_overflow();
   test_size_overflow();
   test_names();
+  test_split();
   printf("test_core: %ld checks, %ld failed\n", g_checks, g_failures);
   if (g_failures > 0)
     printf("%ld passed, %ld failed\n", g_checks - g_failures, g_failures);

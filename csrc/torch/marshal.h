@@ -201,6 +201,8 @@ inline axs_names program_names() {
   n.b = "params[%d, 1]";
   n.changed = "changed[%d]";
   n.offset = "rec_offset";
+  n.r = "r";
+  n.index = "index";
   return n;
 }
 
@@ -208,6 +210,8 @@ inline axs_names program_names() {
 // tensors given, which must outlive the call.
 struct Program {
   axs_rows h{};
+  axs_rows r{};      // apply_split_: the second array of the rows
+  axs_index index{}; // apply_split_: the parameter-table entry of each row
   std::array<axs_step, AXS_MAX_STEPS> steps{};
   int n_steps = 0;
   axs_bin mask{};
@@ -220,10 +224,12 @@ inline Program program_of(const at::Tensor &h, const at::Tensor &dirs, at::IntAr
                           const c10::optional<at::Tensor> &p_in,
                           const c10::optional<at::Tensor> &p_out,
                           const c10::optional<at::Tensor> &fired,
-                          const c10::optional<at::Tensor> &rec_offset = c10::nullopt) {
+                          const c10::optional<at::Tensor> &rec_offset = c10::nullopt,
+                          const RowDims *param_dims = nullptr) {
   Program pg;
   pg.h = rows_of(h);
   RowDims dims = row_dims(h);
+  const RowDims &pdims = param_dims != nullptr ? *param_dims : dims;
   int64_t k_steps = static_cast<int64_t>(ops.size());
   TORCH_CHECK_VALUE(k_steps >= 1 && k_steps <= AXS_MAX_STEPS, "ops: ", k_steps,
                     " steps (expected 1 to ", AXS_MAX_STEPS, ")");
@@ -239,8 +245,8 @@ inline Program program_of(const at::Tensor &h, const at::Tensor &dirs, at::IntAr
                    " (expected float32)");
   TORCH_CHECK_VALUE(params.dim() >= 2 && params.size(0) == k_steps && params.size(1) == 2,
                     "params: shape ", params.sizes(), " (expected (", k_steps,
-                    ", 2, ...) with the trailing dims broadcastable to ", dims.shape(), ")");
-  RowStrides ps = broadcast_strides(params, 2, dims, "params");
+                    ", 2, ...) with the trailing dims broadcastable to ", pdims.shape(), ")");
+  RowStrides ps = broadcast_strides(params, 2, pdims, "params");
   const float *pdata = params.data_ptr<float>();
   const float *ddata = dirs.data_ptr<float>();
   pg.n_steps = static_cast<int>(k_steps);
@@ -280,6 +286,50 @@ inline Program program_of(const at::Tensor &h, const at::Tensor &dirs, at::IntAr
   pg.rec.p_in = fout_of(h, p_in, rec_dims, "p_in");
   pg.rec.p_out = fout_of(h, p_out, rec_dims, "p_out");
   pg.rec.fired = bout_of(h, fired, rec_dims, "fired");
+  return pg;
+}
+
+// A split program (apply_split_): the rows are h + r. r: h's dtype, shape
+// and device. index (optional): int64, the shape of h's rows; row (o, i)
+// reads the parameters at entry index[o, i] of the last dimension of params,
+// (K, 2, [n_outer,] n_entries).
+inline Program split_program_of(const at::Tensor &h, const at::Tensor &r, const at::Tensor &dirs,
+                                at::IntArrayRef ops, const at::Tensor &params,
+                                const c10::optional<at::Tensor> &index,
+                                const c10::optional<at::Tensor> &mask,
+                                const c10::optional<at::Tensor> &p_in,
+                                const c10::optional<at::Tensor> &p_out,
+                                const c10::optional<at::Tensor> &fired,
+                                const c10::optional<at::Tensor> &rec_offset) {
+  check_device(h, r, "r");
+  TORCH_CHECK_TYPE(r.scalar_type() == h.scalar_type(), "r: dtype ", r.scalar_type(), " but h is ",
+                   h.scalar_type(), " (expected the same dtype: h and r hold the two halves of ",
+                   "the same rows)");
+  TORCH_CHECK_VALUE(r.sizes().equals(h.sizes()), "r: shape ", r.sizes(), " but h has ", h.sizes(),
+                    " (expected the same shape)");
+  RowDims dims = row_dims(h);
+  RowDims pdims = dims;
+  int64_t n_entries = 0;
+  if (index.has_value()) {
+    const at::Tensor &ix = *index;
+    check_device(h, ix, "index");
+    TORCH_CHECK_TYPE(ix.scalar_type() == at::kLong, "index: dtype ", ix.scalar_type(),
+                     " (expected int64)");
+    check_output_shape(ix, dims, "index");
+    TORCH_CHECK_VALUE(dims.nd >= 1,
+                      "index: h is a single row (expected (n, d) or (batch, seq, d))");
+    TORCH_CHECK_VALUE(params.dim() == 2 + dims.nd, "params: shape ", params.sizes(),
+                      " with an index (expected (K, 2", dims.nd == 2 ? ", n_outer" : "",
+                      ", n_entries): one column per entry of the tables)");
+    n_entries = params.size(-1);
+    pdims.sizes[dims.nd - 1] = n_entries;
+  }
+  Program pg = program_of(h, dirs, ops, params, mask, p_in, p_out, fired, rec_offset, &pdims);
+  pg.r = rows_of(r);
+  if (index.has_value()) {
+    RowStrides s = broadcast_strides(*index, 0, dims, "index");
+    pg.index = axs_index{index->data_ptr<int64_t>(), s.outer, s.inner, n_entries};
+  }
   return pg;
 }
 

@@ -11,6 +11,8 @@
 //   steer_(h!, w, alpha, mask?)
 //   apply_(h!, dirs, ops, params, mask?, p_in!?, p_out!?, fired!?, rec_offset?)
 //   apply(h, dirs, ops, params, mask?)              -> (out, changed)
+//   apply_split_(h!, r!, dirs, ops, params, index?, mask?, p_in!?, p_out!?, fired!?,
+//                rec_offset?)                 the program on the rows h + r
 // lo, hi, target and alpha are float32 tensors broadcastable to the rows of
 // h (0-dim for one value); formulas and the NaN policy are in axis_steer.h.
 #include "ops.h"
@@ -52,6 +54,11 @@ struct CpuBackend {
 
   static axs_status apply_(const Program &pg) {
     return axs_apply_(pg.h, pg.steps.data(), pg.n_steps, pg.mask, pg.rec, &pg.names, threads());
+  }
+
+  static axs_status apply_split_(const Program &pg) {
+    return axs_apply_split_(pg.h, pg.r, pg.steps.data(), pg.n_steps, pg.mask, pg.index, pg.rec,
+                            &pg.names, threads());
   }
 };
 
@@ -223,6 +230,9 @@ TORCH_LIBRARY(axis_steer, m) {
         "Tensor(c!)? p_out=None, Tensor(d!)? fired=None, Tensor? rec_offset=None) -> ()");
   m.def("apply(Tensor h, Tensor dirs, int[] ops, Tensor params, Tensor? mask=None) -> (Tensor, "
         "Tensor)");
+  m.def("apply_split_(Tensor(a!) h, Tensor(b!) r, Tensor dirs, int[] ops, Tensor params, "
+        "Tensor? index=None, Tensor? mask=None, Tensor(c!)? p_in=None, Tensor(d!)? p_out=None, "
+        "Tensor(e!)? fired=None, Tensor? rec_offset=None) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(axis_steer, CPU, m) {
@@ -233,15 +243,17 @@ TORCH_LIBRARY_IMPL(axis_steer, CPU, m) {
   m.impl("steer_", &axis_steer::steer_impl<B>);
   m.impl("apply_", &axis_steer::apply_inplace_impl<B>);
   m.impl("apply", &axis_steer::apply_impl<B>);
+  m.impl("apply_split_", &axis_steer::apply_split_inplace_impl<B>);
 }
 
 TORCH_LIBRARY_IMPL(axis_steer, BackendSelect, m) {
-  for (const char *name : {"project", "clamp_", "set_projection_", "steer_", "apply_", "apply"})
+  for (const char *name :
+       {"project", "clamp_", "set_projection_", "steer_", "apply_", "apply", "apply_split_"})
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&axis_steer::same_device>());
 }
 
 TORCH_LIBRARY_IMPL(axis_steer, Autograd, m) {
-  for (const char *name : {"clamp_", "set_projection_", "steer_", "apply_"})
+  for (const char *name : {"clamp_", "set_projection_", "steer_", "apply_", "apply_split_"})
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&axis_steer::inplace_autograd>());
 }
 

@@ -86,6 +86,23 @@ void apply_inplace_impl(const at::Tensor &h, const at::Tensor &dirs, at::IntArra
   raise_status(Backend::apply_(pg), "axis_steer.apply_");
 }
 
+// The fused program on the rows h + r, in place: written rows end as
+// r = the new row, h = -0.0 (axis_steer.h, "Split rows").
+template <typename Backend>
+void apply_split_inplace_impl(const at::Tensor &h, const at::Tensor &r, const at::Tensor &dirs,
+                              at::IntArrayRef ops, const at::Tensor &params,
+                              const c10::optional<at::Tensor> &index,
+                              const c10::optional<at::Tensor> &mask,
+                              const c10::optional<at::Tensor> &p_in,
+                              const c10::optional<at::Tensor> &p_out,
+                              const c10::optional<at::Tensor> &fired,
+                              const c10::optional<at::Tensor> &rec_offset) {
+  typename Backend::Guard guard(h);
+  Program pg =
+      split_program_of(h, r, dirs, ops, params, index, mask, p_in, p_out, fired, rec_offset);
+  raise_status(Backend::apply_split_(pg), "axis_steer.apply_split_");
+}
+
 // The fused program on a copy of h; also returns which steps changed which
 // rows (K, *h.shape[:-1]), what the backward pass needs.
 template <typename Backend>

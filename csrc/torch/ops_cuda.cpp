@@ -56,6 +56,11 @@ struct CudaBackend {
   static axs_status apply_(const Program &pg) {
     return axs_apply_cuda_(pg.h, pg.steps.data(), pg.n_steps, pg.mask, pg.rec, &pg.names, stream());
   }
+
+  static axs_status apply_split_(const Program &pg) {
+    return axs_apply_split_cuda_(pg.h, pg.r, pg.steps.data(), pg.n_steps, pg.mask, pg.index, pg.rec,
+                                 &pg.names, stream());
+  }
 };
 
 } // namespace
@@ -69,6 +74,7 @@ TORCH_LIBRARY_IMPL(axis_steer, CUDA, m) {
   m.impl("steer_", &axis_steer::steer_impl<B>);
   m.impl("apply_", &axis_steer::apply_inplace_impl<B>);
   m.impl("apply", &axis_steer::apply_impl<B>);
+  m.impl("apply_split_", &axis_steer::apply_split_inplace_impl<B>);
 }
 
 namespace {

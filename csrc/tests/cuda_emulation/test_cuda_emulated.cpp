@@ -30,7 +30,12 @@
  *    AddressSanitizer) the bytes between rows are poisoned, so even a read
  *    of them fails;
  *  - a one-step case run through the single-operation entry point
- *    (axs_clamp_cuda_, ...) gives the bits of axs_apply_cuda_.
+ *    (axs_clamp_cuda_, ...) gives the bits of axs_apply_cuda_;
+ *  - the case on split rows (h and a second array r, some rows r = 0 or
+ *    r = -h) through axs_apply_split_cuda_, at both alignments, with its
+ *    parameters per row or through an index, gives the bits of
+ *    axs_apply_cuda_ on the materialised sum h + r: the same outputs, r = the
+ *    written row and h = -0.0 where a step wrote, h and r kept elsewhere.
  *
  * Then fixed cases at the limits (check_limits): updates whose intermediate
  * overflows float32 although the result fits give the CPU's finite bits;
@@ -223,6 +228,7 @@ struct Case {
 
 struct Outputs {
   std::vector<unsigned char> h; // the extent's bytes after the call
+  std::vector<unsigned char> r; // split runs: r's bytes after the call
   std::vector<std::vector<float>> pb, pa;
   std::vector<std::vector<uint8_t>> ch;
   std::vector<float> pin, pout;
@@ -258,9 +264,13 @@ axs_fin fin_of(const ParamSpec &ps, const Buffer<float> &buf, const Case &c) {
 // Runs the case on one backend. all_outputs: every optional output (else the
 // drawn ones). other_alignment: the base skew toggled between 0 and 1 element.
 // single: a one-step case through the backend's single-operation entry point
-// (axs_clamp_cuda_, ...) instead of apply_, without a record.
-Outputs run(const Case &c, Backend be, bool all_outputs, bool other_alignment,
-            bool single = false) {
+// (axs_clamp_cuda_, ...) instead of apply_, without a record. split: the
+// values of a second array r (laid out as h), run through apply_split_;
+// with use_index the parameters are read through an index that reverses the
+// inner rows (the tables are permuted to match, so every row reads its own
+// values).
+Outputs run(const Case &c, Backend be, bool all_outputs, bool other_alignment, bool single = false,
+            const std::vector<float> *split = nullptr, bool use_index = false) {
   const axs_dtype dt = c.dt;
   const size_t es = esize(dt);
   const int64_t ext = c.extent(), rows = c.rows();
@@ -283,6 +293,29 @@ Outputs run(const Case &c, Backend be, bool all_outputs, bool other_alignment,
       POISON(h + k * es, (size_t)(e - k) * es);
     k = e + 1;
   }
+
+  Mem rmem(split != nullptr ? (size_t)ext * es : 0, (size_t)skew_el * es);
+  unsigned char *rp = rmem.data();
+  if (split != nullptr) {
+    for (int64_t k = 0; k < ext; k++) {
+      if (c.in_row[k])
+        store(dt, rp, k, (*split)[k]);
+      else
+        std::memset(rp + k * es, kPadByte, es);
+    }
+    POISON(rmem.raw, rmem.skew);
+    for (int64_t k = 0; k < ext;) {
+      int64_t e = k;
+      while (e < ext && !c.in_row[e])
+        e++;
+      if (e > k)
+        POISON(rp + k * es, (size_t)(e - k) * es);
+      k = e + 1;
+    }
+  }
+  Buffer<int64_t> index((size_t)std::max<int64_t>(1, rows));
+  for (int64_t r = 0; r < rows; r++)
+    index[r] = c.ni - 1 - r % c.ni;
 
   std::vector<Buffer<float>> dirs;
   for (size_t j = 0; j < c.dirs.size(); j++) {
@@ -314,6 +347,17 @@ Outputs run(const Case &c, Backend be, bool all_outputs, bool other_alignment,
         if (sp.a.v[r] == kLoOverHi)
           pa[r] = be == CUDA ? pbv[r] + 1.0f : pbv[r];
     }
+    // through the index, row (o, i) reads entry index[o][i] in place of i:
+    // where parameters vary along i (per row, per inner), the tables are
+    // permuted to match; broadcast along i, they are read as they are
+    const ParamSpec *specs[2] = {&sp.a, &sp.b};
+    Buffer<float> *bufs[2] = {&pa, &pbv};
+    for (int q = 0; q < 2 && use_index; q++)
+      if (specs[q]->given && (specs[q]->mode == 1 || specs[q]->mode == 3)) {
+        std::vector<float> t(bufs[q]->p(), bufs[q]->p() + rows);
+        for (int64_t r = 0; r < rows; r++)
+          (*bufs[q])[(r / c.ni) * c.ni + index[r]] = t[r];
+      }
     s.a = fin_of(sp.a, pa, c);
     s.b = fin_of(sp.b, pbv, c);
   }
@@ -382,6 +426,12 @@ Outputs run(const Case &c, Backend be, bool all_outputs, bool other_alignment,
           dev ? axs_steer_cuda_(hr, s.dir, s.a, mb, nullptr) : axs_steer_(hr, s.dir, s.a, mb, 1);
       break;
     }
+  } else if (split != nullptr) {
+    const axs_rows rr{rp, dt, c.no, c.ni, c.d, c.so, c.si};
+    const axs_index ix{use_index ? index.p() : nullptr, c.ni, 1, c.ni};
+    out.status = be == CUDA
+                     ? axs_apply_split_cuda_(hr, rr, steps.data(), K, mb, ix, rec, nullptr, nullptr)
+                     : axs_apply_split_(hr, rr, steps.data(), K, mb, ix, rec, nullptr, 1);
   } else {
     out.status = be == CUDA ? axs_apply_cuda_(hr, steps.data(), K, mb, rec, nullptr, nullptr)
                             : axs_apply_(hr, steps.data(), K, mb, rec, nullptr, 1);
@@ -390,6 +440,10 @@ Outputs run(const Case &c, Backend be, bool all_outputs, bool other_alignment,
 
   UNPOISON(hmem.raw, hmem.skew + hmem.bytes);
   out.h.assign(h, h + ext * es);
+  if (split != nullptr) {
+    UNPOISON(rmem.raw, rmem.skew + rmem.bytes);
+    out.r.assign(rp, rp + ext * es);
+  }
   for (int k = 0; k < K; k++) {
     std::copy(pb_buf[k].p(), pb_buf[k].p() + rows, out.pb[k].begin());
     std::copy(pa_buf[k].p(), pa_buf[k].p() + rows, out.pa[k].begin());
@@ -611,8 +665,10 @@ double norm_of_row(const Case &c, const std::vector<unsigned char> &bytes, int64
 }
 
 long g_ambiguous = 0, g_rows = 0, g_written = 0, g_fired = 0, g_masked = 0, g_nonfinite = 0;
-long g_offset_cols = 0, g_swapped = 0, g_single = 0;
+long g_offset_cols = 0, g_swapped = 0, g_single = 0, g_split = 0;
 double g_worst_proj = 0.0, g_worst_elem = 0.0; // largest error / tolerance seen
+
+void check_split(const Case &c);
 
 void check_case(const Case &c) {
   const int K = (int)c.steps.size();
@@ -824,6 +880,106 @@ void check_case(const Case &c) {
           CHECK(o->h[k * es + b] == kPadByte, "byte %lld between rows was written",
                 (long long)(k * es + b));
   g_swapped += c.swap;
+  check_split(c);
+}
+
+// Elements [k0, k0 + d) of two byte images hold the same values: the same
+// bits, or NaN in both (a NaN's payload depends on the conversion that made
+// it, and is not part of the contract).
+bool same_row(axs_dtype dt, const std::vector<unsigned char> &a,
+              const std::vector<unsigned char> &b, int64_t k0, int64_t d) {
+  const size_t es = esize(dt);
+  for (int64_t k = k0; k < k0 + d; k++) {
+    const float x = load(dt, a.data(), k), y = load(dt, b.data(), k);
+    if (std::memcmp(a.data() + k * es, b.data() + k * es, es) != 0 &&
+        !(std::isnan(x) && std::isnan(y)))
+      return false;
+  }
+  return true;
+}
+
+// Split rows: apply_split_cuda_ on (h, r) is apply_cuda_ on s = h + r
+// (rounded to the storage), bit for bit in every output (NaN payloads aside); a row it writes ends
+// as r = the new s and h = -0.0, any other row keeps h and r; at both base
+// alignments, with parameters per row or through an index.
+void check_split(const Case &c) {
+  const int64_t ext = c.extent(), rows = c.rows();
+  const size_t es = esize(c.dt);
+  // its own random numbers: the cases drawn after this one stay the same
+  std::mt19937_64 rng((uint64_t)c.d * 1000003u + (uint64_t)rows * 7919u + (uint64_t)c.dt);
+  const auto normal = [&rng] { return std::normal_distribution<float>(0.0f, 1.0f)(rng); };
+  std::vector<float> rv(ext, 0.0f);
+  Case cs = c;
+  unsigned char tmp[4];
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t s0 = c.row_start(r);
+    const int kind = (int)(rng() % 8); // 0: r = 0, 1: r = -h, else random
+    for (int64_t j = 0; j < c.d; j++) {
+      const int64_t k = s0 + j;
+      store(c.dt, tmp, 0, c.values[k]);
+      const float hv = load(c.dt, tmp, 0);
+      rv[k] = kind == 0 ? 0.0f : kind == 1 ? -hv : normal() * 2.0f / std::sqrt((float)c.d) * 4.0f;
+      store(c.dt, tmp, 0, rv[k]);
+      store(c.dt, tmp, 0, hv + load(c.dt, tmp, 0));
+      cs.values[k] = load(c.dt, tmp, 0);
+    }
+  }
+  const Outputs ref = run(cs, CUDA, true, false);
+  for (int alignment = 0; alignment < 2; alignment++) {
+    const bool use_index = rng() % 2 == 1;
+    const Outputs sp = run(c, CUDA, true, alignment == 1, false, &rv, use_index);
+    CHECK(sp.status == ref.status, "split (index %d): status %d (%s), on the sum %d (%s)",
+          use_index, sp.status, sp.error.c_str(), ref.status, ref.error.c_str());
+    if (sp.status != AXS_OK || ref.status != AXS_OK)
+      continue;
+    for (int k = 0; k < (int)c.steps.size(); k++)
+      for (int64_t r = 0; r < rows; r++)
+        CHECK(both_nan_or_equal(sp.pb[k][r], ref.pb[k][r]) &&
+                  both_nan_or_equal(sp.pa[k][r], ref.pa[k][r]) && sp.ch[k][r] == ref.ch[k][r],
+              "split step %d (op %d, parameters by mode %d / %d%s) row %lld: (%.9g, %.9g, %d), on "
+              "the sum (%.9g, %.9g, %d)",
+              k, c.steps[k].op, c.steps[k].a.mode, c.steps[k].b.mode,
+              use_index ? ", through the index" : "", (long long)r, sp.pb[k][r], sp.pa[k][r],
+              sp.ch[k][r], ref.pb[k][r], ref.pa[k][r], ref.ch[k][r]);
+    for (size_t x = 0; x < ref.pin.size(); x++)
+      CHECK(both_nan_or_equal(sp.pin[x], ref.pin[x]) &&
+                both_nan_or_equal(sp.pout[x], ref.pout[x]) && sp.fired[x] == ref.fired[x],
+            "split record %lld: (%.9g, %.9g, %d), on the sum (%.9g, %.9g, %d)", (long long)x,
+            sp.pin[x], sp.pout[x], sp.fired[x], ref.pin[x], ref.pout[x], ref.fired[x]);
+    std::vector<unsigned char> h0(ext * es), r0(ext * es), s_in(ext * es);
+    for (int64_t k = 0; k < ext; k++) {
+      store(c.dt, h0.data(), k, c.values[k]);
+      store(c.dt, r0.data(), k, rv[k]);
+      store(c.dt, s_in.data(), k, cs.values[k]);
+    }
+    const unsigned char nz[4] = {0, 0, 0, 0x80};
+    for (int64_t r = 0; r < rows; r++) {
+      bool wrote = false;
+      for (int k = 0; k < (int)c.steps.size(); k++)
+        wrote = wrote || ref.ch[k][r] == 1;
+      const size_t b0 = (size_t)c.row_start(r) * es, nb = (size_t)c.d * es;
+      if (wrote) {
+        bool hz = true;
+        for (size_t b = 0; b < nb; b++)
+          hz = hz && sp.h[b0 + b] == nz[(b % es) + (es == 2 ? 2 : 0)];
+        CHECK(hz, "split row %lld: written, but h is not -0.0", (long long)r);
+        CHECK(same_row(c.dt, sp.r, ref.h, c.row_start(r), c.d),
+              "split row %lld: r is not the program's row on the sum", (long long)r);
+      } else {
+        CHECK(std::memcmp(sp.h.data() + b0, h0.data() + b0, nb) == 0 &&
+                  std::memcmp(sp.r.data() + b0, r0.data() + b0, nb) == 0,
+              "split row %lld: not written, but h or r changed", (long long)r);
+        CHECK(same_row(c.dt, ref.h, s_in, c.row_start(r), c.d),
+              "split row %lld: the sum changed with no step reporting a write", (long long)r);
+      }
+    }
+    for (int64_t k = 0; k < ext; k++)
+      if (!c.in_row[k])
+        for (size_t b = 0; b < es; b++)
+          CHECK(sp.h[k * es + b] == kPadByte && sp.r[k * es + b] == kPadByte,
+                "split: byte %lld between rows was written", (long long)(k * es + b));
+    g_split++;
+  }
 }
 
 std::string describe(const Case &c, const char *kind, int index) {
@@ -1047,6 +1203,8 @@ int main(int argc, char **argv) {
               "entries %ld; vector loads %ld\n",
               g_rows, g_written, g_fired, g_masked, g_nonfinite, g_ambiguous, g_offset_cols,
               g_swapped, g_single, emu.vector_loads);
+  std::printf("split-row runs against the program on the materialised sum: %ld\n", g_split);
+  CHECK(g_split > 0, "no split-row run");
   std::printf("largest CPU/CUDA difference over its tolerance: projections %.3g, elements %.3g\n",
               g_worst_proj, g_worst_elem);
   std::printf("test_cuda_emulated: %ld cases, %ld checks, %ld failures\n", g_cases, g_checks,
