@@ -3,7 +3,8 @@
 # program (plain and under AddressSanitizer + UBSan), the CUDA kernels' logic
 # on a host emulator against the CPU core (ASan + UBSan, no GPU needed), a
 # compile of every CUDA source with nvcc when it is installed (no GPU needed),
-# and the Python suite (GPU tests skip themselves without a GPU). Extra
+# the Python suite (GPU tests skip themselves without a GPU), and the vLLM
+# serving tests in their own environment (scripts/setup_vllm.sh). Extra
 # arguments go to pytest. On a GPU machine, scripts/gpu_check.sh is the one
 # command: it builds there, runs these tests with the GPU ones and benchmarks.
 set -euo pipefail
@@ -33,3 +34,13 @@ fi
 
 echo "== Python tests"
 python -m pytest -q -p no:cacheprovider "$@"
+
+# The vLLM tests run in the serving environment (its own virtual environment:
+# vLLM pins many packages): the offline engine against HF, and a real server
+# on 127.0.0.1. AXIS_STEER_NO_VLLM=1 leaves them out.
+if [ "${AXIS_STEER_NO_VLLM:-0}" = "0" ]; then
+  echo "== vLLM serving tests (scripts/setup_vllm.sh)"
+  scripts/setup_vllm.sh
+  VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}" "${AXIS_STEER_VLLM_VENV:-.venv-vllm}/bin/python" \
+    -m pytest -q -p no:cacheprovider tests/serving
+fi
