@@ -297,9 +297,18 @@ def _samples():
         yield OPS.apply_.default, (h.clone(), dirs, [1, 3], params, full, torch.empty(rows), torch.empty(rows),
                                    torch.empty(rows, dtype=torch.bool))
         yield OPS.apply.default, (h, dirs, [1, 3], params, mask)
+        # a drift latch, and steps gated by it (at record-like columns)
+        lparams = torch.tensor([0.1, 2.0, math.nan, 1.0, 1.0, 1.0, 0.0, 0.0])
+        off = torch.tensor(2)
+        state, ring = torch.zeros(2, 8, dtype=torch.int64), torch.zeros(2, 3)
+        gate, p = torch.zeros(2, 8, dtype=torch.bool), torch.zeros(2, 8)
+        yield OPS.latch_.default, (h, lparams, off, state, ring, gate, u, p, full)
+        gate = torch.rand(2, 8, generator=g) > 0.5
+        yield OPS.apply_.default, (h.clone(), dirs, [1, 3], params, full, None, None, None, off, [gate], [0, -1])
+        yield OPS.apply.default, (h, dirs, [1, 3], params, mask, [gate], [-1, 0], off)
 
 
-@pytest.mark.parametrize("i", range(12))
+@pytest.mark.parametrize("i", range(18))
 def test_opcheck(i):
     op, args = list(_samples())[i]
     torch.library.opcheck(op, args)
@@ -311,6 +320,8 @@ def test_opcheck_out_of_place_with_grad():
     u = u / u.norm()
     torch.library.opcheck(OPS.apply.default, (h, u[None], [1], torch.tensor([[0.1, 0.4]]), None))
     torch.library.opcheck(OPS.project.default, (h, u, None))
+    gate = torch.tensor([[True, False, True], [False, True, True]])
+    torch.library.opcheck(OPS.apply.default, (h, u[None], [1], torch.tensor([[0.1, 0.4]]), None, [gate], [0]))
 
 
 class _RefWithOpBackward(torch.autograd.Function):

@@ -405,21 +405,50 @@ static void run_rows(axs_rows h, const axs_step *steps, int n_steps, axs_bin mas
     run_row(&pg, r / h.n_inner, r % h.n_inner);
 }
 
-/* A latch on every sequence of h: its detection projections into p (a
- * PROJECT step recorded at the latch's columns), then the scan of latch.h.
- * Sequences are independent; the scan is a few operations per token, so it
- * is split over threads only for many tokens. */
-static void run_latch(axs_rows h, const axs_latch *lt, axs_bin mask, int n_threads) {
-  if (lt->dir != NULL) {
-    axs_one_step s = axs_project_program(lt->dir, axs_no_fout);
-    axs_record rec = axs_no_record;
-    rec.p_in.data = lt->p;
-    rec.p_in.stride_outer = lt->p_stride;
-    rec.p_in.stride_inner = 1;
-    rec.offset = lt->offset;
-    rec.capacity = lt->capacity;
-    run_rows(h, &s.step, 1, mask, rec, n_threads);
+/* The detection projection of row r of h into the latch's p (NaN on
+ * padding); columns outside the latch's are left alone. */
+static inline void latch_project_row(axs_rows h, const axs_latch *lt, axs_bin mask, axs_dot_fn dot,
+                                     int64_t r) {
+  const int64_t off = *lt->offset, o = r / h.n_inner, i = r % h.n_inner;
+  if (!(off >= -i && off < lt->capacity - i))
+    return;
+  float *out = &lt->p[o * lt->p_stride + off + i];
+  if (mask.data != NULL && !mask.data[o * mask.stride_outer + i * mask.stride_inner]) {
+    *out = NAN;
+    return;
   }
+  const size_t at = (size_t)(o * h.stride_outer + i * h.stride_inner) * axs_dtype_size(h.dtype);
+  *out = dot((const char *)h.data + at, lt->dir, h.d);
+}
+
+/* The detection projections of a latch, p[o][*offset + i] = <h[o][i], dir>
+ * (what a PROJECT step recorded at the latch's columns gives, without
+ * building one). */
+static void latch_projections(axs_rows h, const axs_latch *lt, axs_bin mask, axs_dot_fn dot,
+                              int n_threads) {
+  const int64_t n_rows = h.n_outer * h.n_inner;
+  if (n_threads <= 1 || n_rows <= 1 || (double)n_rows * (double)h.d < AXS_PARALLEL_MIN_ELEMS) {
+    for (int64_t r = 0; r < n_rows; r++)
+      latch_project_row(h, lt, mask, dot, r);
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+#endif
+  for (int64_t r = 0; r < n_rows; r++)
+    latch_project_row(h, lt, mask, dot, r);
+}
+
+/* A latch on every sequence of h: its detection projections into p, then
+ * the scan of latch.h. Sequences are independent; the scan is a few
+ * operations per token, so it is split over threads only for many tokens. */
+static void run_latch(axs_rows h, const axs_latch *lt, axs_bin mask, int n_threads) {
+  if (lt->dir != NULL)
+    latch_projections(h, lt, mask,
+                      h.dtype == AXS_F32   ? dot_f32
+                      : h.dtype == AXS_F16 ? dot_f16
+                                           : dot_bf16,
+                      n_threads);
   int parallel = n_threads > 1 && h.n_outer > 1 &&
                  (double)h.n_outer * (double)h.n_inner >= AXS_PARALLEL_MIN_ELEMS / 16;
   if (!parallel) {

@@ -327,26 +327,37 @@ static axs_field_name field_name(const axs_names *names, int j, const char *fiel
   return f;
 }
 
-/* One per-sequence array of latch j, its field `pattern` ("latches[%d].state"
- * and so on): n_outer rows of `len` elements at row stride `stride`, not
- * overlapping h; it goes to the overlap checks of the outputs. */
+/* The name of a latch's field, pattern "latches[%d].field", for messages
+ * formed only on failure: the pattern itself when the caller named no
+ * latches (no formatting on the way of a valid call), else the caller's
+ * name with the field, formatted into buf. */
+static axs_argname field_arg(const axs_names *names, int j, const char *pattern,
+                             axs_field_name *buf) {
+  if (names == NULL || names->latch == NULL)
+    return name_of(pattern, NULL, j);
+  *buf = field_name(names, j, strchr(pattern, '.') + 1);
+  return name_of(buf->text, NULL, 0);
+}
+
+/* One per-sequence array of latch j (its field `pattern`): n_outer rows of
+ * `len` elements at row stride `stride`, not overlapping h; it goes to the
+ * overlap checks of the outputs. */
 static axs_status check_latch_array(axs_rows h, axs_extent hx, const void *data, int64_t stride,
                                     int64_t len, size_t esize, const axs_names *names, int j,
                                     const char *pattern, axs_outputs *outs) {
-  const axs_field_name full = field_name(names, j, strchr(pattern, '.') + 1);
-  const char *name = full.text;
-  axs_argname n = name_of(name, NULL, 0);
+  axs_field_name buf;
+  const axs_argname n = field_arg(names, j, pattern, &buf);
   if (data == NULL)
-    return axs_fail(AXS_EINVAL, "%s: pointer is NULL (expected an array)", name);
+    return axs_fail(AXS_EINVAL, "%s: pointer is NULL (expected an array)", TEXT(n));
   if (stride < 0 || (h.n_outer > 1 && stride < len))
     return axs_fail(AXS_EINVAL,
                     "%s: row stride %lld for rows of %lld elements (expected a stride >= the row "
                     "length, so that sequences do not share elements)",
-                    name, (long long)stride, (long long)len);
+                    TEXT(n), (long long)stride, (long long)len);
   axs_extent e;
   AXS_TRY(extent_of(data, h.n_outer, 1, stride, 0, len, esize, n, &e));
   if (extents_overlap(hx, e))
-    return axs_fail(AXS_EINVAL, "%s overlaps the memory of h (expected separate buffers)", name);
+    return axs_fail(AXS_EINVAL, "%s overlaps the memory of h (expected separate buffers)", TEXT(n));
   /* the overlap message is formed later: a name that outlives this call */
   add_output(
       outs, e,
@@ -354,28 +365,33 @@ static axs_status check_latch_array(axs_rows h, axs_extent hx, const void *data,
   return AXS_OK;
 }
 
+/* A latch's direction, parameters or offset: `len` elements, not in h. */
+static axs_status check_latch_input(axs_extent hx, const void *data, int64_t len, size_t esize,
+                                    const axs_names *names, int j, const char *pattern) {
+  axs_field_name buf;
+  const axs_argname n = field_arg(names, j, pattern, &buf);
+  if (data == NULL)
+    return axs_fail(AXS_EINVAL, "%s: pointer is NULL", TEXT(n));
+  axs_extent e;
+  AXS_TRY(extent_of(data, 1, 1, 0, 0, len, esize, n, &e));
+  if (extents_overlap(hx, e))
+    return axs_fail(AXS_EINVAL, "%s overlaps the memory of h (expected separate buffers)", TEXT(n));
+  return AXS_OK;
+}
+
 static axs_status check_latch(axs_rows h, axs_extent hx, const axs_latch *lt, int j,
                               const axs_names *names, axs_outputs *outs) {
-  const axs_field_name base = field_name(names, j, "");
-  if (lt->params == NULL || lt->offset == NULL)
-    return axs_fail(AXS_EINVAL, "%s%s: pointer is NULL (expected the latch's %s)", base.text,
-                    lt->params == NULL ? "params" : "offset",
-                    lt->params == NULL ? "parameters" : "column offset");
-  axs_extent e;
-  AXS_TRY(extent_of(lt->params, 1, 1, 0, 0, AXS_LATCH_NPARAMS, sizeof(float),
-                    name_of(field_name(names, j, "params").text, NULL, 0), &e));
-  if (extents_overlap(hx, e))
-    return axs_fail(AXS_EINVAL, "%sparams overlaps the memory of h", base.text);
-  AXS_TRY(extent_of(lt->offset, 1, 1, 0, 0, 1, sizeof(int64_t),
-                    name_of(field_name(names, j, "offset").text, NULL, 0), &e));
-  if (extents_overlap(hx, e))
-    return axs_fail(AXS_EINVAL, "%soffset overlaps the memory of h", base.text);
-  if (lt->capacity < 0)
-    return axs_fail(AXS_EINVAL, "%scapacity = %lld (expected >= 0 columns)", base.text,
-                    (long long)lt->capacity);
-  if (lt->window < 1)
-    return axs_fail(AXS_EINVAL, "%swindow = %lld (expected at least 1 token)", base.text,
-                    (long long)lt->window);
+  AXS_TRY(check_latch_input(hx, lt->params, AXS_LATCH_NPARAMS, sizeof(float), names, j,
+                            "latches[%d].params"));
+  AXS_TRY(check_latch_input(hx, lt->offset, 1, sizeof(int64_t), names, j, "latches[%d].offset"));
+  if (lt->capacity < 0 || lt->window < 1) {
+    axs_field_name buf;
+    const axs_argname n = field_arg(names, j, "latches[%d].window", &buf);
+    return axs_fail(AXS_EINVAL,
+                    "%s, capacity = %lld, %lld (expected a window of at least 1 token and "
+                    ">= 0 columns)",
+                    TEXT(n), (long long)lt->window, (long long)lt->capacity);
+  }
   AXS_TRY(check_latch_array(h, hx, lt->state, lt->state_stride, AXS_LATCH_NSTATE, sizeof(int64_t),
                             names, j, "latches[%d].state", outs));
   if (lt->window > 1)
@@ -384,10 +400,7 @@ static axs_status check_latch(axs_rows h, axs_extent hx, const axs_latch *lt, in
   AXS_TRY(check_latch_array(h, hx, lt->gate, lt->gate_stride, lt->capacity, 1, names, j,
                             "latches[%d].gate", outs));
   if (lt->dir != NULL) {
-    AXS_TRY(extent_of(lt->dir, 1, 1, 0, 0, h.d, sizeof(float),
-                      name_of(field_name(names, j, "dir").text, NULL, 0), &e));
-    if (extents_overlap(hx, e))
-      return axs_fail(AXS_EINVAL, "%sdir overlaps the memory of h", base.text);
+    AXS_TRY(check_latch_input(hx, lt->dir, h.d, sizeof(float), names, j, "latches[%d].dir"));
     AXS_TRY(check_latch_array(h, hx, lt->p, lt->p_stride, lt->capacity, sizeof(float), names, j,
                               "latches[%d].p", outs));
   }
@@ -528,18 +541,17 @@ static axs_status check_mask(axs_rows h, axs_bin mask, axs_argname name) {
 static axs_status check_latch_params(const axs_latch *lt, int j, const axs_names *names) {
   static const int counts[2] = {AXS_LATCH_K, AXS_LATCH_RELEASE_K};
   static const int flags[3] = {AXS_LATCH_PROMPT, AXS_LATCH_GENERATED, AXS_LATCH_START};
-  const axs_field_name base = field_name(names, j, "params");
   for (int q = 0; q < 2; q++) {
     float v = lt->params[counts[q]];
     if (!(v >= 1.0f && v <= 4.0e18f) || v != floorf(v))
-      return axs_fail(AXS_EINVAL, "%s[%d] = %g (expected a whole number of tokens >= 1)", base.text,
-                      counts[q], (double)v);
+      return axs_fail(AXS_EINVAL, "%s[%d] = %g (expected a whole number of tokens >= 1)",
+                      field_name(names, j, "params").text, counts[q], (double)v);
   }
   for (int q = 0; q < 3; q++) {
     float v = lt->params[flags[q]];
     if (v != 0.0f && v != 1.0f)
-      return axs_fail(AXS_EINVAL, "%s[%d] = %g (expected a flag, 0 or 1)", base.text, flags[q],
-                      (double)v);
+      return axs_fail(AXS_EINVAL, "%s[%d] = %g (expected a flag, 0 or 1)",
+                      field_name(names, j, "params").text, flags[q], (double)v);
   }
   return AXS_OK;
 }
@@ -551,8 +563,12 @@ axs_status axs_check_values(axs_rows h, const axs_latch *latches, int n_latches,
     AXS_TRY(check_mask(h, mask, AXS_NAME(names, mask, "mask", 0)));
   for (int j = 0; j < n_latches; j++) {
     const axs_latch *lt = &latches[j];
-    if (lt->dir != NULL)
-      AXS_TRY(check_direction(lt->dir, h.d, 1, name_of(field_name(names, j, "dir").text, NULL, 0)));
+    axs_field_name buf;
+    int checked = 0; /* the same direction as a (unit) step's: checked there */
+    for (int k = 0; k < n_steps && !checked; k++)
+      checked = steps[k].dir == lt->dir && steps[k].op != AXS_STEER;
+    if (lt->dir != NULL && !checked)
+      AXS_TRY(check_direction(lt->dir, h.d, 1, field_arg(names, j, "latches[%d].dir", &buf)));
     AXS_TRY(check_latch_params(lt, j, names));
   }
   for (int k = 0; k < n_steps; k++) {

@@ -220,8 +220,7 @@ inline axs_names program_names() {
   n.changed = "changed[%d]";
   n.offset = "rec_offset";
   n.gate = "the gate of step %d";
-  n.latch = "latches[%d]";
-  return n;
+  return n; // latches keep the core's names, "latches[0].state", ...
 }
 
 // Everything an apply_ call needs, marshalled once; steps point into the

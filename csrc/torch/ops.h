@@ -91,7 +91,7 @@ void apply_gated_impl(const at::Tensor &h, const at::Tensor &dirs, at::IntArrayR
                       at::IntArrayRef gate_of, const Latches &latches) {
   typename Backend::Guard guard(h);
   TORCH_CHECK_VALUE(!rec_offset.has_value() || p_in.has_value() || p_out.has_value() ||
-                        fired.has_value() || !gates.empty(),
+                        fired.has_value() || !gates.empty() || latches.n > 0,
                     "rec_offset: given without any record output (p_in, p_out or fired) or gate");
   Program pg;
   if (ops.empty() && latches.n > 0) { // latches alone (the direct entry point)
