@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from axis_steer.errors import AxisSteerError  # noqa: E402
-from axis_steer.runtime import formats  # noqa: E402
 from axis_steer.pipeline.extract import residual_norms  # noqa: E402
+from axis_steer.runtime import formats  # noqa: E402
 from axis_steer.runtime.hooks import Attachment  # noqa: E402
 from axis_steer.runtime.models import find_layers  # noqa: E402
 from axis_steer.runtime.reference import reference_style_cap_hook  # noqa: E402
