@@ -284,7 +284,7 @@ def test_a_gated_layer_before_the_detection_layer_is_refused():
         att.cap(2, 0.0, policy=other)
     with pytest.raises(ValueError, match="release"):
         att.latch(2, 0.0, release=-1.0)
-    with pytest.raises(ValueError, match="k=0"):
+    with pytest.raises(ValueError, match="k = 0"):
         att.latch(2, 0.0, k=0)
     with pytest.raises(ValueError, match="phases"):
         att.latch(2, 0.0, phases="decode")

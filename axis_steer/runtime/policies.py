@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from axis_steer.errors import AxisSteerError
+from axis_steer.runtime.checks import as_choice, as_float, as_int, as_positive_int
 from axis_steer.runtime.monitor import cache_capacity, static_buffer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,11 +107,8 @@ class PolicyReadings(NamedTuple):
 
 
 def _count(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
-        raise ValueError(f"{what}={value!r} (expected a whole number of tokens >= 1)")
-    if int(value) > 2**24:
-        raise ValueError(f"{what}={value!r} (expected at most {2**24} tokens)")
-    return int(value)
+    """A number of tokens (float32 holds it exactly: at most 2**24)."""
+    return as_int(value, what, min=1, max=2**24, expected="a number of tokens 1..16777216")
 
 
 class Latch:
@@ -123,7 +121,7 @@ class Latch:
         layer: int | None,
         direction: torch.Tensor | None,
         *,
-        threshold: float,
+        threshold: float | None,
         k: int,
         window: int,
         release: float | None,
@@ -136,13 +134,12 @@ class Latch:
         self._att = att
         self.layer = layer  # the detection layer; None: phases alone
         self.window = _count(window, "window")
-        if capacity < 1:
-            raise ValueError(f"capacity={capacity} (expected a positive number of tokens)")
-        self.capacity = int(capacity)
+        self.capacity = as_positive_int(capacity, "capacity")
         self.name = name
         self._direction = direction  # (d,) float32 CPU unit vector, or None
         self._host = torch.zeros(N_PARAMS, dtype=torch.float32)
         self._host[P_START] = 1.0 if start else 0.0
+        self._host[P_THRESHOLD] = math.nan  # no detection (phases alone) until a threshold is set
         self._params: torch.Tensor | None = None
         self._dir: torch.Tensor | None = None
         self._state: torch.Tensor | None = None
@@ -158,6 +155,7 @@ class Latch:
 
     @property
     def threshold(self) -> float:
+        """The detection threshold (NaN for a policy of phases alone)."""
         return float(self._host[P_THRESHOLD])
 
     @property
@@ -192,26 +190,19 @@ class Latch:
         ``release=None`` removes the release."""
         host = self._host.clone()
         if threshold is not None:
-            t = float(threshold)
-            if math.isinf(t):
-                raise ValueError(f"threshold={threshold!r} (expected a finite projection, or NaN for never)")
-            host[P_THRESHOLD] = t
+            if self.layer is None:
+                raise ValueError("threshold: a policy of phases alone watches nothing (make one with att.latch)")
+            host[P_THRESHOLD] = as_float(threshold, "threshold", expected="a finite projection (residual-stream units)")
         if k is not None:
             host[P_K] = _count(k, "k")
         if release != "keep":
-            if release is None:
-                host[P_RELEASE] = math.nan
-            else:
-                r = float(release)
-                if not math.isfinite(r):
-                    raise ValueError(f"release={release!r} (expected a finite projection, or None)")
-                host[P_RELEASE] = r
+            host[P_RELEASE] = math.nan if release is None else as_float(
+                release, "release", expected="a finite projection, or None for no release"
+            )
         if release_k is not None:
             host[P_RELEASE_K] = _count(release_k, "release_k")
         if phases is not None:
-            if phases not in PHASES:
-                raise ValueError(f"phases={phases!r} (expected one of {sorted(PHASES)})")
-            host[P_PROMPT], host[P_GENERATED] = PHASES[phases]
+            host[P_PROMPT], host[P_GENERATED] = PHASES[as_choice(phases, "phases", list(PHASES))]
         rel, thr = float(host[P_RELEASE]), float(host[P_THRESHOLD])
         if not math.isnan(rel) and not math.isnan(thr) and rel < thr:
             raise ValueError(
