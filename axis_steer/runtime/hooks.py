@@ -717,7 +717,6 @@ class Attachment:
             )
         if not config.entries:
             raise ValueError("config: no capping entries (was every intervention without a 'cap'?)")
-        self._check_policy(policy, [int(e.layer) for e in config.entries], "cap_config")
         entries = []
         for j, e in enumerate(config.entries):
             if not isinstance(e, CapEntry):
@@ -729,6 +728,7 @@ class Attachment:
                 raise TypeError(f"config entry {j} (layer {layer}): lo and hi must be numbers (got per-row values)")
             on_axis = self.axis is not None and bool(torch.equal(u, self._unit_axis(layer)))
             entries.append(_Entry(layer, CLAMP, u, lo, hi, True, on_axis, policy))
+        self._check_policy(policy, [e.layer for e in entries], "cap_config")
         side = config.metadata.get("side", "band")
         return self._add(Cap(self, entries, side if side in SIDES else "band"))
 
