@@ -1,4 +1,4 @@
-"""The machinery of the bad-input suite (``tests/test_bad_input_*.py``): each
+"""The machinery of the bad-input suite (``tests/*/test_bad_input_*.py``): each
 public entry point gets a table of hostile inputs, each row a :class:`Bad`
 (the call, the exception type it must raise, and words the message must
 contain: the argument's name and what was expected) or a :class:`Good` (an
