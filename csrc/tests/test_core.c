@@ -2175,6 +2175,7 @@ static void test_latch_invalid(void) {
   set_case("latch: invalid calls");
   const int64_t no = 2, ni = 3, d = 8, cap = 4;
   float h[2 * 3 * 8] = {0}, u[8] = {1.0f};
+  float half[8] = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f}; /* norm sqrt(2) */
   float pr[AXS_LATCH_NPARAMS] = {0.0f, 2.0f, NAN, 1.0f, 1.0f, 1.0f, 0.0f, 0.0f};
   int64_t state[2 * AXS_LATCH_NSTATE], offset = 0;
   float ring[2 * 3], ph[2 * 4];
@@ -2212,10 +2213,8 @@ static void test_latch_invalid(void) {
   BAD("negative capacity", "capacity", capacity, -1);
   BAD("state overlaps h", "latches[0].state", state, (int64_t *)h);
   BAD("gate overlaps p", "latches[0]", gate, (uint8_t *)ph);
-  BAD("direction not unit", "latches[0].dir", dir, ring);
+  BAD("direction not unit", "latches[0].dir", dir, half);
   for (int q = 0; q < nb; q++) {
-    for (int j = 0; j < 6; j++)
-      ring[j] = 0.5f;
     axs_status stt = axs_latch_apply_(rows, &bad[q].lt, bad[q].n_latches, NULL, bad[q].n_steps, nm,
                                       no_record(), NULL, 1);
     CHECK(stt == AXS_EINVAL && strstr(axs_last_error(), bad[q].needle) != NULL,
