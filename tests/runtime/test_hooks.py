@@ -11,6 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from torch._dynamo.utils import counters  # noqa: E402
+from transformers import CompileConfig  # noqa: E402
+
 from axis_steer.errors import AxisSteerError  # noqa: E402
 from axis_steer.pipeline.extract import residual_norms  # noqa: E402
 from axis_steer.runtime import formats  # noqa: E402
@@ -32,6 +35,14 @@ from zoo import (  # noqa: E402
 )
 
 torch.set_num_threads(1)
+
+#: projections of the same tokens computed in two ways (a batch and each row
+#: alone, with and without a cache) agree to within this on each device
+ATOL = {"cpu": 2e-5, "cuda": 1e-4}
+
+
+def _model_on(device, arch="llama"):
+    return tiny_model(arch).to(device)
 
 
 def unit(v):
@@ -134,31 +145,40 @@ def test_tokens_above_the_floor_are_untouched():
     assert not torch.equal(capped[~above], base[~above])
 
 
-def test_generation_with_and_without_cache_is_identical():
-    model = tiny_model("llama")
+def test_generation_with_and_without_cache_is_identical(device):
+    model = _model_on(device)
     axis = random_axis()
-    taus = thresholds_from(model, axis, [1, 2, 3])
-    ids, am = batch(3)
+    layers = [1, 2, 3]
+    taus = thresholds_from(model, axis, layers)
+    ids, am = batch(3, device=device)
     att = Attachment(model, axis)
-    att.cap([1, 2, 3], taus)
+    att.cap(layers, taus)
     mon = att.monitor([2])
+    assert att._programs[1].dirs.device.type == device.type
     with att:
+        seen = Capture(model, layers)  # registered after: sees the capped outputs
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=am)
+        seen.close()
+        for i in layers:
+            p = seen.cat(i) @ unit(axis[i]).to(device)
+            assert bool((p[am.bool()] >= taus[i] - 1e-4).all()), i
         a = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=8, do_sample=False)
         ra = mon.readings()
         b = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=8, do_sample=False, use_cache=False)
         rb = mon.readings()
     assert torch.equal(a, b)
-    np.testing.assert_allclose(ra.p_in, rb.p_in, atol=2e-5, equal_nan=True)
-    assert ra.fired.any()
+    np.testing.assert_allclose(ra.p_in, rb.p_in, atol=ATOL[device.type], equal_nan=True)
+    assert ra.fired.any() and np.isnan(ra.p_in[0, :, :2]).all()
 
 
-def test_left_padded_batch_equals_each_sequence_alone():
-    model = tiny_model("qwen2")
+def test_left_padded_batch_equals_each_sequence_alone(device):
+    model = _model_on(device, "qwen2")
     axis = random_axis()
     taus = thresholds_from(model, axis, [1, 2])
     g = torch.Generator().manual_seed(9)
     seqs = [torch.randint(3, VOCAB, (n,), generator=g) for n in (5, 9, 7)]
-    ids, am = left_padded(seqs)
+    ids, am = left_padded(seqs, device)
     width = ids.shape[1]
     att = Attachment(model, axis)
     att.cap([1, 2], taus)
@@ -167,12 +187,13 @@ def test_left_padded_batch_equals_each_sequence_alone():
         out = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=6, do_sample=False)
         rb = mon.readings()
         for r, s in enumerate(seqs):
-            alone = model.generate(input_ids=s[None], attention_mask=torch.ones(1, len(s), dtype=torch.long),
+            alone = model.generate(input_ids=s[None].to(device),
+                                   attention_mask=torch.ones(1, len(s), dtype=torch.long, device=device),
                                    max_new_tokens=6, do_sample=False)
             ra = mon.readings()
             assert torch.equal(alone[0, len(s):], out[r, width:]), r
-            np.testing.assert_allclose(ra.row(0, 1), rb.row(r, 1), atol=2e-5)
-            np.testing.assert_allclose(ra.row(0, 2, "p_out"), rb.row(r, 2, "p_out"), atol=2e-5)
+            np.testing.assert_allclose(ra.row(0, 1), rb.row(r, 1), atol=ATOL[device.type])
+            np.testing.assert_allclose(ra.row(0, 2, "p_out"), rb.row(r, 2, "p_out"), atol=ATOL[device.type])
             assert np.array_equal(ra.row(0, 2, "fired"), rb.row(r, 2, "fired"))
     assert rb.valid.sum(1).tolist() == [len(s) + 5 for s in seqs]
 
@@ -533,3 +554,66 @@ def test_per_row_values_must_match_the_batch():
     att.clear_rows()
     with att, torch.no_grad():
         model(input_ids=torch.randint(3, VOCAB, (5, 4)))
+
+
+# ---- compiled generation on each device ---------------------------------------------------------
+
+
+def test_compiled_static_generate_matches_eager_without_breaks_or_recompiles(device):
+    """generate(cache_implementation="static") compiles the decode step (on
+    CUDA: inductor with CUDA graphs). Hooks attached before the first call;
+    retuning thresholds and switching capping off and on between calls must
+    not recompile, and every output equals eager capping (greedy, float32),
+    monitoring readings included."""
+    model = _model_on(device)
+    axis = random_axis()
+    layers = [1, 2]
+    taus = thresholds_from(model, axis, layers)
+    taus2 = {i: t + 0.25 for i, t in taus.items()}
+    ids, am = batch(4, b=2, s=6, pad=(0, 0), device=device)
+    n_new = 10
+    if device.type == "cuda":
+        cfg = CompileConfig()  # inductor, mode="reduce-overhead"
+    else:  # the CPU: dynamo only, forced on
+        cfg = CompileConfig(backend="eager", mode=None)
+        cfg._compile_all_devices = True
+    att = Attachment(model, axis)
+    cap = att.cap(layers, taus)
+    mon = att.monitor([2]).prepare(batch=2, capacity=ids.shape[1] + n_new, device=device)
+    kw = dict(input_ids=ids, attention_mask=am, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False)
+    torch._dynamo.reset()
+    counters.clear()
+    with att:
+        eager = {}
+        eager["taus"] = model.generate(**kw)
+        eager_readings = mon.readings()
+        cap.set_thresholds(taus2)
+        eager["taus2"] = model.generate(**kw)
+        cap.disable()
+        eager["off"] = model.generate(**kw)
+        cap.enable()
+        cap.set_thresholds(taus)
+        compiled = {"taus": model.generate(**kw, cache_implementation="static", compile_config=cfg)}
+        compiled_readings = mon.readings()
+        graphs = counters["stats"]["unique_graphs"]
+        assert graphs >= 1, "generate did not compile the decode step"
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            cap.set_thresholds(taus2)
+            compiled["taus2"] = model.generate(**kw, cache_implementation="static", compile_config=cfg)
+            cap.disable()
+            compiled["off"] = model.generate(**kw, cache_implementation="static", compile_config=cfg)
+            cap.enable()
+            cap.set_thresholds(taus)
+            compiled["again"] = model.generate(**kw, cache_implementation="static", compile_config=cfg)
+    breaks = sum(counters["graph_break"].values())
+    assert breaks == 0, f"graph breaks: {dict(counters['graph_break'])}"
+    assert counters["stats"]["unique_graphs"] == graphs, "retuning recompiled"
+    assert not torch.equal(eager["taus"], eager["off"]), "capping changed nothing: the test proves nothing"
+    for k in ("taus", "taus2", "off"):
+        assert torch.equal(compiled[k], eager[k]), k
+    assert torch.equal(compiled["again"], eager["taus"])
+    for field in ("p_in", "p_out"):
+        np.testing.assert_allclose(getattr(compiled_readings, field), getattr(eager_readings, field), atol=2e-4,
+                                   equal_nan=True)
+    assert np.array_equal(compiled_readings.fired, eager_readings.fired)
+    torch._dynamo.reset()
