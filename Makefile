@@ -1,6 +1,6 @@
 # Makefile - builds and runs the C core's own test program, on its own, with
 # no Python involved: csrc/tests/test_core.c linked with the CPU core
-# (csrc/core/validate.c, csrc/core/cpu.c). The Python extension is built by
+# (csrc/core/validate.c, programs.c, cpu.c). The Python extension is built by
 # setup.py, not here.
 #
 #   make test-core        -O2 build, run
@@ -17,7 +17,7 @@ CC ?= cc
 TEST_CFLAGS = -std=c11 -Wall -Wextra -Werror -ffp-contract=off -fno-fast-math -fopenmp
 ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -g -O1 -fno-omit-frame-pointer
 
-CORE_SRC = csrc/core/validate.c csrc/core/cpu.c
+CORE_SRC = csrc/core/validate.c csrc/core/programs.c csrc/core/cpu.c
 CORE_HDR = csrc/axis_steer.h csrc/core/internal.h csrc/core/convert.h
 TEST_SRC = csrc/tests/test_core.c
 
@@ -66,7 +66,7 @@ $(EMU_OUT)/core_%.o: csrc/core/%.c $(CORE_HDR)
 	$(CC) $(TEST_CFLAGS) $(ASAN_FLAGS) -c $< -o $@
 
 $(EMU_OUT)/test_cuda_emulated: $(EMU_OUT)/test_cuda_emulated.o $(EMU_OUT)/cuda_emu.o \
-		$(EMU_OUT)/core_validate.o $(EMU_OUT)/core_cpu.o
+		$(EMU_OUT)/core_validate.o $(EMU_OUT)/core_programs.o $(EMU_OUT)/core_cpu.o
 	$(CXX) $(ASAN_FLAGS) -fopenmp -o $@ $^ -lm
 
 test-cuda-emulated: $(EMU_OUT)/test_cuda_emulated

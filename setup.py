@@ -43,7 +43,7 @@ OPT = ["-O0", "-g"] if DEBUG else ["-O3"]
 # contraction either, so every build computes the same bits.
 COMMON = OPT + ["-Wall", "-Wextra", "-ffp-contract=off", "-fno-fast-math"]
 OMP = ["-fopenmp"] if OPENMP else []
-CORE_SOURCES = ["csrc/core/validate.c", "csrc/core/cpu.c"]
+CORE_SOURCES = ["csrc/core/validate.c", "csrc/core/programs.c", "csrc/core/cpu.c"]
 CORE_LIB = (
     "axs_core",
     {"sources": CORE_SOURCES, "cflags": ["-std=c11", "-fPIC", *COMMON, *OMP]},

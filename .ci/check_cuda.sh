@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # check_cuda.sh - compiles every CUDA source under csrc/ with nvcc, warnings as
 # errors, for the architectures the build targets, then links the objects
-# with the C core they share code with (csrc/core/*.c: validate.c and what it
-# calls) into a shared object with --no-undefined, to prove that every axs_
-# symbol resolves. Needs nvcc, not a GPU: nothing built here is run.
+# with the C core they share code with (csrc/core/*.c: validate.c,
+# programs.c and what they call) into a shared object with --no-undefined, to
+# prove that every axs_ symbol resolves and that the five CUDA entry points of
+# csrc/axis_steer.h are exported. Needs nvcc, not a GPU: nothing built here is run.
 #
 #   AXIS_STEER_CUDA_ARCHS  CUDA architectures, "80;90" by default (as setup.py)
 #   NVCC                   the compiler, nvcc on PATH by default
@@ -84,7 +85,8 @@ if [ -n "$undefined" ]; then
   echo "$undefined" >&2
   exit 1
 fi
-for sym in axs_project_cuda axs_apply_cuda_; do
+cuda_entries=(axs_project_cuda axs_clamp_cuda_ axs_set_projection_cuda_ axs_steer_cuda_ axs_apply_cuda_)
+for sym in "${cuda_entries[@]}"; do
   if ! nm -D --defined-only "$so" | awk '{print $NF}' | grep -qx "$sym"; then
     echo "check_cuda: $sym is not exported by the shared object" >&2
     exit 1
@@ -113,4 +115,4 @@ if torch_includes=$("$PYTHON" -c "import torch.utils.cpp_extension as c; print('
   registration="compiles"
 fi
 
-echo "check_cuda: OK (${sources[*]} for ${arch_list[*]}; axs_project_cuda and axs_apply_cuda_ link; ops_cuda.cpp $registration)"
+echo "check_cuda: OK (${sources[*]} for ${arch_list[*]}; ${cuda_entries[*]} link; ops_cuda.cpp $registration)"

@@ -132,7 +132,7 @@ for op in ("project", "clamp_", "set_projection_", "steer_", "apply_", "apply"):
 h = torch.randn(8, 4096, device="cuda", dtype=torch.bfloat16)
 u = torch.nn.functional.normalize(torch.randn(4096, device="cuda"), dim=0)
 torch.ops.axis_steer.clamp_(h, u, torch.tensor(0.5, device="cuda"), torch.tensor(math.inf, device="cuda"))
-p = torch.ops.axis_steer.pipeline.project(h, u)
+p = torch.ops.axis_steer.project(h, u)
 torch.cuda.synchronize()
 assert bool((p >= 0.5 - 0.05).all()), p
 print("CUDA kernels registered for every operator; a clamp on the card floors every row")

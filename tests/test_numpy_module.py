@@ -445,8 +445,21 @@ def test_lo_greater_than_hi():
     h0 = h.copy()
     _C.clamp_(h, u, lo, 1.0, mask=np.array([1, 1, 0, 1], bool))  # masked row not read
     np.testing.assert_array_equal(h[2], h0[2])
-    # NaN bounds are no bounds
-    _C.clamp_(h, u, np.nan, np.nan)
+    # NaN in an array bound is no bound for that row
+    _C.clamp_(h, u, np.full(4, np.nan, np.float32), np.array(np.nan, np.float32))
+    np.testing.assert_array_equal(h, h0)
+    # a NaN scalar bound is refused, whatever the scalar's type (as axis_steer.ops does)
+    for nan in (np.nan, np.float32("nan"), np.float64("nan"), np.float16("nan")):
+        with pytest.raises(ValueError, match="lo = .*nan.*expected a finite bound, or -inf"):
+            _C.clamp_(h, u, nan)
+        with pytest.raises(ValueError, match="hi = .*nan.*expected a finite bound, or inf"):
+            _C.clamp_(h, u, 0.0, nan)
+    # and so is a scalar bound that could never fire
+    with pytest.raises(ValueError, match=r"lo = .*inf.*expected a finite bound"):
+        _C.clamp_(h, u, np.float32(np.inf))
+    with pytest.raises(ValueError, match=r"hi = .*inf.*expected a finite bound"):
+        _C.clamp_(h, u, None, -np.inf)
+    np.testing.assert_array_equal(h, h0)
 
 
 # ---- outputs, masks, overlaps ----------------------------------------------------
@@ -531,7 +544,7 @@ def test_mask():
     h = rng.standard_normal((3, 5, 16)).astype(np.float32)
     u = unit(rng, 16)
     mask = rng.random((3, 5)) > 0.3
-    for m in (mask, mask.astype(np.uint8) * 7):
+    for m in (mask, mask.astype(np.uint8)):
         got = h.copy()
         pb, ch = np.empty((3, 5), np.float32), np.empty((3, 5), bool)
         _C.clamp_(got, u, 1.0, mask=m, p_before=pb, changed=ch)
@@ -548,6 +561,16 @@ def test_mask():
     assert np.isnan(p[:, 1]).all() and not np.isnan(p[:, 0]).any()
     with pytest.raises(TypeError, match="mask: dtype int64"):
         _C.project(h, u, mask=np.ones((3, 5), np.int64))
+    # a mask means 0 or 1: a float mask, or uint8 values other than 0 and 1, are refused
+    # (0.5 or 7 read as "true" would be a guess); nothing is written
+    with pytest.raises(TypeError, match="mask: dtype float64 is not supported"):
+        _C.steer_(h.copy(), u, 1.0, mask=np.full((3, 5), 0.5))
+    bad = mask.astype(np.uint8)
+    bad[1, 2] = 7
+    got = h.copy()
+    with pytest.raises(ValueError, match=r"mask = 7 at row \(1, 2\) \(expected 0 or 1"):
+        _C.steer_(got, u, 1.0, mask=bad)
+    np.testing.assert_array_equal(got, h)
     with pytest.raises(ValueError, match=r"mask: shape \(4,\) does not broadcast"):
         _C.project(h, u, mask=np.ones(4, bool))
 
@@ -804,3 +827,74 @@ def test_no_python_allocations_survive_calls():
 def test_axis_steer_error_is_the_core_failure_class():
     assert issubclass(AxisSteerError, RuntimeError)
     assert AxisSteerError.__doc__
+
+
+# ---- edges of float32, and arguments whose type would change their meaning ---------
+
+
+def test_updates_whose_intermediate_overflows_stay_finite():
+    """t - p = 4e38 overflows float32 although the answer (2e38) fits: the row gets the
+    answer, as the float64 reference says, and no inf or NaN spreads into it."""
+    u = np.eye(4, dtype=np.float32)[0]
+    u68 = np.array([0.6, 0.8, 0, 0], np.float32)
+    h = np.zeros((3, 4), np.float32)
+    h[0, 0] = -2e38
+    h[1, :2] = [1.2e38, 1.6e38]  # <h, u68> = 2e38
+    h[2, :2] = [3e38, 3e38]  # <h, u68> overflows float32: not finite, never written
+    cases = [
+        (lambda x: _C.clamp_(x, u, 2e38), ref.clamp(h.astype(np.float64), u, 2e38)),
+        (lambda x: _C.set_projection_(x, u, 2e38), ref.set_projection(h.astype(np.float64), u, 2e38)),
+        (lambda x: _C.clamp_(x, u68, None, -2e38), ref.clamp(h.astype(np.float64), u68, -np.inf, -2e38)),
+    ]
+    for run, want in cases:
+        got = h.copy()
+        run(got)
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got.astype(np.float64), want.out, rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(got[2], h[2])
+    # steering: alpha * w[0] = 6e38 overflows, h + alpha w = 3e38 fits
+    got = np.array([[-3e38, 0.0, 0.0, 0.0]], np.float32)
+    _C.steer_(got, np.array([2e38, 0.0, 1.0, 0.0], np.float32), 3.0)
+    np.testing.assert_allclose(got, [[3e38, 0.0, 3.0, 0.0]], rtol=1e-6)
+    # in bfloat16 storage too (same range as float32)
+    bits = f32_to_bf16_bits(h[:1])
+    _C.clamp_(bits, u, 2e38, dtype="bfloat16")
+    np.testing.assert_allclose(bf16_bits_to_f32(bits)[0], [2e38, 0, 0, 0], rtol=2.0**-8)
+
+
+def test_value_arguments_refuse_what_would_change_their_meaning():
+    h = np.ones((4, 8), np.float32)
+    u = np.eye(8, dtype=np.float32)[0]
+    h0 = h.copy()
+    # finite values that float32 would turn into infinities (a floor that never fires)
+    for big in (1e39, np.float64(1e39), 10**39, -(10**400)):
+        with pytest.raises(ValueError, match=r"lo = .* is beyond the float32 range"):
+            _C.clamp_(h, u, big)
+    with pytest.raises(ValueError, match=r"lo: the value 1e\+39 at index \(2,\) is beyond the float32 range"):
+        _C.clamp_(h, u, np.array([0.0, 1.0, 1e39, 2.0]))
+    with pytest.raises(ValueError, match=r"params: the value -1e\+39 at index \(0, 0\) is beyond"):
+        _C.apply_(h, u[None], ["steer"], np.array([[-1e39, 0.0]]))
+    ok = h.copy()
+    _C.clamp_(ok, u, np.array([-np.inf, 0.0, 1.0, 2.0]))  # infinities stay what they are
+    assert ok[:, 0].tolist() == [1.0, 1.0, 1.0, 2.0]
+    # bools and complex numbers are not bounds, targets or coefficients
+    for flag in (True, np.True_, np.array(True)):
+        with pytest.raises(TypeError, match="bool"):
+            _C.steer_(h, u, flag)
+    for z in (1j, np.complex64(1 + 1j), np.array([1j] * 4)):
+        with pytest.raises(TypeError, match="complex"):
+            _C.set_projection_(h, u, z)
+    with pytest.raises(TypeError, match="u: dtype complex64 is not supported"):
+        _C.project(h, u.astype(np.complex64))
+    np.testing.assert_array_equal(h, h0)
+
+
+def test_threads_must_be_an_int():
+    h = np.ones((2, 8), np.float32)
+    u = np.eye(8, dtype=np.float32)[0]
+    for bad in ("x", 2.0, None, True):
+        with pytest.raises(TypeError, match=r"threads = .* \(expected an int"):
+            _C.project(h, u, threads=bad)
+    with pytest.raises(ValueError, match=r"threads = 1099511627776 is out of range"):
+        _C.clamp_(h, u, 0.0, threads=2**40)
+    assert _C.project(h, u, threads=np.int64(2)).tolist() == [1.0, 1.0]

@@ -417,3 +417,108 @@ def test_steering_keeps_nan_and_inf_in_bfloat16_rows():
     assert torch.isnan(out[:, :3]).all()
     assert (out[:, 3] == math.inf).all() and (out[:, 4] == -math.inf).all()
     assert (out[:, 5] == 1.375).all()
+
+
+# ---- devices, float32 edges and sizes at the operators ---------------------------------
+
+
+def _every_tensor_argument():
+    """(op name, build(h, dev) -> args) for each operator, each tensor on `dev`."""
+    u = torch.tensor([1.0, 0.0, 0.0, 0.0])
+
+    def t(x, dev):
+        return x.to(dev)
+
+    return {
+        "project": lambda h, d: [(h, t(u, d["u"]), t(torch.ones(3, dtype=torch.bool), d["mask"]))],
+        "clamp_": lambda h, d: [(h, t(u, d["u"]), t(torch.tensor(0.0), d["lo"]), t(torch.tensor(1.0), d["hi"]),
+                                 t(torch.ones(3, dtype=torch.bool), d["mask"]), t(torch.empty(3), d["p_before"]),
+                                 t(torch.empty(3), d["p_after"]), t(torch.empty(3, dtype=torch.bool), d["changed"]))],
+        "set_projection_": lambda h, d: [(h, t(u, d["u"]), t(torch.tensor(0.0), d["target"]),
+                                          t(torch.ones(3, dtype=torch.bool), d["mask"]),
+                                          t(torch.empty(3), d["p_before"]))],
+        "steer_": lambda h, d: [(h, t(u, d["w"]), t(torch.tensor(1.0), d["alpha"]),
+                                 t(torch.ones(3, dtype=torch.bool), d["mask"]))],
+        "apply_": lambda h, d: [(h, t(u[None], d["dirs"]), [1], t(torch.tensor([[0.0, 1.0]]), d["params"]),
+                                 t(torch.ones(3, dtype=torch.bool), d["mask"]), t(torch.empty(3), d["p_in"]),
+                                 t(torch.empty(3), d["p_out"]), t(torch.empty(3, dtype=torch.bool), d["fired"]),
+                                 t(torch.zeros(1, dtype=torch.long), d["rec_offset"]))],
+        "apply": lambda h, d: [(h, t(u[None], d["dirs"]), [1], t(torch.tensor([[0.0, 1.0]]), d["params"]),
+                                t(torch.ones(3, dtype=torch.bool), d["mask"]))],
+    }
+
+
+TENSOR_ARGS = {
+    "project": ["u", "mask"],
+    "clamp_": ["u", "lo", "hi", "mask", "p_before", "p_after", "changed"],
+    "set_projection_": ["u", "target", "mask", "p_before"],
+    "steer_": ["w", "alpha", "mask"],
+    "apply_": ["dirs", "params", "mask", "p_in", "p_out", "fired", "rec_offset"],
+    "apply": ["dirs", "params", "mask"],
+}
+
+
+@pytest.mark.parametrize("op, arg", [(op, a) for op, args in TENSOR_ARGS.items() for a in args])
+def test_an_argument_on_another_device_is_refused(op, arg):
+    """A tensor on `meta` beside a CPU h would make the dispatcher run the shape-only
+    fake kernel (uninitialised results, nothing written): refused, naming it."""
+    h = torch.randn(3, 4)
+    before = h.clone()
+    devs = {a: "cpu" for a in TENSOR_ARGS[op]}
+    devs[arg] = "meta"
+    (args,) = _every_tensor_argument()[op](h, devs)
+    with pytest.raises(ValueError, match=rf"axis_steer::{op}: {arg} is on meta but h is on cpu \(expected"):
+        getattr(OPS, op)(*args)
+    assert torch.equal(h, before)
+    # every tensor on meta is shape inference, and stays allowed
+    (args,) = _every_tensor_argument()[op](h.to("meta"), {a: "meta" for a in TENSOR_ARGS[op]})
+    getattr(OPS, op)(*args)
+    # and every tensor on the CPU runs
+    (args,) = _every_tensor_argument()[op](h.clone(), {a: "cpu" for a in TENSOR_ARGS[op]})
+    getattr(OPS, op)(*args)
+
+
+def test_meta_h_with_cpu_arguments_is_refused():
+    u = torch.tensor([1.0, 0.0])
+    with pytest.raises(ValueError, match=r"u is on cpu but h is on meta .*every argument on meta"):
+        OPS.project(torch.empty(3, 2, device="meta"), u)
+
+
+def test_updates_whose_intermediate_overflows_stay_finite():
+    u = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    for dtype in (torch.float32, torch.bfloat16):
+        h = torch.zeros(2, 4, dtype=dtype)
+        h[0, 0] = -2e38
+        want = R.clamp(h.double(), u.double(), 2e38).out
+        got = h.clone()
+        OPS.clamp_(got, u, torch.tensor(2e38), torch.tensor(math.inf))
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.double(), want, rtol=2.0**-7, atol=0)
+        got = h.clone()
+        O.set_projection_(got, u, 2e38)
+        assert torch.isfinite(got).all() and abs(float(got[0, 0]) - 2e38) <= 2e38 * 2.0**-7
+        out = O.apply(h, [O.Step.clamp(u, 2e38), O.Step.steer(torch.tensor([-2e38, 0, 0, 1.0]), 2.0)])
+        assert torch.isfinite(out).all() and abs(float(out[0, 0]) + 2e38) <= 2e38 * 2.0**-7
+
+
+def test_names_and_values_in_operator_messages():
+    h = torch.randn(3, 4)
+    u = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"params\[1, 0\] = 2 > params\[1, 1\] = 1 \(expected lo <= hi"):
+        OPS.apply_(h, torch.stack([u, u]), [0, 1], torch.tensor([[0.0, 0.0], [2.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"dirs\[0\] has norm 2"):
+        OPS.apply(h, 2 * u[None], [1], torch.tensor([[0.0, 1.0]]))
+    # a mask holds 0 and 1 (checked on the CPU; the CUDA kernels run nonzero bytes)
+    with pytest.raises(ValueError, match=r"mask = 2 at row \(0, 1\) \(expected 0 or 1"):
+        OPS.steer_(h, u, torch.tensor(1.0), torch.tensor([1, 2, 0], dtype=torch.uint8))
+
+
+def test_record_offsets_anywhere_in_int64():
+    """Columns outside [0, capacity) are not written, and offset + row is never formed
+    (a signed overflow in the kernel for offsets near INT64_MAX)."""
+    h = torch.randn(1, 3, 4)
+    u = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    for off in (2**63 - 2, 2**63 - 1, -(2**63), -(2**63) + 1):
+        p_in = torch.full((1, 5), -7.0)
+        OPS.apply_(h, u[None], [0], torch.zeros(1, 2), None, p_in, None, None, torch.tensor([off]))
+        assert torch.equal(p_in, torch.full((1, 5), -7.0))

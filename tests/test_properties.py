@@ -118,7 +118,10 @@ def test_clamp(c, lo, hi):
     rows = h64.shape[:-1]
     outs_np = [np.empty(rows, np.float32), np.empty(rows, np.float32), np.empty(rows, bool)]
     outs_t = [torch.empty(rows), torch.empty(rows), torch.empty(rows, dtype=torch.bool)]
-    _C.clamp_(h_np, u, lo, hi, mask=mask, p_before=outs_np[0], p_after=outs_np[1], changed=outs_np[2],
+    # 0-d arrays, as the torch path's 0-dim tensors: array bounds may hold NaN or the
+    # never-firing infinities (a scalar one of those is refused)
+    lo_a, hi_a = np.array(lo, np.float32), np.array(hi, np.float32)
+    _C.clamp_(h_np, u, lo_a, hi_a, mask=mask, p_before=outs_np[0], p_after=outs_np[1], changed=outs_np[2],
               dtype=np_dtype_arg(dtype))
     OPS.clamp_(h_t, torch.as_tensor(u), torch.tensor(lo, dtype=torch.float32), torch.tensor(hi, dtype=torch.float32),
                mask_t(mask), *outs_t)

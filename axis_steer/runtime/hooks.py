@@ -69,8 +69,21 @@ from torch import nn
 
 from axis_steer.errors import AxisSteerError
 from axis_steer.runtime import _torch_ops  # registers torch.ops.axis_steer.*
-from axis_steer.runtime.checks import check_bounds, unit_vector
-from axis_steer.runtime.formats import Axis, CapConfig
+from axis_steer.runtime.checks import (
+    as_choice,
+    as_direction,
+    as_float,
+    as_float_array,
+    as_layer,
+    as_layers,
+    as_mask,
+    as_positive_int,
+    as_real,
+    check_bounds,
+    show,
+    unit_vector,
+)
+from axis_steer.runtime.formats import Axis, CapConfig, CapEntry
 from axis_steer.runtime.masks import cache_past, read_padding
 from axis_steer.runtime.models import (
     Layers,
@@ -523,7 +536,7 @@ class Steer(_Intervention):
         layers = [e.layer for e in self._entries]
         per_layer = self._att._per_layer(layers, coef, "coef")
         for e, c in zip(self._entries, per_layer):
-            e.a = self._att._row_values(c, "coef") * self._scale[e.layer]
+            e.a = self._att._finite_rows(c, f"coef at layer {e.layer}") * self._scale[e.layer]
         self._att._write_params(set(layers))
 
 
@@ -534,7 +547,7 @@ class Ablation(_Intervention):
         layers = [e.layer for e in self._entries]
         per_layer = self._att._per_layer(layers, target, "target")
         for e, t in zip(self._entries, per_layer):
-            e.a = self._att._row_values(t, "target")
+            e.a = self._att._finite_rows(t, f"target at layer {e.layer}")
         self._att._write_params(set(layers))
 
 
@@ -559,7 +572,7 @@ class Attachment:
         self._layers = find_layers(model, layers, stack=stack)
         n, d = len(self._layers), self._layers.hidden_size
         if axis is not None and not isinstance(axis, Axis):
-            axis = Axis(torch.as_tensor(axis))
+            axis = Axis(axis)
         if axis is not None:
             if tuple(axis.vectors.shape) != (n, d):
                 raise ValueError(
@@ -593,19 +606,7 @@ class Attachment:
         return len(self._layers)
 
     def _layer_list(self, layers: int | Iterable[int] | None, what: str) -> list[int]:
-        if layers is None:
-            raise ValueError(f"{what}: layers is required (an int, a range or a list of layer indices)")
-        out = [layers] if isinstance(layers, int) else list(layers)
-        if not out:
-            raise ValueError(f"{what}: layers is empty")
-        for layer in out:
-            if not isinstance(layer, (int, np.integer)) or not 0 <= int(layer) < self.n_layers:
-                raise ValueError(
-                    f"{what}: layer {layer!r} is out of range (the model has {self.n_layers} layers, 0..{self.n_layers - 1})"
-                )
-        if len(set(out)) != len(out):
-            raise ValueError(f"{what}: layers {out} repeat a layer")
-        return [int(x) for x in out]
+        return as_layers(layers, f"{what}: layers", self.n_layers)
 
     def _unit_axis(self, layer: int) -> torch.Tensor:
         if self.axis is None:
@@ -617,53 +618,69 @@ class Attachment:
         return u
 
     def _direction(self, direction: Any, layer: int, unit: bool, what: str) -> torch.Tensor:
-        d = self._layers.hidden_size
-        v = torch.as_tensor(direction.vectors[layer] if isinstance(direction, Axis) else direction)
-        if v.dim() == 2:
-            v = v[layer]
-        if v.dim() != 1 or v.shape[0] != d:
-            raise ValueError(f"{what}: direction of shape {tuple(v.shape)} (expected ({d},) or (n_layers, {d}))")
-        v = v.detach().to(torch.float32).cpu()
+        """A direction given by the user: ``(d,)``, or ``(n_layers, d)`` (an
+        :class:`Axis` too) whose row ``layer`` is taken; any float dtype."""
+        n, d = self.n_layers, self._layers.hidden_size
+        if isinstance(direction, Axis):
+            direction = direction.vectors
+        name = f"{what}: direction"
+        if getattr(direction, "ndim", 1) == 2:
+            v = as_float_array(direction, name, (n, d), narrow=True, expected=f"shape ({d},) or (n_layers, {d}) = ({n}, {d})")[layer]
+        else:
+            v = as_direction(direction, name, d, narrow=True)
+        v = torch.as_tensor(v).detach().cpu()
         u = unit_vector(v, f"{what}: direction at layer {layer}")
         return u if unit else v
 
     def _per_layer(self, layers: list[int], values: Any, what: str) -> list[Any]:
         """One value per layer from a scalar, a sequence over ``layers``, a
         ``{layer: value}`` mapping, a per-layer sequence over all layers, or a
-        ``(batch, len(layers))`` per-row tensor."""
+        ``(batch, len(layers))`` per-row tensor (or array). The values
+        themselves are checked by the caller."""
+        expected = (
+            f"a number, one value per layer given ({len(layers)}), one per model layer ({self.n_layers}), "
+            "a {layer: value} dict, or a (batch, n_layers_given) tensor"
+        )
+        if values is None or isinstance(values, (str, bytes, set, frozenset)):
+            raise TypeError(f"{what} = {show(values)} (expected {expected})")
         if isinstance(values, Mapping):
             missing = [layer for layer in layers if layer not in values]
             if missing:
-                raise ValueError(f"{what}: no value for layers {missing}")
+                raise ValueError(f"{what}: no value for layers {missing} (keys: {sorted(values, key=str)[:12]})")
             return [values[layer] for layer in layers]
-        if isinstance(values, (int, float, np.floating, np.integer)) or (
-            isinstance(values, torch.Tensor) and values.dim() == 0
-        ):
-            return [values] * len(layers)
-        if isinstance(values, torch.Tensor) and values.dim() == 2:
-            if values.shape[1] != len(layers):
-                raise ValueError(
-                    f"{what}: per-row tensor of shape {tuple(values.shape)} (expected (batch, {len(layers)}))"
-                )
-            return [values[:, j] for j in range(len(layers))]
+        if isinstance(values, np.ndarray):
+            values = torch.as_tensor(as_real(values, what)) if values.ndim else values[()]
+        if isinstance(values, torch.Tensor):
+            if values.dim() == 0:
+                return [values] * len(layers)
+            if values.dim() == 2:
+                if values.shape[1] != len(layers):
+                    raise ValueError(
+                        f"{what}: per-row tensor of shape {tuple(values.shape)} (expected (batch, {len(layers)}))"
+                    )
+                return [values[:, j] for j in range(len(layers))]
+            if values.dim() != 1:
+                raise ValueError(f"{what}: shape {tuple(values.shape)} (expected {expected})")
+        elif not hasattr(values, "__iter__"):
+            return [values] * len(layers)  # a scalar; the caller checks it is a number
         seq = list(values)
         if len(seq) == len(layers):
             return seq
         if len(seq) == self.n_layers:
             return [seq[layer] for layer in layers]
-        raise ValueError(
-            f"{what}: {len(seq)} values for {len(layers)} layers (expected a scalar, one per layer given, "
-            f"one per model layer ({self.n_layers}), or a {{layer: value}} dict)"
-        )
+        raise ValueError(f"{what}: {len(seq)} values for {len(layers)} layers (expected {expected})")
 
     def _row_values(self, value: Any, what: str, dtype: torch.dtype = torch.float32) -> Any:
-        """A scalar stays a Python value; a sequence/tensor is one value per batch
-        row and switches the attachment to per-row control."""
-        if isinstance(value, (bool, np.bool_)) and dtype == torch.bool:
-            return bool(value)
-        if isinstance(value, (int, float, np.floating, np.integer)) and dtype != torch.bool:
-            return float(value)
-        t = torch.as_tensor(value).detach().cpu()
+        """A number stays a Python value (a float, or a bool for flags); per-row
+        values (a sequence, an array or a tensor) are one value per batch row and
+        switch the attachment to per-row control. Checked as
+        :func:`~axis_steer.runtime.checks.as_real` (flags: ``as_mask``) does."""
+        if dtype == torch.bool and value is None:
+            raise TypeError(f"{what} is None (expected True, False, or one flag per batch row)")
+        v = as_mask(value, what) if dtype == torch.bool else as_real(value, what)
+        if isinstance(v, (bool, float)):
+            return v
+        t = torch.as_tensor(v).detach().cpu()
         if t.dim() == 0:
             return bool(t) if dtype == torch.bool else float(t)
         if t.dim() != 1:
@@ -676,9 +693,12 @@ class Attachment:
         self._rows = int(t.shape[0])
         return t.to(dtype)
 
+    def _finite_rows(self, value: Any, what: str) -> Any:
+        """:meth:`_row_values` of a finite coefficient or target."""
+        return self._row_values(as_real(value, what, finite=True), what)
+
     def _bounds(self, layers: list[int], thresholds: Any, side: str) -> list[tuple[Any, Any]]:
-        if side not in SIDES:
-            raise ValueError(f"side={side!r} (expected one of {SIDES})")
+        as_choice(side, "side", SIDES)
         if side == "band":
             if isinstance(thresholds, tuple) and len(thresholds) == 2:
                 los = self._per_layer(layers, thresholds[0], "thresholds[0]")
@@ -694,9 +714,9 @@ class Attachment:
             his = vals if side == "ceiling" else [math.inf] * len(layers)
         out = []
         for layer, lo, hi in zip(layers, los, his):
-            lo_v, hi_v = self._row_values(lo, "thresholds"), self._row_values(hi, "thresholds")
-            check_bounds(lo_v, hi_v, f"thresholds at layer {layer}")
-            out.append((lo_v, hi_v))
+            where = f"thresholds at layer {layer}"
+            lo, hi = check_bounds(lo, hi, where)
+            out.append((self._row_values(lo, where), self._row_values(hi, where)))
         return out
 
     # -- building
@@ -733,14 +753,22 @@ class Attachment:
         in list order. A reference experiment (``ReferenceCappingConfig.experiment``)
         is a ceiling at ``cap`` on each normalised stored vector — with the
         released ``v = -axis`` vectors, a floor at ``-cap`` on the +axis."""
+        if not isinstance(config, CapConfig):
+            raise TypeError(
+                f"config = {show(config)} (expected a CapConfig: formats.load_caps(path), or "
+                "load_capping_config(path).experiment(id))"
+            )
         if not config.entries:
             raise ValueError("config: no capping entries (was every intervention without a 'cap'?)")
         entries = []
         for j, e in enumerate(config.entries):
-            (layer,) = self._layer_list([e.layer], f"config entry {j}")
+            if not isinstance(e, CapEntry):
+                raise TypeError(f"config entry {j} = {show(e)} (expected a CapEntry)")
+            layer = as_layer(e.layer, f"config entry {j}: layer", self.n_layers)
             u = self._direction(e.direction, layer, True, f"config entry {j}")
-            lo, hi = float(e.lo), float(e.hi)
-            check_bounds(lo, hi, f"config entry {j} (layer {layer})")
+            lo, hi = check_bounds(e.lo, e.hi, f"config entry {j} (layer {layer})")
+            if not isinstance(lo, float) or not isinstance(hi, float):
+                raise TypeError(f"config entry {j} (layer {layer}): lo and hi must be numbers (got per-row values)")
             on_axis = self.axis is not None and bool(torch.equal(u, self._unit_axis(layer)))
             entries.append(_Entry(layer, CLAMP, u, lo, hi, True, on_axis))
         side = config.metadata.get("side", "band")
@@ -764,8 +792,7 @@ class Attachment:
         :func:`axis_steer.pipeline.extract.residual_norms`), so ``coef`` is a fraction of a typical
         activation (the paper's convention). Negative ``coef`` steers away
         from the Assistant."""
-        if units not in _UNITS:
-            raise ValueError(f"units={units!r} (expected 'axis' or 'residual')")
+        as_choice(units, "units", _UNITS)
         layers = self._layer_list(layers, "steer")
         coefs = self._per_layer(layers, coef, "coef")
         norms = None
@@ -788,14 +815,11 @@ class Attachment:
                 s = 1.0
             else:
                 w = self._unit_axis(layer) if direction is None else self._direction(direction, layer, True, "steer")
-                s = float(norms[j])
-                if not math.isfinite(s) or s <= 0:
-                    raise ValueError(f"residual_norms at layer {layer} = {s} (expected a positive number)")
+                s = as_float(norms[j], f"residual_norms at layer {layer}", min=0.0, min_open=True)
             if not torch.isfinite(w).all():
                 raise ValueError(f"steer: the vector at layer {layer} holds NaN or inf")
             scale[layer] = s
-            value = self._row_values(c, "coef")
-            _check_finite(value, "coef", layer)
+            value = self._finite_rows(c, f"coef at layer {layer}")
             entries.append(_Entry(layer, STEER, w, value * s, 0.0, True, False))
         return self._add(Steer(self, entries, units, scale))
 
@@ -809,8 +833,7 @@ class Attachment:
         for layer, t in zip(layers, targets):
             on_axis = direction is None
             u = self._unit_axis(layer) if on_axis else self._direction(direction, layer, True, "ablate")
-            value = self._row_values(t, "target")
-            _check_finite(value, "target", layer)
+            value = self._finite_rows(t, f"target at layer {layer}")
             entries.append(_Entry(layer, SET, u, value, 0.0, True, on_axis))
         return self._add(Ablation(self, entries))
 
@@ -823,8 +846,7 @@ class Attachment:
         if layers is None:
             layers = [self.n_layers // 2]
         layers = self._layer_list(layers, "monitor")
-        if capacity < 1:
-            raise ValueError(f"capacity={capacity} (expected a positive number of tokens)")
+        capacity = as_positive_int(capacity, "monitor: capacity")
         mon = Monitor(self, layers, capacity)
         self._monitors.append(mon)
         self._rebuild()
@@ -984,11 +1006,6 @@ class Attachment:
 
     def __exit__(self, *exc: Any) -> None:
         self.detach()
-
-
-def _check_finite(v: Any, what: str, layer: int) -> None:
-    if not torch.isfinite(torch.as_tensor(v, dtype=torch.float64)).all():
-        raise ValueError(f"{what} at layer {layer}: {v!r} (expected finite values)")
 
 
 def _compiled_marker(model: nn.Module, base: nn.Module) -> str:

@@ -13,6 +13,11 @@ against ``h.shape[:-1]``. Rules shared with the kernels (``csrc/axis_steer.h``):
   bound never fires, ±inf means "no bound".
 * A row whose projection is not finite is never written, nor is a row whose
   target is not finite (a NaN or infinite target, ``lo = +inf``, ``hi = -inf``).
+  The kernels' projection is float32, so a projection beyond the float32
+  range counts as not finite here too.
+* Updates never overflow on the way: the float64 arithmetic here gives the
+  result the kernels compute without intermediate overflow; a result beyond
+  the storage's range is an infinity once stored.
 * A non-finite ``target`` or ``alpha``, or ``alpha == 0``, leaves the row as is.
 * Masked rows (mask false) are untouched; their projections are NaN.
 """
@@ -109,6 +114,7 @@ def apply(h: Any, steps: Sequence[tuple], mask: Any = None) -> Result:
     x = xp.f64(h)
     rows = tuple(x.shape[:-1])
     nan = float("nan")
+    f32_max = float(np.finfo(np.float32).max)  # the kernels project in float32
     active = xp.as_bool(True) if mask is None else xp.broadcast(xp.as_bool(mask), rows)
     active = xp.broadcast(active, rows)
     fired = xp.zeros_bool(rows)
@@ -138,7 +144,8 @@ def apply(h: Any, steps: Sequence[tuple], mask: Any = None) -> Result:
                 t = xp.where(xp.isfinite(target), target, p)
             else:
                 raise ValueError(f"op {op!r} is not one of {sorted(OP_NAMES)}")
-            wrote = active & xp.isfinite(p) & xp.isfinite(t) & (t != p)
+            p_ok = xp.isfinite(p) & (p <= f32_max) & (p >= -f32_max)
+            wrote = active & p_ok & xp.isfinite(t) & (t != p)
             safe_t = xp.where(wrote, t, 0.0)
             delta = xp.where(wrote, safe_t - xp.where(xp.isfinite(p), p, 0.0), 0.0)
             new_x = x + delta[..., None] * u

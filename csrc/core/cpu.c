@@ -1,7 +1,7 @@
 /*
  * cpu.c - the CPU kernels: one pass over each row runs a short program of
  * project / clamp / set / steer steps (axs_apply_), and the public
- * single-operation entry points are one-step programs.
+ * single-operation entry points run the one-step programs of programs.c.
  *
  * The row loops are plain C written for the compiler to vectorise: a dot
  * product keeps AXS_LANES independent float32 partial sums combined in one
@@ -16,6 +16,7 @@
  * Deliberately not here: argument checks (validate.c), any allocation, any
  * knowledge of the caller's framework.
  */
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 
@@ -45,9 +46,20 @@ int axs_default_threads(void) {
 /* ---- row primitives -------------------------------------------------------
  * dot_*:        returns <row, u>
  * axpy_dot_*:   row <- round(row + c * w); returns <new row, v> when v is not
- *               NULL (0 otherwise), reading the values just stored. Only
- *               called on finite rows with finite c and w (the NaN policy),
- *               so the stores need no NaN handling. */
+ *               NULL (0 otherwise), reading the values just stored. ch is
+ *               c / 2, computed by the caller where c itself may overflow
+ *               (t / 2 - p / 2): an element whose c * w[j] is not finite is
+ *               computed as (x + ch w[j]) + ch w[j] (axis_steer.h,
+ *               "Overflow"); the others as x + c w[j], bit for bit. Clamp
+ *               and set call them on finite rows only; a steered row may
+ *               hold a NaN, which stays a NaN. */
+
+/* x + c w, without an intermediate overflow where the result fits. */
+static inline float axpy1(float x, float c, float ch, float w) {
+  float prod = c * w;
+  float split = (x + ch * w) + ch * w;
+  return fabsf(prod) <= FLT_MAX ? x + prod : split;
+}
 
 static inline float sum_lanes(const float *acc, float tail) {
   float s8[8], s4[4];
@@ -99,75 +111,75 @@ AXS_CLONES static float dot_bf16(const void *row, const float *u, int64_t d) {
 
 /* The update loops keep the same lane structure as the dot products, so the
  * dot of the stored row (when v is given) is the one dot_* would compute. */
-AXS_CLONES static float axpy_dot_f32(void *row, const float *w, float c, const float *v,
+AXS_CLONES static float axpy_dot_f32(void *row, const float *w, float c, float ch, const float *v,
                                      int64_t d) {
   float *x = (float *)row;
   if (v == NULL) {
     for (int64_t j = 0; j < d; j++)
-      x[j] = x[j] + c * w[j];
+      x[j] = axpy1(x[j], c, ch, w[j]);
     return 0.0f;
   }
   float acc[AXS_LANES] = {0};
   int64_t j = 0;
   for (; j + AXS_LANES <= d; j += AXS_LANES)
     for (int k = 0; k < AXS_LANES; k++) {
-      float y = x[j + k] + c * w[j + k];
+      float y = axpy1(x[j + k], c, ch, w[j + k]);
       x[j + k] = y;
       acc[k] += y * v[j + k];
     }
   float tail = 0.0f;
   for (; j < d; j++) {
-    float y = x[j] + c * w[j];
+    float y = axpy1(x[j], c, ch, w[j]);
     x[j] = y;
     tail += y * v[j];
   }
   return sum_lanes(acc, tail);
 }
 
-AXS_CLONES static float axpy_dot_f16(void *row, const float *w, float c, const float *v,
+AXS_CLONES static float axpy_dot_f16(void *row, const float *w, float c, float ch, const float *v,
                                      int64_t d) {
   uint16_t *x = (uint16_t *)row;
   if (v == NULL) {
     for (int64_t j = 0; j < d; j++)
-      x[j] = axs_f32_to_f16(axs_f16_to_f32(x[j]) + c * w[j]);
+      x[j] = axs_f32_to_f16(axpy1(axs_f16_to_f32(x[j]), c, ch, w[j]));
     return 0.0f;
   }
   float acc[AXS_LANES] = {0};
   int64_t j = 0;
   for (; j + AXS_LANES <= d; j += AXS_LANES)
     for (int k = 0; k < AXS_LANES; k++) {
-      uint16_t y = axs_f32_to_f16(axs_f16_to_f32(x[j + k]) + c * w[j + k]);
+      uint16_t y = axs_f32_to_f16(axpy1(axs_f16_to_f32(x[j + k]), c, ch, w[j + k]));
       x[j + k] = y;
       acc[k] += axs_f16_to_f32(y) * v[j + k];
     }
   float tail = 0.0f;
   for (; j < d; j++) {
-    uint16_t y = axs_f32_to_f16(axs_f16_to_f32(x[j]) + c * w[j]);
+    uint16_t y = axs_f32_to_f16(axpy1(axs_f16_to_f32(x[j]), c, ch, w[j]));
     x[j] = y;
     tail += axs_f16_to_f32(y) * v[j];
   }
   return sum_lanes(acc, tail);
 }
 
-AXS_CLONES static float axpy_dot_bf16(void *row, const float *w, float c, const float *v,
+AXS_CLONES static float axpy_dot_bf16(void *row, const float *w, float c, float ch, const float *v,
                                       int64_t d) {
   uint16_t *x = (uint16_t *)row;
   if (v == NULL) {
     for (int64_t j = 0; j < d; j++)
-      x[j] = axs_f32_to_bf16_not_nan(axs_bf16_to_f32(x[j]) + c * w[j]);
+      x[j] = axs_f32_to_bf16_not_nan(axpy1(axs_bf16_to_f32(x[j]), c, ch, w[j]));
     return 0.0f;
   }
   float acc[AXS_LANES] = {0};
   int64_t j = 0;
   for (; j + AXS_LANES <= d; j += AXS_LANES)
     for (int k = 0; k < AXS_LANES; k++) {
-      uint16_t y = axs_f32_to_bf16_not_nan(axs_bf16_to_f32(x[j + k]) + c * w[j + k]);
+      uint16_t y = axs_f32_to_bf16_not_nan(axpy1(axs_bf16_to_f32(x[j + k]), c, ch, w[j + k]));
       x[j + k] = y;
       acc[k] += axs_bf16_to_f32(y) * v[j + k];
     }
   float tail = 0.0f;
   for (; j < d; j++) {
-    uint16_t y = axs_f32_to_bf16_not_nan(axs_bf16_to_f32(x[j]) + c * w[j]);
+    uint16_t y = axs_f32_to_bf16_not_nan(axpy1(axs_bf16_to_f32(x[j]), c, ch, w[j]));
     x[j] = y;
     tail += axs_bf16_to_f32(y) * v[j];
   }
@@ -180,7 +192,7 @@ float axs_sumsq_f32(const float *v, int64_t d) {
 }
 
 typedef float (*axs_dot_fn)(const void *, const float *, int64_t);
-typedef float (*axs_axpy_dot_fn)(void *, const float *, float, const float *, int64_t);
+typedef float (*axs_axpy_dot_fn)(void *, const float *, float, float, const float *, int64_t);
 
 /* ---- the program over one row -------------------------------------------- */
 
@@ -214,8 +226,10 @@ static inline void bout_set(axs_bout v, int64_t o, int64_t i, uint8_t x) {
 static inline int64_t record_column(const axs_record *rec, int64_t i) {
   if (rec->offset == NULL)
     return i;
-  int64_t col = *rec->offset + i;
-  return (col >= 0 && col < rec->capacity) ? col : -1;
+  /* col = offset + i in [0, capacity), tested without forming offset + i
+   * (any int64 offset is valid; 0 <= i and 0 <= capacity) */
+  int64_t off = *rec->offset;
+  return (off >= -i && off < rec->capacity - i) ? off + i : -1;
 }
 
 static void skip_row(const axs_program *pg, int64_t o, int64_t i) {
@@ -279,7 +293,7 @@ static void run_row(const axs_program *pg, int64_t o, int64_t i) {
       if (s->p_before.data != NULL)
         fout_set(s->p_before, o, i, pg->dot(row, s->dir, d));
       if (alpha != 0.0f && isfinite(alpha)) {
-        pg->axpy_dot(row, s->dir, alpha, NULL, d);
+        pg->axpy_dot(row, s->dir, alpha, 0.5f * alpha, NULL, d);
         wrote = 1;
         p0_ok = 0;
       }
@@ -298,7 +312,7 @@ static void run_row(const axs_program *pg, int64_t o, int64_t i) {
         /* the projection of the stored row is computed in the same pass, and
          * only when someone reads it */
         int need_pa = s->p_after.data != NULL || (s->dir == dir0 && pg->rec.p_out.data != NULL);
-        pa = pg->axpy_dot(row, s->dir, t - p, need_pa ? s->dir : NULL, d);
+        pa = pg->axpy_dot(row, s->dir, t - p, 0.5f * t - 0.5f * p, need_pa ? s->dir : NULL, d);
         wrote = 1;
         if (s->op == AXS_CLAMP)
           fired = 1;
@@ -322,8 +336,8 @@ static void run_row(const axs_program *pg, int64_t o, int64_t i) {
 
 /* ---- entry points ---------------------------------------------------------- */
 
-axs_status axs_apply_named(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
-                           axs_record rec, int n_threads, const axs_names *names) {
+axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
+                      const axs_names *names, int n_threads) {
   axs_clear_error();
   axs_status st = axs_check_call(h, steps, n_steps, mask, rec, names);
   if (st != AXS_OK)
@@ -371,55 +385,26 @@ axs_status axs_apply_named(axs_rows h, const axs_step *steps, int n_steps, axs_b
   return AXS_OK;
 }
 
-axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
-                      int n_threads) {
-  return axs_apply_named(h, steps, n_steps, mask, rec, n_threads, NULL);
-}
+/* The single operations: the one-step programs of programs.c. */
 
-static const axs_fout no_fout = {NULL, 0, 0};
-static const axs_bout no_bout = {NULL, 0, 0};
-static const axs_fin no_fin = {NULL, 0, 0};
-static const axs_record no_record = {{NULL, 0, 0}, {NULL, 0, 0}, {NULL, 0, 0}, NULL, 0};
-
-static axs_step one_step(axs_op op, const float *dir, axs_fin a, axs_fin b) {
-  axs_step s;
-  s.op = op;
-  s.dir = dir;
-  s.a = a;
-  s.b = b;
-  s.p_before = no_fout;
-  s.p_after = no_fout;
-  s.changed = no_bout;
-  return s;
-}
-
-axs_status axs_project(axs_rows h, const float *u, axs_bin mask, axs_fout p, int n_threads) {
-  static const axs_names names = {"u", "-", "-", "p", "p", "-"};
-  axs_step s = one_step(AXS_PROJECT, u, no_fin, no_fin);
-  s.p_before = p;
-  return axs_apply_named(h, &s, 1, mask, no_record, n_threads, &names);
+axs_status axs_project(axs_rows h, const float *u, axs_bin mask, axs_fout out, int n_threads) {
+  axs_one_step s = axs_project_program(u, out);
+  return axs_apply_(h, &s.step, 1, mask, axs_no_record, &s.names, n_threads);
 }
 
 axs_status axs_clamp_(axs_rows h, const float *u, axs_fin lo, axs_fin hi, axs_bin mask,
                       axs_fout p_before, axs_fout p_after, axs_bout changed, int n_threads) {
-  static const axs_names names = {"u", "lo", "hi", "p_before", "p_after", "changed"};
-  axs_step s = one_step(AXS_CLAMP, u, lo, hi);
-  s.p_before = p_before;
-  s.p_after = p_after;
-  s.changed = changed;
-  return axs_apply_named(h, &s, 1, mask, no_record, n_threads, &names);
+  axs_one_step s = axs_clamp_program(u, lo, hi, p_before, p_after, changed);
+  return axs_apply_(h, &s.step, 1, mask, axs_no_record, &s.names, n_threads);
 }
 
-axs_status axs_set_projection_(axs_rows h, const float *u, axs_fin t, axs_bin mask,
+axs_status axs_set_projection_(axs_rows h, const float *u, axs_fin target, axs_bin mask,
                                axs_fout p_before, int n_threads) {
-  static const axs_names names = {"u", "target", "-", "p_before", "-", "-"};
-  axs_step s = one_step(AXS_SET, u, t, no_fin);
-  s.p_before = p_before;
-  return axs_apply_named(h, &s, 1, mask, no_record, n_threads, &names);
+  axs_one_step s = axs_set_projection_program(u, target, p_before);
+  return axs_apply_(h, &s.step, 1, mask, axs_no_record, &s.names, n_threads);
 }
 
 axs_status axs_steer_(axs_rows h, const float *w, axs_fin alpha, axs_bin mask, int n_threads) {
-  static const axs_names names = {"w", "alpha", "-", "-", "-", "-"};
-  axs_step s = one_step(AXS_STEER, w, alpha, no_fin);
-  return axs_apply_named(h, &s, 1, mask, no_record, n_threads, &names);
+  axs_one_step s = axs_steer_program(w, alpha);
+  return axs_apply_(h, &s.step, 1, mask, axs_no_record, &s.names, n_threads);
 }

@@ -1,8 +1,10 @@
 /*
- * cuda.cu - the CUDA kernels behind axs_project_cuda and axs_apply_cuda_: the
+ * cuda.cu - the CUDA kernels behind the five CUDA entry points (axs_apply_cuda_
+ * and the single operations, its one-step programs from programs.c): the
  * row program of cpu.c (project / clamp / set / steer steps, each seeing the
- * result of the previous one, with the same outputs, skip and NaN rules, and
- * the record's write offset read on the device) run on device pointers.
+ * result of the previous one, with the same outputs, skip, NaN and overflow
+ * rules, and the record's write offset read on the device) run on device
+ * pointers.
  *
  * One group of threads runs the program on one row: a warp for short rows
  * (several rows per block), a whole block otherwise, striding over the rows
@@ -179,17 +181,26 @@ __device__ __forceinline__ float dot_chunk(const uint4 &q, const float *u, int n
   return acc;
 }
 
-// q[e] <- round(q[e] + c w[e]) for e < n; returns acc + <new q, w> (in the
-// order of dot_chunk) when want_dot, acc otherwise
+// x + c w without an intermediate overflow where the result fits: where
+// c w is not finite, (x + ch w) + ch w with ch = c / 2 computed by the caller
+// (axis_steer.h, "Overflow"); elsewhere x + c w, the same bits as cpu.c
+__device__ __forceinline__ float axpy1(float x, float c, float ch, float w) {
+  const float prod = __fmul_rn(c, w);
+  const float half = __fmul_rn(ch, w);
+  return isfinite(prod) ? __fadd_rn(x, prod) : __fadd_rn(__fadd_rn(x, half), half);
+}
+
+// q[e] <- round(q[e] + c w[e]) for e < n (ch = c / 2, see axpy1); returns
+// acc + <new q, w> (in the order of dot_chunk) when want_dot, acc otherwise
 template <class S, bool VEC>
-__device__ __forceinline__ float axpy_chunk(uint4 &q, const float *w, float c, int n, bool want_dot,
-                                            float acc) {
+__device__ __forceinline__ float axpy_chunk(uint4 &q, const float *w, float c, float ch, int n,
+                                            bool want_dot, float acc) {
   float x[S::V];
   load_dir<S, VEC>(w, n, x);
 #pragma unroll
   for (int e = 0; e < S::V; e++) {
     if (e < n) {
-      const typename S::bits b = S::from_float(__fadd_rn(get<S>(q, e), __fmul_rn(c, x[e])));
+      const typename S::bits b = S::from_float(axpy1(get<S>(q, e), c, ch, x[e]));
       put_bits<S>(q, e, b);
       if (want_dot)
         acc = __fadd_rn(acc, __fmul_rn(S::to_float(b), x[e]));
@@ -202,7 +213,8 @@ __device__ __forceinline__ float axpy_chunk(uint4 &q, const float *w, float c, i
  * Row<S, NC, VEC> holds the thread's NC chunks (t, t + T, ...) in registers:
  * load() reads them, store() writes them back. Row<S, 0, VEC> keeps nothing
  * and goes to global memory in every call (rows too long for registers).
- * dot() and axpy() return this thread's partial sum; the group adds them. */
+ * dot() and axpy() return this thread's partial sum; the group adds them;
+ * axpy(w, c, c / 2, ...) adds c w (see axpy1). */
 
 template <class S, int NC, bool VEC> struct Row {
   typedef typename S::bits bits;
@@ -247,13 +259,13 @@ template <class S, int NC, bool VEC> struct Row {
     return acc;
   }
 
-  __device__ __forceinline__ float axpy(const float *w, float coef, bool want_dot) {
+  __device__ __forceinline__ float axpy(const float *w, float coef, float half, bool want_dot) {
     float acc = 0.0f;
 #pragma unroll
     for (int s = 0; s < NC; s++) {
       const int c = s * T + t;
       if ((int64_t)c * S::V < d)
-        acc = axpy_chunk<S, VEC>(q[s], w + (int64_t)c * S::V, coef, count(c), want_dot, acc);
+        acc = axpy_chunk<S, VEC>(q[s], w + (int64_t)c * S::V, coef, half, count(c), want_dot, acc);
     }
     return acc;
   }
@@ -285,12 +297,12 @@ template <class S, bool VEC> struct Row<S, 0, VEC> {
     return acc;
   }
 
-  __device__ float axpy(const float *w, float coef, bool want_dot) {
+  __device__ float axpy(const float *w, float coef, float half, bool want_dot) {
     float acc = 0.0f;
     for (int64_t c = t; c * S::V < d; c += T) {
       const int n = count(c);
       uint4 q = load_chunk<S, VEC>(p + c * S::V, n);
-      acc = axpy_chunk<S, VEC>(q, w + c * S::V, coef, n, want_dot, acc);
+      acc = axpy_chunk<S, VEC>(q, w + c * S::V, coef, half, n, want_dot, acc);
       store_chunk<S, VEC>(p + c * S::V, q, n);
     }
     return acc;
@@ -367,8 +379,10 @@ __device__ __forceinline__ void bout_set(const axs_bout &v, int64_t o, int64_t i
 __device__ __forceinline__ int64_t record_column(const axs_record &rec, int64_t i) {
   if (rec.offset == nullptr)
     return i;
-  const int64_t col = *rec.offset + i;
-  return (col >= 0 && col < rec.capacity) ? col : -1;
+  // col = offset + i in [0, capacity), tested without forming offset + i
+  // (any int64 offset is valid; 0 <= i and 0 <= capacity)
+  const int64_t off = *rec.offset;
+  return (off >= -i && off < rec.capacity - i) ? off + i : -1;
 }
 
 __device__ void skip_row(const Program &pg, int64_t o, int64_t i) {
@@ -465,7 +479,7 @@ __device__ __forceinline__ void run_row(const Program &pg, Group &g, int64_t r) 
           fout_set(s.p_before, o, i, pb);
       }
       if (alpha != 0.0f && isfinite(alpha)) {
-        const float part = row.axpy(s.dir, alpha, want_pa);
+        const float part = row.axpy(s.dir, alpha, __fmul_rn(0.5f, alpha), want_pa);
         if (want_pa) {
           const float pa = g.sum(part);
           if (lead)
@@ -491,7 +505,8 @@ __device__ __forceinline__ void run_row(const Program &pg, Group &g, int64_t r) 
         // the projection of the stored row, only when someone reads it
         const bool need_pa =
             s.p_after.data != nullptr || (s.dir == dir0 && pg.rec.p_out.data != nullptr);
-        const float part = row.axpy(s.dir, __fsub_rn(t, pk), need_pa);
+        const float part = row.axpy(s.dir, __fsub_rn(t, pk),
+                                    __fsub_rn(__fmul_rn(0.5f, t), __fmul_rn(0.5f, pk)), need_pa);
         if (need_pa)
           pa = g.sum(part);
         wrote = true;
@@ -636,10 +651,9 @@ template <class S> static void launch_dtype(const Program &pg, const Launch &l, 
     launch_as<S, false>(pg, l, st);
 }
 
-// The CUDA engine behind both entry points; names as in axs_check_call.
-static axs_status apply_named(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
-                              axs_record rec, void *stream, const axs_names *names,
-                              const char *entry) {
+// The CUDA engine behind every entry point; names as in axs_check_call.
+static axs_status apply(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
+                        axs_record rec, const axs_names *names, void *stream) {
   axs_clear_error();
   axs_status status = axs_check_call(h, steps, n_steps, mask, rec, names);
   if (status != AXS_OK)
@@ -673,29 +687,42 @@ static axs_status apply_named(axs_rows h, const axs_step *steps, int n_steps, ax
   }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess)
-    return axs_fail(AXS_EDEVICE, "%s: the kernel launch failed: %s", entry,
-                    cudaGetErrorString(err));
+    return axs_fail(AXS_EDEVICE, "the CUDA kernel launch failed: %s", cudaGetErrorString(err));
   return AXS_OK;
 }
 
 } // namespace
 
-/* ---- entry points -------------------------------------------------------- */
-
-extern "C" axs_status axs_project_cuda(axs_rows h, const float *u, axs_bin mask, axs_fout p,
-                                       void *stream) {
-  static const axs_names names = {"u", "-", "-", "p", "p", "-"};
-  axs_step s;
-  memset(&s, 0, sizeof s);
-  s.op = AXS_PROJECT;
-  s.dir = u;
-  s.p_before = p;
-  axs_record rec;
-  memset(&rec, 0, sizeof rec);
-  return apply_named(h, &s, 1, mask, rec, stream, &names, "axs_project_cuda");
-}
+/* ---- entry points ----------------------------------------------------------
+ * The same five as the CPU half; the single operations are the one-step
+ * programs of programs.c. */
 
 extern "C" axs_status axs_apply_cuda_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
-                                      axs_record rec, void *stream) {
-  return apply_named(h, steps, n_steps, mask, rec, stream, nullptr, "axs_apply_cuda_");
+                                      axs_record rec, const axs_names *names, void *stream) {
+  return apply(h, steps, n_steps, mask, rec, names, stream);
+}
+
+extern "C" axs_status axs_project_cuda(axs_rows h, const float *u, axs_bin mask, axs_fout out,
+                                       void *stream) {
+  const axs_one_step s = axs_project_program(u, out);
+  return apply(h, &s.step, 1, mask, axs_no_record, &s.names, stream);
+}
+
+extern "C" axs_status axs_clamp_cuda_(axs_rows h, const float *u, axs_fin lo, axs_fin hi,
+                                      axs_bin mask, axs_fout p_before, axs_fout p_after,
+                                      axs_bout changed, void *stream) {
+  const axs_one_step s = axs_clamp_program(u, lo, hi, p_before, p_after, changed);
+  return apply(h, &s.step, 1, mask, axs_no_record, &s.names, stream);
+}
+
+extern "C" axs_status axs_set_projection_cuda_(axs_rows h, const float *u, axs_fin target,
+                                               axs_bin mask, axs_fout p_before, void *stream) {
+  const axs_one_step s = axs_set_projection_program(u, target, p_before);
+  return apply(h, &s.step, 1, mask, axs_no_record, &s.names, stream);
+}
+
+extern "C" axs_status axs_steer_cuda_(axs_rows h, const float *w, axs_fin alpha, axs_bin mask,
+                                      void *stream) {
+  const axs_one_step s = axs_steer_program(w, alpha);
+  return apply(h, &s.step, 1, mask, axs_no_record, &s.names, stream);
 }

@@ -1,23 +1,18 @@
 /*
  * internal.h - what the CPU and CUDA halves of the core share: the error
- * buffer, the host-side validation of a call, and the names used in messages.
- * Not installed, not part of the public contract.
+ * buffer, the host-side validation of a call, and the single operations as
+ * one-step programs. Not installed, not part of the public contract.
  */
 #ifndef AXIS_STEER_INTERNAL_H
 #define AXIS_STEER_INTERNAL_H
+
+#include <stddef.h>
 
 #include "../axis_steer.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* How the arguments of the public entry point are called, so that a message
- * names what the caller passed ("u", "lo") rather than "steps[0].dir". A NULL
- * table means axs_apply_'s own names (dirs[k], a[k], b[k]). */
-typedef struct {
-  const char *dir, *a, *b, *p_before, *p_after, *changed;
-} axs_names;
 
 /* Records a message for axs_last_error() and returns status. */
 axs_status axs_fail(axs_status status, const char *fmt, ...)
@@ -33,12 +28,13 @@ size_t axs_dtype_size(axs_dtype dtype);
 const char *axs_dtype_name(axs_dtype dtype);
 
 /* Everything about a call that can be checked without reading device data:
- * sizes, strides, enums, missing pointers, overlaps. */
+ * sizes and byte extents (overflow-checked), strides, enums, missing
+ * pointers, overlaps. names may be NULL (axs_names). */
 axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
                           axs_record rec, const axs_names *names);
 
-/* The checks that read the values (direction norms, per-row lo <= hi);
- * host memory only. */
+/* The checks that read the values (direction norms, per-row lo <= hi, mask
+ * bytes 0 / 1); host memory only, after axs_check_call. */
 axs_status axs_check_values(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
                             const axs_names *names);
 
@@ -46,9 +42,22 @@ axs_status axs_check_values(axs_rows h, const axs_step *steps, int n_steps, axs_
  * (cpu.c). */
 float axs_sumsq_f32(const float *v, int64_t d);
 
-/* The CPU engine behind every public CPU entry point. */
-axs_status axs_apply_named(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
-                           axs_record rec, int n_threads, const axs_names *names);
+/* ---- the single operations as one-step programs (programs.c) -------------
+ * Both halves run axs_project, axs_clamp_, ... as axs_apply_ (or
+ * axs_apply_cuda_) of the step built here, with these names in messages. */
+
+typedef struct {
+  axs_step step;
+  axs_names names;
+} axs_one_step;
+
+extern const axs_record axs_no_record;
+
+axs_one_step axs_project_program(const float *u, axs_fout out);
+axs_one_step axs_clamp_program(const float *u, axs_fin lo, axs_fin hi, axs_fout p_before,
+                               axs_fout p_after, axs_bout changed);
+axs_one_step axs_set_projection_program(const float *u, axs_fin target, axs_fout p_before);
+axs_one_step axs_steer_program(const float *w, axs_fin alpha);
 
 #ifdef __cplusplus
 }

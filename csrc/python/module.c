@@ -7,7 +7,10 @@
  * broadcast with zero strides, outputs as strided views -, checks every
  * argument while it still holds the GIL, runs the kernel without the GIL,
  * and turns a core status into TypeError / ValueError / AxisSteerError with
- * the core's message, its argument names changed to the Python ones.
+ * the core's message (the core is told the Python names of the arguments, so
+ * its messages need no rewriting). One helper, run_call(), carries what every
+ * function shares: the output checks, the kernel without the GIL, the
+ * exception and the release of what the call made.
  *
  * What it deliberately does not do: any arithmetic on h (all of it is in
  * csrc/core), any torch, any copy of h (the in-place ops write into the
@@ -25,6 +28,7 @@
 
 #include <numpy/arrayobject.h>
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,63 +52,17 @@ static void shape_text(char *buf, size_t n, int nd, const npy_intp *dims) {
     snprintf(buf + at, n - at, nd == 1 ? ",)" : ")");
 }
 
-static int is_word_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
-}
-
-/* Copies the core's message into out, replacing whole-word occurrences of
- * renames[2i] by renames[2i + 1] (a NULL-terminated list), and, when
- * apply_params is set, "a[k]" / "b[k]" by "params[k, 0]" / "params[k, 1]". */
-static void rename_message(const char *in, const char *const *renames, int apply_params, char *out,
-                           size_t n) {
-  size_t o = 0;
-  for (size_t i = 0; in[i] != '\0' && o + 1 < n;) {
-    int at_word = i == 0 || !is_word_char(in[i - 1]);
-    if (at_word && apply_params && (in[i] == 'a' || in[i] == 'b') && in[i + 1] == '[') {
-      size_t j = i + 2;
-      while (in[j] >= '0' && in[j] <= '9')
-        j++;
-      if (j > i + 2 && in[j] == ']') {
-        int w = snprintf(out + o, n - o, "params[%.*s, %c]", (int)(j - i - 2), in + i + 2,
-                         in[i] == 'a' ? '0' : '1');
-        o = w < 0 ? o : (o + (size_t)w < n ? o + (size_t)w : n - 1);
-        i = j + 1;
-        continue;
-      }
-    }
-    if (at_word && renames != NULL) {
-      int done = 0;
-      for (int r = 0; renames[r] != NULL; r += 2) {
-        size_t len = strlen(renames[r]);
-        if (strncmp(in + i, renames[r], len) == 0 && !is_word_char(in[i + len])) {
-          int w = snprintf(out + o, n - o, "%s", renames[r + 1]);
-          o = w < 0 ? o : (o + (size_t)w < n ? o + (size_t)w : n - 1);
-          i += len;
-          done = 1;
-          break;
-        }
-      }
-      if (done)
-        continue;
-    }
-    out[o++] = in[i++];
-  }
-  out[o < n ? o : n - 1] = '\0';
-}
-
-/* Raises the exception for a failed core call, with its message renamed. */
-static PyObject *raise_core(axs_status st, const char *const *renames, int apply_params) {
-  char msg[1024];
+/* Raises the exception for a failed core call. The core's message already
+ * names the arguments as Python calls them (the names passed to it). */
+static PyObject *raise_core(axs_status st) {
   const char *m = axs_last_error();
-  if (m == NULL || m[0] == '\0')
-    snprintf(msg, sizeof msg, "the axis_steer core failed with status %d and gave no message",
-             (int)st);
-  else
-    rename_message(m, renames, apply_params, msg, sizeof msg);
   PyObject *type = st == AXS_EINVAL  ? PyExc_ValueError
                    : st == AXS_ETYPE ? PyExc_TypeError
                                      : axs_error_type;
-  PyErr_SetString(type, msg);
+  if (m == NULL || m[0] == '\0')
+    PyErr_Format(type, "the axis_steer core failed with status %d and gave no message", (int)st);
+  else
+    PyErr_SetString(type, m);
   return NULL;
 }
 
@@ -345,6 +303,38 @@ static int parse_h(PyObject *obj, PyObject *dtype_obj, const char *fname, h_arg 
   return 0;
 }
 
+/* ---- one call ---------------------------------------------------------------
+ * Every function fills a `call` from its arguments (the parse_* helpers,
+ * which hold the GIL and raise on a bad argument) and hands it to
+ * run_call(). */
+
+/* An output argument, once checked (see parse_out). */
+typedef struct {
+  void *data;
+  int64_t so, si;
+  PyArrayObject *arr; /* borrowed */
+  const char *name;
+} out_arg;
+
+typedef struct call call;
+
+/* Runs the core on a parsed call; no GIL held, no Python objects touched. */
+typedef axs_status (*kernel_fn)(const call *c);
+
+struct call {
+  call_ctx kept;                 /* arrays made for the call, and scalar values */
+  h_arg h;                       /* h, as rows */
+  int threads;                   /* OpenMP threads, <= 0 for the default */
+  const float *dir;              /* u or w of a single operation */
+  axs_fin a, b;                  /* its lo and hi, target or alpha */
+  axs_step steps[AXS_MAX_STEPS]; /* apply_'s program, */
+  int n_steps;                   /* its length */
+  axs_names names;               /* and the Python names of its arguments */
+  axs_bin mask;
+  out_arg outs[3]; /* the outputs, in the order of the function's arguments */
+  int n_outs;
+};
+
 /* ---- broadcasting against the rows of h ---------------------------------- */
 
 /* Strides of dims longer than 1 are non-negative multiples of esz. */
@@ -415,8 +405,49 @@ static int castable_to_f32(PyArrayObject *a) {
   return ok;
 }
 
+/* Values wider than float32 (float64, longdouble) that are finite but become
+ * infinite in float32 would silently change meaning (a floor of 1e39 would
+ * never fire): -1 with a ValueError naming the first one. a: the source, f:
+ * its float32 conversion (same shape). */
+static int check_f32_range(PyArrayObject *a, PyArrayObject *f, const char *name) {
+  if (PyArray_TYPE(a) != NPY_DOUBLE && PyArray_TYPE(a) != NPY_LONGDOUBLE)
+    return 0;
+  PyArrayObject *wide = (PyArrayObject *)PyArray_FROM_OTF(
+      (PyObject *)a, NPY_DOUBLE, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST);
+  PyArrayObject *narrow = (PyArrayObject *)PyArray_FROM_OTF(
+      (PyObject *)f, NPY_FLOAT32, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+  int status = wide != NULL && narrow != NULL ? 0 : -1;
+  const npy_intp n = status == 0 ? PyArray_SIZE(narrow) : 0;
+  for (npy_intp k = 0; k < n; k++) {
+    double v = ((const double *)PyArray_DATA(wide))[k];
+    if (isfinite(v) && !isfinite(((const float *)PyArray_DATA(narrow))[k])) {
+      npy_intp idx[NPY_MAXDIMS];
+      npy_intp rest = k;
+      for (int j = PyArray_NDIM(a) - 1; j >= 0; j--) {
+        idx[j] = rest % PyArray_DIM(a, j);
+        rest /= PyArray_DIM(a, j);
+      }
+      char where[96];
+      shape_text(where, sizeof where, PyArray_NDIM(a), idx);
+      char *value = PyOS_double_to_string(v, 'r', 0, 0, NULL); /* as repr() writes it */
+      PyErr_Format(PyExc_ValueError,
+                   "%s: the value %s at index %s is beyond the float32 range (expected "
+                   "|value| <= 3.4e38, or an infinity)",
+                   name, value != NULL ? value : "?", where);
+      PyMem_Free(value);
+      status = -1;
+      break;
+    }
+  }
+  Py_XDECREF(wide);
+  Py_XDECREF(narrow);
+  return status;
+}
+
 /* A float32 copy (or the array itself when already float32 and aligned) of
- * a numeric array-like, with strides the core accepts. New reference. */
+ * a numeric array-like, with strides the core accepts. Refuses bools,
+ * complex numbers and anything else that is not a real number, and finite
+ * values beyond the float32 range. New reference. */
 static PyArrayObject *as_f32(PyObject *obj, const char *name) {
   PyArrayObject *a = (PyArrayObject *)PyArray_FROM_O(obj);
   if (a == NULL)
@@ -431,6 +462,10 @@ static PyArrayObject *as_f32(PyObject *obj, const char *name) {
   }
   PyArrayObject *f = (PyArrayObject *)PyArray_FromArray(a, PyArray_DescrFromType(NPY_FLOAT32),
                                                         NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST);
+  if (f != NULL && check_f32_range(a, f, name) < 0) {
+    Py_DECREF(f);
+    f = NULL;
+  }
   Py_DECREF(a);
   if (f == NULL)
     return NULL;
@@ -440,58 +475,89 @@ static PyArrayObject *as_f32(PyObject *obj, const char *name) {
 /* ---- the other arguments ----------------------------------------------------
  */
 
-/* A per-row value (lo, hi, target, alpha): a Python number, or an array
- * broadcastable to h.shape[:-1]. None or absent is "not given" (data NULL);
- * required values reject it. */
-static int parse_fin(PyObject *obj, const char *name, int required, const h_arg *h, call_ctx *c,
-                     axs_fin *out) {
+/* What a per-row value is: a required value (target, alpha), or an optional
+ * bound on one side (None or absent is no bound). */
+typedef enum { FIN_VALUE, FIN_LO, FIN_HI } fin_kind;
+
+/* A number given as one value for every row: a Python int or float, or a
+ * NumPy integer or floating scalar. (A 0-d array is an array: its values are
+ * per-row values, with the kernels' rules for NaN and infinities.) */
+static int is_scalar_number(PyObject *obj) {
+  return PyFloat_Check(obj) || PyLong_Check(obj) || PyArray_IsScalar(obj, Integer) ||
+         PyArray_IsScalar(obj, Floating);
+}
+
+/* A scalar lo or hi must mean a bound: NaN, lo = +inf and hi = -inf would
+ * be bounds that never fire, so they are refused (as axis_steer.ops does for
+ * every scalar bound). Per-row bounds keep the kernels' rule. */
+static int check_scalar_bound(PyObject *obj, const char *name, fin_kind kind, double v) {
+  int wrong_side = kind == FIN_LO ? v == INFINITY : v == -INFINITY;
+  if (!isnan(v) && !wrong_side)
+    return 0;
+  PyErr_Format(PyExc_ValueError,
+               "%s = %R (expected a finite bound, or %s for no bound on that side; an array "
+               "bound may hold NaN for rows without one)",
+               name, obj, kind == FIN_LO ? "-inf" : "inf");
+  return -1;
+}
+
+/* A per-row value (lo, hi, target, alpha): a number, or an array
+ * broadcastable to h.shape[:-1]. For bounds, None or absent is "not given"
+ * (data NULL); values require one. Bools are refused whatever their type. */
+static int parse_fin(PyObject *obj, const char *name, fin_kind kind, call *c, axs_fin *out) {
   out->data = NULL;
   out->stride_outer = out->stride_inner = 0;
   if (obj == NULL || obj == Py_None) {
-    if (!required)
+    if (kind != FIN_VALUE)
       return 0;
     PyErr_Format(PyExc_TypeError,
                  "%s: expected a float or an array broadcastable to "
                  "h.shape[:-1] = %s (got None)",
-                 name, h->row_text);
+                 name, c->h.row_text);
     return -1;
   }
-  if (PyBool_Check(obj)) {
+  if (PyBool_Check(obj) || PyArray_IsScalar(obj, Bool)) {
     PyErr_Format(PyExc_TypeError, "%s = %R (expected a float, not a bool)", name, obj);
     return -1;
   }
-  if (PyFloat_Check(obj) || PyLong_Check(obj)) {
+  if (is_scalar_number(obj)) {
     double v = PyFloat_AsDouble(obj);
-    if (v == -1.0 && PyErr_Occurred())
-      return -1;
+    if (v == -1.0 && PyErr_Occurred()) {
+      if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+        return -1;
+      PyErr_Clear();
+      v = HUGE_VAL; /* an int beyond every float */
+    }
     float f = (float)v;
-    if (isfinite(v) && !isfinite(f)) {
+    int finite_in = isfinite(v) || (PyLong_Check(obj) || PyArray_IsScalar(obj, Integer));
+    if (finite_in && !isfinite(f)) {
       PyErr_Format(PyExc_ValueError,
                    "%s = %R is beyond the float32 range (expected |%s| <= "
                    "3.4e38, or an infinity)",
                    name, obj, name);
       return -1;
     }
-    c->scalar[c->n_scalar] = f;
-    out->data = &c->scalar[c->n_scalar++];
+    if (kind != FIN_VALUE && check_scalar_bound(obj, name, kind, v) < 0)
+      return -1;
+    c->kept.scalar[c->kept.n_scalar] = f;
+    out->data = &c->kept.scalar[c->kept.n_scalar++];
     return 0;
   }
   PyArrayObject *a = as_f32(obj, name);
   if (a == NULL)
     return -1;
-  if (broadcast_rows(h, name, PyArray_NDIM(a), PyArray_DIMS(a), PyArray_STRIDES(a), sizeof(float),
-                     &out->stride_outer, &out->stride_inner) < 0) {
+  if (broadcast_rows(&c->h, name, PyArray_NDIM(a), PyArray_DIMS(a), PyArray_STRIDES(a),
+                     sizeof(float), &out->stride_outer, &out->stride_inner) < 0) {
     Py_DECREF(a);
     return -1;
   }
-  keep(c, a, name);
+  keep(&c->kept, a, name);
   out->data = (const float *)PyArray_DATA(a);
   return 0;
 }
 
 /* u / w: (d,) float32 (float64 is converted). */
-static int parse_dir(PyObject *obj, const char *name, const h_arg *h, call_ctx *c,
-                     const float **out) {
+static int parse_dir(PyObject *obj, const char *name, call *c) {
   PyArrayObject *a = (PyArrayObject *)PyArray_FROM_O(obj);
   if (a == NULL)
     return -1;
@@ -507,11 +573,11 @@ static int parse_dir(PyObject *obj, const char *name, const h_arg *h, call_ctx *
     Py_DECREF(a);
     return -1;
   }
-  if (PyArray_NDIM(a) != 1 || PyArray_DIM(a, 0) != h->rows.d) {
+  if (PyArray_NDIM(a) != 1 || PyArray_DIM(a, 0) != c->h.rows.d) {
     PyErr_Format(PyExc_ValueError,
                  "%s: shape %s (expected (%lld,): a vector as long as the "
                  "last axis of h)",
-                 name, s, (long long)h->rows.d);
+                 name, s, (long long)c->h.rows.d);
     Py_DECREF(a);
     return -1;
   }
@@ -520,13 +586,14 @@ static int parse_dir(PyObject *obj, const char *name, const h_arg *h, call_ctx *
   Py_DECREF(a);
   if (f == NULL)
     return -1;
-  keep(c, f, name);
-  *out = (const float *)PyArray_DATA(f);
+  keep(&c->kept, f, name);
+  c->dir = (const float *)PyArray_DATA(f);
   return 0;
 }
 
 /* mask: bool or uint8 (0 = skip the row), broadcastable to h.shape[:-1]. */
-static int parse_mask(PyObject *obj, const h_arg *h, call_ctx *c, axs_bin *out) {
+static int parse_mask(PyObject *obj, call *c) {
+  axs_bin *out = &c->mask;
   out->data = NULL;
   out->stride_outer = out->stride_inner = 0;
   if (obj == NULL || obj == Py_None)
@@ -536,8 +603,9 @@ static int parse_mask(PyObject *obj, const h_arg *h, call_ctx *c, axs_bin *out) 
     return -1;
   if (PyArray_TYPE(a) != NPY_BOOL && PyArray_TYPE(a) != NPY_UINT8) {
     PyErr_Format(PyExc_TypeError,
-                 "mask: dtype %S is not supported (expected bool or uint8, "
-                 "0 = leave the row alone; use mask.astype(bool))",
+                 "mask: dtype %S is not supported (expected bool, or uint8 holding 0 = leave "
+                 "the row alone and 1 = run it; convert an integer 0 / 1 mask with "
+                 "mask.astype(bool))",
                  (PyObject *)PyArray_DESCR(a));
     Py_DECREF(a);
     return -1;
@@ -545,27 +613,23 @@ static int parse_mask(PyObject *obj, const h_arg *h, call_ctx *c, axs_bin *out) 
   a = with_usable_strides(a, 1);
   if (a == NULL)
     return -1;
-  if (broadcast_rows(h, "mask", PyArray_NDIM(a), PyArray_DIMS(a), PyArray_STRIDES(a), 1,
+  if (broadcast_rows(&c->h, "mask", PyArray_NDIM(a), PyArray_DIMS(a), PyArray_STRIDES(a), 1,
                      &out->stride_outer, &out->stride_inner) < 0) {
     Py_DECREF(a);
     return -1;
   }
-  keep(c, a, "mask");
-  out->data = (const uint8_t *)PyArray_DATA(a);
+  keep(&c->kept, a, "mask");
+  out->data = (const uint8_t *)PyArray_DATA(a); /* its values (0 / 1) are checked by the core */
   return 0;
 }
 
 /* An output: float32 (flag = 0) or bool / uint8 (flag = 1) of shape exactly
  * h.shape[:-1], writeable, aligned, non-negative strides, one element per
  * row. Never copied: the caller reads it after the call. */
-typedef struct {
-  void *data;
-  int64_t so, si;
-  PyArrayObject *arr; /* borrowed */
-  const char *name;
-} out_arg;
 
-static int parse_out(PyObject *obj, const char *name, int flag, const h_arg *h, out_arg *out) {
+static int parse_out(PyObject *obj, const char *name, int flag, call *c) {
+  const h_arg *h = &c->h;
+  out_arg *out = &c->outs[c->n_outs++]; /* at most 3 per function */
   out->data = NULL;
   out->so = out->si = 0;
   out->arr = NULL;
@@ -697,8 +761,122 @@ static axs_bout bout_of(const out_arg *o) {
   return b;
 }
 
-/* ---- the functions ----------------------------------------------------------
- */
+/* ---- the skeleton every function shares ------------------------------------ */
+
+#define AXS_MAX_ARGS 10
+
+/* threads=: an int (not a bool); <= 0 uses default_threads(). */
+static int parse_threads(PyObject *obj, int *out) {
+  *out = 0;
+  if (obj == NULL)
+    return 0;
+  if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
+    PyErr_Format(PyExc_TypeError,
+                 "threads = %R (expected an int: the number of OpenMP threads, or 0 for "
+                 "default_threads())",
+                 obj);
+    return -1;
+  }
+  int overflow = 0;
+  PyObject *index = PyNumber_Index(obj);
+  long v = index != NULL ? PyLong_AsLongAndOverflow(index, &overflow) : -1;
+  Py_XDECREF(index);
+  if (v == -1 && PyErr_Occurred())
+    return -1;
+  if (overflow != 0 || v > INT_MAX || v < INT_MIN) {
+    PyErr_Format(PyExc_ValueError,
+                 "threads = %R is out of range (expected an int from %d to %d; 0 for "
+                 "default_threads())",
+                 obj, INT_MIN, INT_MAX);
+    return -1;
+  }
+  *out = (int)v;
+  return 0;
+}
+
+/* The part of a call every function shares: its arguments parsed by name
+ * into o[] (NULL where not given; kwlist names them, "h" first, with
+ * "dtype" and "threads" among them), h (written in place unless writes is
+ * NULL: the name of the function, for the read-only message) and threads.
+ * 0 with a Python exception set on failure. */
+static int begin_call(call *c, PyObject *args, PyObject *kw, const char *format, char **kwlist,
+                      const char *writes, PyObject *o[AXS_MAX_ARGS]) {
+  memset(c, 0, sizeof *c);
+  for (int k = 0; k < AXS_MAX_ARGS; k++)
+    o[k] = NULL;
+  /* one pointer per argument; the format names at most AXS_MAX_ARGS */
+  if (!PyArg_ParseTupleAndKeywords(args, kw, format, kwlist, &o[0], &o[1], &o[2], &o[3], &o[4],
+                                   &o[5], &o[6], &o[7], &o[8], &o[9]))
+    return 0;
+  PyObject *dtype = NULL, *threads = NULL;
+  for (int k = 0; kwlist[k] != NULL; k++) {
+    if (strcmp(kwlist[k], "dtype") == 0)
+      dtype = o[k];
+    if (strcmp(kwlist[k], "threads") == 0)
+      threads = o[k];
+  }
+  return parse_h(o[0], dtype, writes, &c->h) == 0 && parse_threads(threads, &c->threads) == 0;
+}
+
+/* The rest of every call: the outputs checked against the inputs, the kernel
+ * run without the GIL, a failed status raised, and what the call made
+ * released. parsed: whether parsing succeeded (else an exception is set).
+ * result: a new reference returned on success (released on failure; NULL
+ * when making it failed). */
+static PyObject *run_call(call *c, int parsed, kernel_fn kernel, PyObject *result) {
+  int ok = parsed && result != NULL && check_outputs_vs_inputs(&c->kept, c->outs, c->n_outs) == 0;
+  if (ok) {
+    axs_status st;
+    Py_BEGIN_ALLOW_THREADS;
+    st = kernel(c);
+    Py_END_ALLOW_THREADS;
+    if (st != AXS_OK) {
+      raise_core(st);
+      ok = 0;
+    }
+  }
+  release(&c->kept);
+  if (!ok) {
+    Py_XDECREF(result);
+    return NULL;
+  }
+  return result;
+}
+
+static PyObject *new_none(void) {
+  Py_INCREF(Py_None);
+  return Py_None;
+}
+
+/* ---- the kernels (called without the GIL) ------------------------------------ */
+
+static axs_status run_project(const call *c) {
+  return axs_project(c->h.rows, c->dir, c->mask, fout_of(&c->outs[0]), c->threads);
+}
+
+static axs_status run_clamp(const call *c) {
+  return axs_clamp_(c->h.rows, c->dir, c->a, c->b, c->mask, fout_of(&c->outs[0]),
+                    fout_of(&c->outs[1]), bout_of(&c->outs[2]), c->threads);
+}
+
+static axs_status run_set_projection(const call *c) {
+  return axs_set_projection_(c->h.rows, c->dir, c->a, c->mask, fout_of(&c->outs[0]), c->threads);
+}
+
+static axs_status run_steer(const call *c) {
+  return axs_steer_(c->h.rows, c->dir, c->a, c->mask, c->threads);
+}
+
+static axs_status run_apply(const call *c) {
+  axs_record rec;
+  memset(&rec, 0, sizeof rec); /* no record offset: row (o, i) at [o][i] */
+  rec.p_in = fout_of(&c->outs[0]);
+  rec.p_out = fout_of(&c->outs[1]);
+  rec.fired = bout_of(&c->outs[2]);
+  return axs_apply_(c->h.rows, c->steps, c->n_steps, c->mask, rec, &c->names, c->threads);
+}
+
+/* ---- the functions ------------------------------------------------------------ */
 
 PyDoc_STRVAR(project_doc,
              "project(h, u, *, mask=None, out=None, dtype=None, threads=0) -> ndarray\n"
@@ -711,13 +889,13 @@ PyDoc_STRVAR(project_doc,
              "         (an ml_dtypes bfloat16 array, or its bits as uint16 with\n"
              "         dtype=\"bfloat16\"). The last axis must be contiguous.\n"
              "u:       (d,) float32 (float64 is converted), unit norm within UNIT_TOL.\n"
-             "mask:    bool or uint8, broadcastable to h.shape[:-1]; rows where it is\n"
-             "         0 are not read and get NaN.\n"
+             "mask:    bool, or uint8 holding 0 and 1, broadcastable to h.shape[:-1];\n"
+             "         rows where it is 0 are not read and get NaN.\n"
              "out:     float32 array of shape h.shape[:-1] to write into (any\n"
              "         non-negative strides); a new one when None.\n"
              "dtype:   \"float32\", \"float16\" or \"bfloat16\": asserts h's dtype\n"
              "         (required to read uint16 as bfloat16).\n"
-             "threads: OpenMP threads; <= 0 uses default_threads(). Inputs under\n"
+             "threads: int, OpenMP threads; <= 0 uses default_threads(). Inputs under\n"
              "         PARALLEL_MIN_ELEMS elements run on the calling thread.\n"
              "\n"
              "Returns out: float32 of shape h.shape[:-1], in the units of h. A row\n"
@@ -728,45 +906,19 @@ PyDoc_STRVAR(project_doc,
 static PyObject *py_project(PyObject *self, PyObject *args, PyObject *kw) {
   (void)self;
   static char *kwlist[] = {"h", "u", "mask", "out", "dtype", "threads", NULL};
-  static const char *const renames[] = {"p", "out", NULL};
-  PyObject *h_obj, *u_obj, *mask_obj = Py_None, *out_obj = Py_None, *dtype_obj = Py_None;
-  int threads = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|$OOOi:project", kwlist, &h_obj, &u_obj, &mask_obj,
-                                   &out_obj, &dtype_obj, &threads))
-    return NULL;
-  call_ctx c;
-  c.n = c.n_scalar = 0;
-  PyObject *result = NULL, *out_arr = NULL;
-  h_arg h;
-  const float *u;
-  axs_bin mask;
-  out_arg out;
-  if (parse_h(h_obj, dtype_obj, NULL, &h) < 0 || parse_dir(u_obj, "u", &h, &c, &u) < 0 ||
-      parse_mask(mask_obj, &h, &c, &mask) < 0)
-    goto done;
-  if (out_obj == Py_None) {
-    out_arr = PyArray_SimpleNew(h.nd_rows, h.row_shape, NPY_FLOAT32);
-  } else {
-    out_arr = out_obj;
-    Py_INCREF(out_arr);
-  }
-  if (out_arr == NULL || parse_out(out_arr, "out", 0, &h, &out) < 0 ||
-      check_outputs_vs_inputs(&c, &out, 1) < 0)
-    goto done;
-  axs_status st;
-  Py_BEGIN_ALLOW_THREADS;
-  st = axs_project(h.rows, u, mask, fout_of(&out), threads);
-  Py_END_ALLOW_THREADS;
-  if (st != AXS_OK) {
-    raise_core(st, renames, 0);
-    goto done;
-  }
-  result = out_arr;
-  out_arr = NULL;
-done:
-  Py_XDECREF(out_arr);
-  release(&c);
-  return result;
+  enum { H, U, MASK, OUT };
+  call c;
+  PyObject *o[AXS_MAX_ARGS];
+  if (!begin_call(&c, args, kw, "OO|$OOOO:project", kwlist, NULL, o) ||
+      parse_dir(o[U], "u", &c) < 0 || parse_mask(o[MASK], &c) < 0)
+    return run_call(&c, 0, run_project, NULL);
+  PyObject *out = o[OUT];
+  if (out == NULL || out == Py_None)
+    out = PyArray_SimpleNew(c.h.nd_rows, c.h.row_shape, NPY_FLOAT32);
+  else
+    Py_INCREF(out);
+  int parsed = out != NULL && parse_out(out, "out", 0, &c) == 0;
+  return run_call(&c, parsed, run_project, out);
 }
 
 PyDoc_STRVAR(clamp_doc, "clamp_(h, u, lo=-inf, hi=inf, *, mask=None, p_before=None, p_after=None,\n"
@@ -777,15 +929,17 @@ PyDoc_STRVAR(clamp_doc, "clamp_(h, u, lo=-inf, hi=inf, *, mask=None, p_before=No
                         "p = <h[r], u>. A floor (the paper's cap) is hi=inf, a ceiling (the\n"
                         "reference code's cap) is lo=-inf. Rows already inside [lo, hi] are not\n"
                         "written (bit-for-bit unchanged); rows holding NaN or inf are never\n"
-                        "written; a NaN bound means no bound on that side.\n"
+                        "written; an array bound holding NaN means no bound for that row.\n"
                         "\n"
                         "h:        (d,), (n, d) or (batch, seq, d); float32, float16 or bfloat16\n"
                         "          (see project); writeable; last axis contiguous.\n"
                         "u:        (d,) float32 (float64 is converted), unit norm.\n"
-                        "lo, hi:   floats or float32-convertible arrays broadcastable to\n"
-                        "          h.shape[:-1], in the units of h; lo > hi is a ValueError.\n"
-                        "mask:     bool or uint8 broadcastable to h.shape[:-1]; 0 = leave the row\n"
-                        "          alone (its outputs get NaN / False).\n"
+                        "lo, hi:   numbers or float32-convertible arrays broadcastable to\n"
+                        "          h.shape[:-1], in the units of h; lo > hi is a ValueError, and\n"
+                        "          so is a number that is no bound (NaN, lo=inf, hi=-inf: use\n"
+                        "          lo=-inf or hi=inf for an open side) or beyond float32.\n"
+                        "mask:     bool or uint8 0 / 1, broadcastable to h.shape[:-1]; 0 = leave\n"
+                        "          the row alone (its outputs get NaN / False).\n"
                         "p_before: float32 (h.shape[:-1]) written with <h[r], u> before.\n"
                         "p_after:  float32 (h.shape[:-1]) written with <h[r], u> after, from the\n"
                         "          stored row (so including float16/bfloat16 rounding).\n"
@@ -800,43 +954,16 @@ static PyObject *py_clamp(PyObject *self, PyObject *args, PyObject *kw) {
   (void)self;
   static char *kwlist[] = {"h",       "u",       "lo",    "hi",      "mask", "p_before",
                            "p_after", "changed", "dtype", "threads", NULL};
-  PyObject *h_obj, *u_obj, *lo_obj = Py_None, *hi_obj = Py_None, *mask_obj = Py_None,
-                           *pb_obj = Py_None, *pa_obj = Py_None, *ch_obj = Py_None,
-                           *dtype_obj = Py_None;
-  int threads = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OO$OOOOOi:clamp_", kwlist, &h_obj, &u_obj, &lo_obj,
-                                   &hi_obj, &mask_obj, &pb_obj, &pa_obj, &ch_obj, &dtype_obj,
-                                   &threads))
-    return NULL;
-  call_ctx c;
-  c.n = c.n_scalar = 0;
-  PyObject *result = NULL;
-  h_arg h;
-  const float *u;
-  axs_fin lo, hi;
-  axs_bin mask;
-  out_arg outs[3];
-  if (parse_h(h_obj, dtype_obj, "clamp_", &h) < 0 || parse_dir(u_obj, "u", &h, &c, &u) < 0 ||
-      parse_fin(lo_obj, "lo", 0, &h, &c, &lo) < 0 || parse_fin(hi_obj, "hi", 0, &h, &c, &hi) < 0 ||
-      parse_mask(mask_obj, &h, &c, &mask) < 0 ||
-      parse_out(pb_obj, "p_before", 0, &h, &outs[0]) < 0 ||
-      parse_out(pa_obj, "p_after", 0, &h, &outs[1]) < 0 ||
-      parse_out(ch_obj, "changed", 1, &h, &outs[2]) < 0 || check_outputs_vs_inputs(&c, outs, 3) < 0)
-    goto done;
-  axs_status st;
-  Py_BEGIN_ALLOW_THREADS;
-  st = axs_clamp_(h.rows, u, lo, hi, mask, fout_of(&outs[0]), fout_of(&outs[1]), bout_of(&outs[2]),
-                  threads);
-  Py_END_ALLOW_THREADS;
-  if (st != AXS_OK) {
-    raise_core(st, NULL, 0);
-    goto done;
-  }
-  result = Py_None;
-  Py_INCREF(result);
-done:
-  release(&c);
-  return result;
+  enum { H, U, LO, HI, MASK, P_BEFORE, P_AFTER, CHANGED };
+  call c;
+  PyObject *o[AXS_MAX_ARGS];
+  int parsed = begin_call(&c, args, kw, "OO|OO$OOOOOO:clamp_", kwlist, "clamp_", o) &&
+               parse_dir(o[U], "u", &c) == 0 && parse_fin(o[LO], "lo", FIN_LO, &c, &c.a) == 0 &&
+               parse_fin(o[HI], "hi", FIN_HI, &c, &c.b) == 0 && parse_mask(o[MASK], &c) == 0 &&
+               parse_out(o[P_BEFORE], "p_before", 0, &c) == 0 &&
+               parse_out(o[P_AFTER], "p_after", 0, &c) == 0 &&
+               parse_out(o[CHANGED], "changed", 1, &c) == 0;
+  return run_call(&c, parsed, run_clamp, new_none());
 }
 
 PyDoc_STRVAR(set_projection_doc,
@@ -852,7 +979,7 @@ PyDoc_STRVAR(set_projection_doc,
              "u:        (d,) float32 (float64 is converted), unit norm.\n"
              "target:   float or float32-convertible array broadcastable to\n"
              "          h.shape[:-1], in the units of h.\n"
-             "mask:     bool or uint8 broadcastable to h.shape[:-1].\n"
+             "mask:     bool or uint8 0 / 1, broadcastable to h.shape[:-1].\n"
              "p_before: float32 (h.shape[:-1]) written with <h[r], u> before.\n"
              "dtype, threads: as in project.\n"
              "\n"
@@ -862,37 +989,14 @@ PyDoc_STRVAR(set_projection_doc,
 static PyObject *py_set_projection(PyObject *self, PyObject *args, PyObject *kw) {
   (void)self;
   static char *kwlist[] = {"h", "u", "target", "mask", "p_before", "dtype", "threads", NULL};
-  PyObject *h_obj, *u_obj, *t_obj, *mask_obj = Py_None, *pb_obj = Py_None, *dtype_obj = Py_None;
-  int threads = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|$OOOi:set_projection_", kwlist, &h_obj, &u_obj,
-                                   &t_obj, &mask_obj, &pb_obj, &dtype_obj, &threads))
-    return NULL;
-  call_ctx c;
-  c.n = c.n_scalar = 0;
-  PyObject *result = NULL;
-  h_arg h;
-  const float *u;
-  axs_fin t;
-  axs_bin mask;
-  out_arg pb;
-  if (parse_h(h_obj, dtype_obj, "set_projection_", &h) < 0 ||
-      parse_dir(u_obj, "u", &h, &c, &u) < 0 || parse_fin(t_obj, "target", 1, &h, &c, &t) < 0 ||
-      parse_mask(mask_obj, &h, &c, &mask) < 0 || parse_out(pb_obj, "p_before", 0, &h, &pb) < 0 ||
-      check_outputs_vs_inputs(&c, &pb, 1) < 0)
-    goto done;
-  axs_status st;
-  Py_BEGIN_ALLOW_THREADS;
-  st = axs_set_projection_(h.rows, u, t, mask, fout_of(&pb), threads);
-  Py_END_ALLOW_THREADS;
-  if (st != AXS_OK) {
-    raise_core(st, NULL, 0);
-    goto done;
-  }
-  result = Py_None;
-  Py_INCREF(result);
-done:
-  release(&c);
-  return result;
+  enum { H, U, TARGET, MASK, P_BEFORE };
+  call c;
+  PyObject *o[AXS_MAX_ARGS];
+  int parsed =
+      begin_call(&c, args, kw, "OOO|$OOOO:set_projection_", kwlist, "set_projection_", o) &&
+      parse_dir(o[U], "u", &c) == 0 && parse_fin(o[TARGET], "target", FIN_VALUE, &c, &c.a) == 0 &&
+      parse_mask(o[MASK], &c) == 0 && parse_out(o[P_BEFORE], "p_before", 0, &c) == 0;
+  return run_call(&c, parsed, run_set_projection, new_none());
 }
 
 PyDoc_STRVAR(steer_doc, "steer_(h, w, alpha, *, mask=None, dtype=None, threads=0) -> None\n"
@@ -905,7 +1009,7 @@ PyDoc_STRVAR(steer_doc, "steer_(h, w, alpha, *, mask=None, dtype=None, threads=0
                         "w:      (d,) float32 (float64 is converted), any finite vector.\n"
                         "alpha:  float or float32-convertible array broadcastable to\n"
                         "        h.shape[:-1].\n"
-                        "mask:   bool or uint8 broadcastable to h.shape[:-1].\n"
+                        "mask:   bool or uint8 0 / 1, broadcastable to h.shape[:-1].\n"
                         "dtype, threads: as in project.\n"
                         "\n"
                         "Raises TypeError / ValueError as clamp_. Releases the GIL while the\n"
@@ -914,35 +1018,14 @@ PyDoc_STRVAR(steer_doc, "steer_(h, w, alpha, *, mask=None, dtype=None, threads=0
 static PyObject *py_steer(PyObject *self, PyObject *args, PyObject *kw) {
   (void)self;
   static char *kwlist[] = {"h", "w", "alpha", "mask", "dtype", "threads", NULL};
-  PyObject *h_obj, *w_obj, *alpha_obj, *mask_obj = Py_None, *dtype_obj = Py_None;
-  int threads = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|$OOi:steer_", kwlist, &h_obj, &w_obj, &alpha_obj,
-                                   &mask_obj, &dtype_obj, &threads))
-    return NULL;
-  call_ctx c;
-  c.n = c.n_scalar = 0;
-  PyObject *result = NULL;
-  h_arg h;
-  const float *w;
-  axs_fin alpha;
-  axs_bin mask;
-  if (parse_h(h_obj, dtype_obj, "steer_", &h) < 0 || parse_dir(w_obj, "w", &h, &c, &w) < 0 ||
-      parse_fin(alpha_obj, "alpha", 1, &h, &c, &alpha) < 0 ||
-      parse_mask(mask_obj, &h, &c, &mask) < 0)
-    goto done;
-  axs_status st;
-  Py_BEGIN_ALLOW_THREADS;
-  st = axs_steer_(h.rows, w, alpha, mask, threads);
-  Py_END_ALLOW_THREADS;
-  if (st != AXS_OK) {
-    raise_core(st, NULL, 0);
-    goto done;
-  }
-  result = Py_None;
-  Py_INCREF(result);
-done:
-  release(&c);
-  return result;
+  enum { H, W, ALPHA, MASK };
+  call c;
+  PyObject *o[AXS_MAX_ARGS];
+  int parsed = begin_call(&c, args, kw, "OOO|$OOO:steer_", kwlist, "steer_", o) &&
+               parse_dir(o[W], "w", &c) == 0 &&
+               parse_fin(o[ALPHA], "alpha", FIN_VALUE, &c, &c.a) == 0 &&
+               parse_mask(o[MASK], &c) == 0;
+  return run_call(&c, parsed, run_steer, new_none());
 }
 
 /* ops: a sequence of K op codes (0..3) or names. */
@@ -1002,6 +1085,85 @@ static int parse_ops(PyObject *obj, axs_op *ops, int *n_ops) {
   return 0;
 }
 
+/* dirs (K, d) and params (K, 2, *B) into the steps of c, with the names the
+ * core's messages use for them. */
+static int parse_program(PyObject *dirs_obj, PyObject *ops_obj, PyObject *params_obj, call *c) {
+  axs_op ops[AXS_MAX_STEPS];
+  int k_ops = 0;
+  if (parse_ops(ops_obj, ops, &k_ops) < 0)
+    return -1;
+  /* dirs: (K, d) */
+  PyArrayObject *dirs_raw = (PyArrayObject *)PyArray_FROM_O(dirs_obj);
+  if (dirs_raw == NULL)
+    return -1;
+  if (PyArray_TYPE(dirs_raw) != NPY_FLOAT32 && PyArray_TYPE(dirs_raw) != NPY_FLOAT64) {
+    PyErr_Format(PyExc_TypeError,
+                 "dirs: dtype %S is not supported (expected float32, or "
+                 "float64 which is converted)",
+                 (PyObject *)PyArray_DESCR(dirs_raw));
+    Py_DECREF(dirs_raw);
+    return -1;
+  }
+  if (PyArray_NDIM(dirs_raw) != 2 || PyArray_DIM(dirs_raw, 0) != k_ops ||
+      PyArray_DIM(dirs_raw, 1) != c->h.rows.d) {
+    char s[96];
+    shape_text(s, sizeof s, PyArray_NDIM(dirs_raw), PyArray_DIMS(dirs_raw));
+    PyErr_Format(PyExc_ValueError,
+                 "dirs: shape %s (expected (K, d) = (%d, %lld): one "
+                 "direction per op, as long as the last axis of h)",
+                 s, k_ops, (long long)c->h.rows.d);
+    Py_DECREF(dirs_raw);
+    return -1;
+  }
+  PyArrayObject *dirs = (PyArrayObject *)PyArray_FromArray(
+      dirs_raw, PyArray_DescrFromType(NPY_FLOAT32), NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+  Py_DECREF(dirs_raw);
+  if (dirs == NULL)
+    return -1;
+  keep(&c->kept, dirs, "dirs");
+
+  /* params: (K, 2, *B) */
+  PyArrayObject *params = as_f32(params_obj, "params");
+  if (params == NULL)
+    return -1;
+  keep(&c->kept, params, "params");
+  int nd = PyArray_NDIM(params);
+  const npy_intp *shape = PyArray_DIMS(params);
+  if (nd < 2 || shape[0] != k_ops || shape[1] != 2) {
+    char s[96];
+    shape_text(s, sizeof s, nd, shape);
+    PyErr_Format(PyExc_ValueError,
+                 "params: shape %s (expected (K, 2, *B) with K = %d ops "
+                 "and B broadcastable to h.shape[:-1] = %s; params[k, 0] "
+                 "is lo, target or alpha, params[k, 1] is hi)",
+                 s, k_ops, c->h.row_text);
+    return -1;
+  }
+  int64_t pso = 0, psi = 0;
+  if (broadcast_rows(&c->h, "params[k, i]", nd - 2, shape + 2, PyArray_STRIDES(params) + 2,
+                     sizeof(float), &pso, &psi) < 0)
+    return -1;
+  const char *pbase = (const char *)PyArray_DATA(params);
+  npy_intp pst0 = PyArray_STRIDE(params, 0), pst1 = PyArray_STRIDE(params, 1);
+  for (int k = 0; k < k_ops; k++) {
+    axs_step *s = &c->steps[k];
+    memset(s, 0, sizeof *s);
+    s->op = ops[k];
+    s->dir = (const float *)PyArray_DATA(dirs) + (int64_t)k * c->h.rows.d;
+    axs_fin a = {(const float *)(const void *)(pbase + k * pst0), pso, psi};
+    axs_fin b = {(const float *)(const void *)(pbase + k * pst0 + pst1), pso, psi};
+    if (ops[k] != AXS_PROJECT)
+      s->a = a;
+    if (ops[k] == AXS_CLAMP)
+      s->b = b;
+  }
+  c->n_steps = k_ops;
+  c->names.dir = "dirs[%d]";
+  c->names.a = "params[%d, 0]";
+  c->names.b = "params[%d, 1]";
+  return 0;
+}
+
 PyDoc_STRVAR(apply_doc, "apply_(h, dirs, ops, params, *, mask=None, p_in=None, p_out=None,\n"
                         "       fired=None, dtype=None, threads=0) -> None\n"
                         "\n"
@@ -1020,7 +1182,7 @@ PyDoc_STRVAR(apply_doc, "apply_(h, dirs, ops, params, *, mask=None, p_in=None, p
                         "ops:    sequence of K op names or codes, 1 <= K <= MAX_STEPS.\n"
                         "params: (K, 2, *B) float32-convertible, B broadcastable to\n"
                         "        h.shape[:-1]; params[k, 1] is read by clamp steps only.\n"
-                        "mask:   bool or uint8 broadcastable to h.shape[:-1].\n"
+                        "mask:   bool or uint8 0 / 1, broadcastable to h.shape[:-1].\n"
                         "p_in:   float32 (h.shape[:-1]) written with <h[r], dirs[0]> before.\n"
                         "p_out:  float32 (h.shape[:-1]) written with <h[r], dirs[0]> after.\n"
                         "fired:  bool (h.shape[:-1]) written with True where a clamp step\n"
@@ -1034,115 +1196,14 @@ static PyObject *py_apply(PyObject *self, PyObject *args, PyObject *kw) {
   (void)self;
   static char *kwlist[] = {"h",     "dirs",  "ops",   "params",  "mask", "p_in",
                            "p_out", "fired", "dtype", "threads", NULL};
-  PyObject *h_obj, *dirs_obj, *ops_obj, *params_obj, *mask_obj = Py_None, *pin_obj = Py_None,
-                                                     *pout_obj = Py_None, *fired_obj = Py_None,
-                                                     *dtype_obj = Py_None;
-  int threads = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|$OOOOOi:apply_", kwlist, &h_obj, &dirs_obj,
-                                   &ops_obj, &params_obj, &mask_obj, &pin_obj, &pout_obj,
-                                   &fired_obj, &dtype_obj, &threads))
-    return NULL;
-  call_ctx c;
-  c.n = c.n_scalar = 0;
-  PyObject *result = NULL;
-  h_arg h;
-  axs_op ops[AXS_MAX_STEPS];
-  int k_ops = 0;
-  axs_step steps[AXS_MAX_STEPS];
-  axs_bin mask;
-  out_arg outs[3];
-  PyArrayObject *dirs_raw = NULL, *dirs = NULL, *params = NULL;
-  if (parse_h(h_obj, dtype_obj, "apply_", &h) < 0 || parse_ops(ops_obj, ops, &k_ops) < 0)
-    goto done;
-
-  /* dirs: (K, d) */
-  dirs_raw = (PyArrayObject *)PyArray_FROM_O(dirs_obj);
-  if (dirs_raw == NULL)
-    goto done;
-  if (PyArray_TYPE(dirs_raw) != NPY_FLOAT32 && PyArray_TYPE(dirs_raw) != NPY_FLOAT64) {
-    PyErr_Format(PyExc_TypeError,
-                 "dirs: dtype %S is not supported (expected float32, or "
-                 "float64 which is converted)",
-                 (PyObject *)PyArray_DESCR(dirs_raw));
-    goto done;
-  }
-  if (PyArray_NDIM(dirs_raw) != 2 || PyArray_DIM(dirs_raw, 0) != k_ops ||
-      PyArray_DIM(dirs_raw, 1) != h.rows.d) {
-    char s[96];
-    shape_text(s, sizeof s, PyArray_NDIM(dirs_raw), PyArray_DIMS(dirs_raw));
-    PyErr_Format(PyExc_ValueError,
-                 "dirs: shape %s (expected (K, d) = (%d, %lld): one "
-                 "direction per op, as long as the last axis of h)",
-                 s, k_ops, (long long)h.rows.d);
-    goto done;
-  }
-  dirs = (PyArrayObject *)PyArray_FromArray(dirs_raw, PyArray_DescrFromType(NPY_FLOAT32),
-                                            NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
-  if (dirs == NULL)
-    goto done;
-  keep(&c, dirs, "dirs");
-
-  /* params: (K, 2, *B) */
-  params = as_f32(params_obj, "params");
-  if (params == NULL)
-    goto done;
-  keep(&c, params, "params");
-  int64_t pso = 0, psi = 0;
-  {
-    int nd = PyArray_NDIM(params);
-    const npy_intp *shape = PyArray_DIMS(params);
-    if (nd < 2 || shape[0] != k_ops || shape[1] != 2) {
-      char s[96];
-      shape_text(s, sizeof s, nd, shape);
-      PyErr_Format(PyExc_ValueError,
-                   "params: shape %s (expected (K, 2, *B) with K = %d ops "
-                   "and B broadcastable to h.shape[:-1] = %s; params[k, 0] "
-                   "is lo, target or alpha, params[k, 1] is hi)",
-                   s, k_ops, h.row_text);
-      goto done;
-    }
-    if (broadcast_rows(&h, "params[k, i]", nd - 2, shape + 2, PyArray_STRIDES(params) + 2,
-                       sizeof(float), &pso, &psi) < 0)
-      goto done;
-  }
-  const char *pbase = (const char *)PyArray_DATA(params);
-  npy_intp pst0 = PyArray_STRIDE(params, 0), pst1 = PyArray_STRIDE(params, 1);
-  for (int k = 0; k < k_ops; k++) {
-    axs_step *s = &steps[k];
-    memset(s, 0, sizeof *s);
-    s->op = ops[k];
-    s->dir = (const float *)PyArray_DATA(dirs) + (int64_t)k * h.rows.d;
-    axs_fin a = {(const float *)(const void *)(pbase + k * pst0), pso, psi};
-    axs_fin b = {(const float *)(const void *)(pbase + k * pst0 + pst1), pso, psi};
-    if (ops[k] != AXS_PROJECT)
-      s->a = a;
-    if (ops[k] == AXS_CLAMP)
-      s->b = b;
-  }
-  if (parse_mask(mask_obj, &h, &c, &mask) < 0 || parse_out(pin_obj, "p_in", 0, &h, &outs[0]) < 0 ||
-      parse_out(pout_obj, "p_out", 0, &h, &outs[1]) < 0 ||
-      parse_out(fired_obj, "fired", 1, &h, &outs[2]) < 0 ||
-      check_outputs_vs_inputs(&c, outs, 3) < 0)
-    goto done;
-  axs_record rec;
-  memset(&rec, 0, sizeof rec); /* no record offset: row (o, i) at [o][i] */
-  rec.p_in = fout_of(&outs[0]);
-  rec.p_out = fout_of(&outs[1]);
-  rec.fired = bout_of(&outs[2]);
-  axs_status st;
-  Py_BEGIN_ALLOW_THREADS;
-  st = axs_apply_(h.rows, steps, k_ops, mask, rec, threads);
-  Py_END_ALLOW_THREADS;
-  if (st != AXS_OK) {
-    raise_core(st, NULL, 1);
-    goto done;
-  }
-  result = Py_None;
-  Py_INCREF(result);
-done:
-  Py_XDECREF(dirs_raw);
-  release(&c); /* dirs and params */
-  return result;
+  enum { H, DIRS, OPS, PARAMS, MASK, P_IN, P_OUT, FIRED };
+  call c;
+  PyObject *o[AXS_MAX_ARGS];
+  int parsed = begin_call(&c, args, kw, "OOOO|$OOOOOO:apply_", kwlist, "apply_", o) &&
+               parse_program(o[DIRS], o[OPS], o[PARAMS], &c) == 0 && parse_mask(o[MASK], &c) == 0 &&
+               parse_out(o[P_IN], "p_in", 0, &c) == 0 && parse_out(o[P_OUT], "p_out", 0, &c) == 0 &&
+               parse_out(o[FIRED], "fired", 1, &c) == 0;
+  return run_call(&c, parsed, run_apply, new_none());
 }
 
 PyDoc_STRVAR(default_threads_doc, "default_threads() -> int\n"

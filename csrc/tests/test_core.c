@@ -7,8 +7,12 @@
  * outputs. Also: the NaN / infinity policy, bit-exactness of rows that must
  * not be written (and of the bytes between rows), invalid calls and their
  * statuses and messages, identical bytes for 1, 2 and 4 threads, axs_apply_
- * against the same steps run one call at a time, and the float16 / bfloat16
- * conversions of convert.h (exhaustively where that is cheap).
+ * against the same steps run one call at a time, updates whose intermediate
+ * overflows float32 although the result fits, sizes and strides whose byte
+ * extent overflows and record offsets anywhere in int64 (these run under
+ * UBSan in `make test-core-asan`), the caller's argument names in messages,
+ * and the float16 / bfloat16 conversions of convert.h (exhaustively where
+ * that is cheap).
  *
  * Not here: Python, torch, CUDA. Build and run with `make test-core` or
  * `make test-core-asan` from the repository root. Prints one line per
@@ -482,7 +486,7 @@ static void run_op_case(const op_case *c) {
     mask.stride_inner = 2;
     for (int64_t o = 0; o < L->no; o++)
       for (int64_t i = 0; i < L->ni; i++) {
-        uint8_t m = (uint8_t)((rng_u64() % 4) != 0 ? 1 + (o + i) % 3 : 0);
+        uint8_t m = (uint8_t)((rng_u64() % 4) != 0);
         mask_phys[o * mask.stride_outer + i * mask.stride_inner] = m;
         mask_value[o * L->ni + i] = m != 0;
       }
@@ -748,8 +752,8 @@ static void test_no_rows(void) {
             dt_name(k_dtypes[t]), axs_last_error());
       CHECK(axs_steer_(r, u, onef, nm, 1) == AXS_OK, "steer %s: %s", dt_name(k_dtypes[t]),
             axs_last_error());
-      CHECK(axs_apply_(r, &st1, 1, nm, no_rec, 1) == AXS_OK, "apply %s: %s", dt_name(k_dtypes[t]),
-            axs_last_error());
+      CHECK(axs_apply_(r, &st1, 1, nm, no_rec, NULL, 1) == AXS_OK, "apply %s: %s",
+            dt_name(k_dtypes[t]), axs_last_error());
     }
     int untouched = p[0] == 7 && p[1] == 7 && p[2] == 7 && p[3] == 7;
     for (int j = 0; j < 16; j++)
@@ -1061,8 +1065,8 @@ static void test_invalid(void) {
   /* values and outputs */
   EXPECT(axs_set_projection_(rows, u, no_fin, no_mask, no_f, 1), AXS_EINVAL, "target");
   EXPECT(axs_steer_(rows, u, no_fin, no_mask, 1), AXS_EINVAL, "alpha");
-  EXPECT(axs_project(rows, u, no_mask, (axs_fout){out, 0, 0}, 1), AXS_EINVAL, "p");
-  EXPECT(axs_project(rows, u, no_mask, (axs_fout){out, 0, -1}, 1), AXS_EINVAL, "p");
+  EXPECT(axs_project(rows, u, no_mask, (axs_fout){out, 0, 0}, 1), AXS_EINVAL, "out");
+  EXPECT(axs_project(rows, u, no_mask, (axs_fout){out, 0, -1}, 1), AXS_EINVAL, "out");
   EXPECT(axs_clamp_(rows, u, (axs_fin){&one, 0, -1}, no_fin, no_mask, no_f, no_f, no_b, 1),
          AXS_EINVAL, "lo");
   EXPECT(axs_clamp_(rows, u, onef, no_fin, (axs_bin){(uint8_t *)out, 0, -1}, no_f, no_f, no_b, 1),
@@ -1092,36 +1096,37 @@ static void test_invalid(void) {
       steps[k].op = AXS_PROJECT;
       steps[k].dir = u;
     }
-    EXPECT(axs_apply_(rows, steps, 0, no_mask, no_rec, 1), AXS_EINVAL, "steps");
-    EXPECT(axs_apply_(rows, steps, AXS_MAX_STEPS + 1, no_mask, no_rec, 1), AXS_EINVAL, "steps");
-    EXPECT(axs_apply_(rows, steps, AXS_MAX_STEPS, no_mask, no_rec, 1), AXS_OK, NULL);
-    EXPECT(axs_apply_(rows, NULL, 1, no_mask, no_rec, 1), AXS_EINVAL, "steps");
+    EXPECT(axs_apply_(rows, steps, 0, no_mask, no_rec, NULL, 1), AXS_EINVAL, "steps");
+    EXPECT(axs_apply_(rows, steps, AXS_MAX_STEPS + 1, no_mask, no_rec, NULL, 1), AXS_EINVAL,
+           "steps");
+    EXPECT(axs_apply_(rows, steps, AXS_MAX_STEPS, no_mask, no_rec, NULL, 1), AXS_OK, NULL);
+    EXPECT(axs_apply_(rows, NULL, 1, no_mask, no_rec, NULL, 1), AXS_EINVAL, "steps");
     steps[1].op = (axs_op)9;
-    EXPECT(axs_apply_(rows, steps, 2, no_mask, no_rec, 1), AXS_ETYPE, "steps[1]");
+    EXPECT(axs_apply_(rows, steps, 2, no_mask, no_rec, NULL, 1), AXS_ETYPE, "steps[1]");
     steps[1].op = AXS_CLAMP;
     steps[1].dir = u2;
     steps[1].a = twof;
     steps[1].b = onef;
-    EXPECT(axs_apply_(rows, steps, 2, no_mask, no_rec, 1), AXS_EINVAL, "a[1]");
+    EXPECT(axs_apply_(rows, steps, 2, no_mask, no_rec, NULL, 1), AXS_EINVAL, "a[1]");
     steps[1].b = no_fin;
     for (int64_t j = 0; j < d; j++)
       u2[j] *= 3.0f;
-    EXPECT(axs_apply_(rows, steps, 2, no_mask, no_rec, 1), AXS_EINVAL, "dirs[1]");
+    EXPECT(axs_apply_(rows, steps, 2, no_mask, no_rec, NULL, 1), AXS_EINVAL, "dirs[1]");
     steps[1].op = AXS_STEER; /* any finite vector may steer */
-    EXPECT_W(axs_apply_(rows, steps, 2, no_mask, no_rec, 1), AXS_OK, NULL);
+    EXPECT_W(axs_apply_(rows, steps, 2, no_mask, no_rec, NULL, 1), AXS_OK, NULL);
     steps[1].op = AXS_SET;
     steps[1].dir = u;
     steps[1].a = no_fin;
-    EXPECT(axs_apply_(rows, steps, 2, no_mask, no_rec, 1), AXS_EINVAL, "a[1]");
+    EXPECT(axs_apply_(rows, steps, 2, no_mask, no_rec, NULL, 1), AXS_EINVAL, "a[1]");
     steps[1].op = AXS_PROJECT;
     steps[1].p_before = outf;
     axs_record rec =
         record_of((axs_fout){out + 3, 0, 1}, (axs_fout){NULL, 0, 0}, (axs_bout){NULL, 0, 0});
-    EXPECT(axs_apply_(rows, steps, 2, no_mask, rec, 1), AXS_EINVAL, "overlap");
+    EXPECT(axs_apply_(rows, steps, 2, no_mask, rec, NULL, 1), AXS_EINVAL, "overlap");
     rec.p_in.data = out2;
     rec.p_out.data = out2;
     rec.p_out.stride_inner = 1;
-    EXPECT(axs_apply_(rows, steps, 2, no_mask, rec, 1), AXS_EINVAL, "overlap");
+    EXPECT(axs_apply_(rows, steps, 2, no_mask, rec, NULL, 1), AXS_EINVAL, "overlap");
     free(u2);
   }
   /* a failure's message is cleared by the next success */
@@ -1170,7 +1175,7 @@ static axs_status run_program(axs_rows rows, const float *u1, const float *u2, c
   }
   axs_record rec = record_of((axs_fout){po->p_in, so, si}, (axs_fout){po->p_out, so, si},
                              (axs_bout){po->fired, so, si});
-  return axs_apply_(rows, s, 4, mask, rec, threads);
+  return axs_apply_(rows, s, 4, mask, rec, NULL, threads);
 }
 
 static void test_threads_and_apply(void) {
@@ -1305,8 +1310,8 @@ static void test_threads_and_apply(void) {
       axs_record rec =
           record_of((axs_fout){q_in, 0, 1}, (axs_fout){q_out, 0, 1}, (axs_bout){fi, 0, 1});
       axs_bin nm = {NULL, 0, 0};
-      CHECK(axs_apply_(rows_of(&S, dt, hsm), &s1, 1, nm, rec, 1) == AXS_OK, "steer program: %s",
-            axs_last_error());
+      CHECK(axs_apply_(rows_of(&S, dt, hsm), &s1, 1, nm, rec, NULL, 1) == AXS_OK,
+            "steer program: %s", axs_last_error());
       for (int64_t i = 0; i < 3; i++) {
         proj_ref a0 = ref_project(dt, hsm0, i * 20, ws, 20);
         proj_ref a1 = ref_project(dt, hsm, i * 20, ws, 20);
@@ -1370,8 +1375,8 @@ static void test_record_offset(void) {
         record_of((axs_fout){p_in, cap, 1}, (axs_fout){NULL, 0, 0}, (axs_bout){fired, cap, 1});
     rec.offset = &offsets[k];
     rec.capacity = cap;
-    CHECK(axs_apply_(rows_of(&L, AXS_F32, hc), &s, 1, nm, rec, 1) == AXS_OK, "offset %lld: %s",
-          (long long)offsets[k], axs_last_error());
+    CHECK(axs_apply_(rows_of(&L, AXS_F32, hc), &s, 1, nm, rec, NULL, 1) == AXS_OK,
+          "offset %lld: %s", (long long)offsets[k], axs_last_error());
     for (int64_t o = 0; o < no; o++)
       for (int64_t c = 0; c < cap; c++) {
         int64_t i = c - offsets[k];
@@ -1400,7 +1405,7 @@ static void test_record_offset(void) {
       record_of((axs_fout){p_in, cap, 1}, (axs_fout){NULL, 0, 0}, (axs_bout){NULL, 0, 0});
   rec.offset = &offsets[0];
   rec.capacity = -1;
-  CHECK(axs_apply_(rows_of(&L, AXS_F32, h), &s, 1, nm, rec, 1) == AXS_EINVAL &&
+  CHECK(axs_apply_(rows_of(&L, AXS_F32, h), &s, 1, nm, rec, NULL, 1) == AXS_EINVAL &&
             axs_last_error()[0] != '\0',
         "capacity -1 accepted");
   free(h);
@@ -1592,6 +1597,336 @@ static void test_conversions(void) {
   }
 }
 
+/* ---- overflow: updates whose exact result fits stay finite
+ * ------------------------------------------- */
+
+/* h[r] + c w where c = t - p (or alpha times w[j]) overflows float32 although
+ * the result fits: the row gets the result, not inf or NaN (axis_steer.h,
+ * "Overflow"). A result beyond the range is +-inf, never NaN. */
+static int near_rel(float got, float want) {
+  return isfinite(got) && fabs((double)got - (double)want) <= fabs((double)want) * 0x1p-7;
+}
+
+static void test_update_overflow(void) {
+  const int64_t d = 4;
+  axs_bin nm = {NULL, 0, 0};
+  axs_fout no_f = {NULL, 0, 0};
+  axs_fin no_fin = {NULL, 0, 0};
+  float e0[4] = {1.0f, 0.0f, 0.0f, 0.0f};
+  float u68[4] = {0.6f, 0.8f, 0.0f, 0.0f};
+  float big = 2e38f, nbig = -2e38f;
+  axs_fin bigf = {&big, 0, 0}, nbigf = {&nbig, 0, 0};
+  float pb[2], pa[2];
+  uint8_t ch[2];
+  axs_fout pbf = {pb, 0, 1}, paf = {pa, 0, 1};
+  axs_bout chb = {ch, 0, 1};
+  for (int t = 0; t < 3; t++) {
+    axs_dtype dt = k_dtypes[t];
+    if (dt == AXS_F16)
+      continue; /* float16 cannot hold 2e38 */
+    set_case("update overflow, %s", dt_name(dt));
+    unsigned char buf[2 * 4 * 4];
+    axs_rows rows = {buf, dt, 1, 2, d, 0, d};
+    /* floor 2e38 on a row at -2e38: t - p = 4e38 */
+    for (int64_t j = 0; j < 2 * d; j++)
+      st(dt, buf, j, 0.0f);
+    st(dt, buf, 0, -2e38f);
+    st(dt, buf, d, 1.0f);
+    CHECK(axs_clamp_(rows, e0, bigf, no_fin, nm, pbf, paf, chb, 1) == AXS_OK, "clamp: %s",
+          axs_last_error());
+    CHECK(near_rel(ld(dt, buf, 0), 2e38f), "floor 2e38 on -2e38: h[0] = %g",
+          (double)ld(dt, buf, 0));
+    for (int64_t j = 1; j < 2 * d; j++)
+      CHECK(isfinite(ld(dt, buf, j)), "floor 2e38: h[%lld] = %g", (long long)j,
+            (double)ld(dt, buf, j));
+    CHECK(ch[0] == 1 && near_rel(pb[0], -2e38f) && near_rel(pa[0], 2e38f),
+          "floor: changed %d p_before %g p_after %g", ch[0], (double)pb[0], (double)pa[0]);
+    CHECK(ch[1] == 1 && near_rel(ld(dt, buf, d), 2e38f), "row 1 under the floor 2e38: %g",
+          (double)ld(dt, buf, d));
+    /* a ceiling -2e38 on a row at 2e38, along a direction with no zero
+     * components on the row: t - p = -4e38 */
+    for (int64_t j = 0; j < 2 * d; j++)
+      st(dt, buf, j, 0.0f);
+    st(dt, buf, 0, 1.2e38f);
+    st(dt, buf, 1, 1.6e38f);
+    CHECK(axs_clamp_(rows, u68, no_fin, nbigf, nm, no_f, paf, chb, 1) == AXS_OK, "ceiling: %s",
+          axs_last_error());
+    CHECK(near_rel(ld(dt, buf, 0), -1.2e38f) && near_rel(ld(dt, buf, 1), -1.6e38f),
+          "ceiling -2e38 on 2e38: h[0:2] = %g, %g", (double)ld(dt, buf, 0), (double)ld(dt, buf, 1));
+    CHECK(ch[0] == 1 && near_rel(pa[0], -2e38f), "ceiling: changed %d p_after %g", ch[0],
+          (double)pa[0]);
+    /* set projection from -2e38 to 2e38 */
+    for (int64_t j = 0; j < 2 * d; j++)
+      st(dt, buf, j, 0.0f);
+    st(dt, buf, 0, -2e38f);
+    CHECK(axs_set_projection_(rows, e0, bigf, nm, no_f, 1) == AXS_OK, "set: %s", axs_last_error());
+    CHECK(near_rel(ld(dt, buf, 0), 2e38f), "set 2e38 on -2e38: h[0] = %g", (double)ld(dt, buf, 0));
+    for (int64_t j = 1; j < 2 * d; j++)
+      CHECK(isfinite(ld(dt, buf, j)), "set 2e38: h[%lld] = %g", (long long)j,
+            (double)ld(dt, buf, j));
+    /* steering: alpha * w[j] = 6e38 overflows, x + alpha w[j] = 3e38 fits */
+    for (int64_t j = 0; j < 2 * d; j++)
+      st(dt, buf, j, 0.0f);
+    st(dt, buf, 0, -3e38f);
+    float w[4] = {2e38f, 0.0f, 1.0f, 0.0f}, three = 3.0f;
+    axs_fin threef = {&three, 0, 0};
+    CHECK(axs_steer_(rows, w, threef, nm, 1) == AXS_OK, "steer: %s", axs_last_error());
+    CHECK(near_rel(ld(dt, buf, 0), 3e38f) && ld(dt, buf, 2) == 3.0f && ld(dt, buf, 1) == 0.0f,
+          "steer 3 * 2e38 on -3e38: h[0:3] = %g, %g, %g", (double)ld(dt, buf, 0),
+          (double)ld(dt, buf, 1), (double)ld(dt, buf, 2));
+    /* the exact result beyond the range: +inf in that element, nothing NaN */
+    for (int64_t j = 0; j < 2 * d; j++)
+      st(dt, buf, j, 0.0f);
+    st(dt, buf, 0, 3e38f); /* p = 1.8e38, floor 3e38 moves h[0] to 3.72e38 */
+    float three38 = 3e38f;
+    axs_fin t38 = {&three38, 0, 0};
+    CHECK(axs_clamp_(rows, u68, t38, no_fin, nm, no_f, paf, chb, 1) == AXS_OK, "clamp: %s",
+          axs_last_error());
+    CHECK(ld(dt, buf, 0) == INFINITY && isfinite(ld(dt, buf, 1)) && ch[0] == 1,
+          "beyond the range: h[0:2] = %g, %g, changed %d", (double)ld(dt, buf, 0),
+          (double)ld(dt, buf, 1), ch[0]);
+    /* a row whose float32 projection overflows is not finite: never written */
+    for (int64_t j = 0; j < 2 * d; j++)
+      st(dt, buf, j, 0.0f);
+    st(dt, buf, 0, 3e38f);
+    st(dt, buf, 1, 3e38f); /* p = 4.2e38 */
+    unsigned char before[sizeof buf];
+    memcpy(before, buf, sizeof buf);
+    float zero = 0.0f;
+    axs_fin zf = {&zero, 0, 0};
+    CHECK(axs_clamp_(rows, u68, no_fin, zf, nm, pbf, no_f, chb, 1) == AXS_OK, "clamp: %s",
+          axs_last_error());
+    CHECK(memcmp(buf, before, 2 * (size_t)d * dt_size(dt)) == 0 && ch[0] == 0 && pb[0] == INFINITY,
+          "overflowing projection: changed %d, p_before %g", ch[0], (double)pb[0]);
+  }
+  /* the same program through axs_apply_ gives the same bits as the single
+   * calls (one code path) */
+  set_case("update overflow, apply_");
+  {
+    float a[8] = {-2e38f, 0, 0, 0, 0.5f, 0, 0, 0}, b[8];
+    memcpy(b, a, sizeof a);
+    axs_rows ra = {a, AXS_F32, 1, 2, d, 0, d}, rb = {b, AXS_F32, 1, 2, d, 0, d};
+    axs_step s[2];
+    memset(s, 0, sizeof s);
+    s[0].op = AXS_CLAMP;
+    s[0].dir = e0;
+    s[0].a = bigf;
+    s[1].op = AXS_SET;
+    s[1].dir = e0;
+    s[1].a = nbigf;
+    CHECK(axs_apply_(ra, s, 2, nm, record_of(no_f, no_f, (axs_bout){NULL, 0, 0}), NULL, 1) ==
+              AXS_OK,
+          "apply: %s", axs_last_error());
+    CHECK(axs_clamp_(rb, e0, bigf, no_fin, nm, no_f, no_f, (axs_bout){NULL, 0, 0}, 1) == AXS_OK &&
+              axs_set_projection_(rb, e0, nbigf, nm, no_f, 1) == AXS_OK,
+          "single calls: %s", axs_last_error());
+    CHECK(memcmp(a, b, sizeof a) == 0 && a[0] == -2e38f && a[4] == -2e38f,
+          "apply vs single calls: %g %g / %g %g", (double)a[0], (double)a[4], (double)b[0],
+          (double)b[4]);
+  }
+}
+
+/* ---- sizes whose byte extent overflows
+ * ------------------------------------------------------- */
+
+/* Rejected before any memory is touched, with arithmetic that cannot
+ * overflow itself (this runs under UBSan with -fno-sanitize-recover). */
+static void test_size_overflow(void) {
+  set_case("size overflow");
+  const int64_t d = 24;
+  float *h = (float *)xcalloc((size_t)(4 * d), sizeof(float));
+  float *u = make_unit(d);
+  float out[8] = {0}, one = 1.0f;
+  uint8_t m[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+  axs_bin nm = {NULL, 0, 0};
+  axs_fout no_f = {NULL, 0, 0};
+  axs_bout no_b = {NULL, 0, 0};
+  axs_fin no_fin = {NULL, 0, 0}, onef = {&one, 0, 0};
+  axs_fout outf = {out, 0, 1};
+  const int64_t big = INT64_MAX;
+  struct {
+    const char *what;
+    axs_rows rows;
+    const char *needle;
+  } bad_rows[] = {
+      {"n_outer = n_inner = INT64_MAX", {h, AXS_F32, big, big, 1, 0, 0}, "rows"},
+      {"n_outer * n_inner > INT64_MAX",
+       {h, AXS_F32, 1LL << 32, 1LL << 32, 1, 1LL << 32, 1},
+       "rows"},
+      {"stride_outer = INT64_MAX / 2", {h, AXS_F32, 3, 1, d, big / 2, d}, "byte extent"},
+      {"stride_inner = INT64_MAX", {h, AXS_F32, 1, 2, d, 0, big}, "byte extent"},
+      {"bytes > PTRDIFF_MAX", {h, AXS_F32, 2, 1, d, big / 4 + 1, d}, "byte extent"},
+      {"d = INT64_MAX", {h, AXS_F32, 1, 1, big, 0, 0}, "byte extent"},
+      {"rows of INT64_MAX", {h, AXS_F32, 1, big, 1, 0, 1}, "byte extent"},
+      {"extent wraps the address space",
+       {(void *)(uintptr_t)(UINTPTR_MAX - 15), AXS_F32, 1, 1, d, 0, 0},
+       "byte extent"},
+  };
+  for (size_t k = 0; k < sizeof bad_rows / sizeof bad_rows[0]; k++) {
+    axs_status s = axs_project(bad_rows[k].rows, u, nm, outf, 1);
+    CHECK(s == AXS_EINVAL && strstr(axs_last_error(), bad_rows[k].needle) != NULL &&
+              strncmp(axs_last_error(), "h: ", 3) == 0,
+          "%s: status %d, message \"%s\"", bad_rows[k].what, (int)s, axs_last_error());
+  }
+  /* per-row values, outputs, mask and record: strides that overflow */
+  axs_rows rows = {h, AXS_F32, 1, 4, d, 0, d};
+  struct {
+    const char *what;
+    axs_status st;
+    const char *needle;
+  } r[8];
+  int n = 0;
+  r[n].what = "lo stride INT64_MAX";
+  r[n].st = axs_clamp_(rows, u, (axs_fin){&one, 0, big}, no_fin, nm, no_f, no_f, no_b, 1);
+  r[n++].needle = "lo: ";
+  r[n].what = "target stride INT64_MAX / 3";
+  r[n].st = axs_set_projection_(rows, u, (axs_fin){&one, 0, big / 3}, nm, no_f, 1);
+  r[n++].needle = "target: ";
+  r[n].what = "p_before stride INT64_MAX / 4";
+  r[n].st = axs_clamp_(rows, u, onef, no_fin, nm, (axs_fout){out, 0, big / 4}, no_f, no_b, 1);
+  r[n++].needle = "p_before: ";
+  r[n].what = "changed stride INT64_MAX / 2";
+  r[n].st = axs_clamp_(rows, u, onef, no_fin, nm, no_f, no_f, (axs_bout){m, 0, big / 2}, 1);
+  r[n++].needle = "changed: ";
+  r[n].what = "mask stride INT64_MAX / 2";
+  r[n].st = axs_steer_(rows, u, onef, (axs_bin){m, 0, big / 2}, 1);
+  r[n++].needle = "mask: ";
+  {
+    axs_step s;
+    memset(&s, 0, sizeof s);
+    s.op = AXS_PROJECT;
+    s.dir = u;
+    int64_t off = 0;
+    axs_record rec = record_of((axs_fout){out, 0, 1}, no_f, no_b);
+    rec.offset = &off;
+    rec.capacity = big; /* capacity columns of 4 bytes */
+    r[n].what = "record capacity INT64_MAX";
+    r[n].st = axs_apply_(rows, &s, 1, nm, rec, NULL, 1);
+    r[n++].needle = "p_in: ";
+  }
+  for (int k = 0; k < n; k++)
+    CHECK(r[k].st == AXS_EINVAL && strstr(axs_last_error(), "byte extent") != NULL, "%s: status %d",
+          r[k].what, (int)r[k].st);
+  /* (the messages, checked one by one, each name their argument) */
+  CHECK(axs_clamp_(rows, u, (axs_fin){&one, 0, big}, no_fin, nm, no_f, no_f, no_b, 1) ==
+                AXS_EINVAL &&
+            strncmp(axs_last_error(), "lo: ", 4) == 0,
+        "lo: message \"%s\"", axs_last_error());
+  CHECK(axs_steer_(rows, u, onef, (axs_bin){m, 0, big / 2}, 1) == AXS_EINVAL &&
+            strncmp(axs_last_error(), "mask: ", 6) == 0,
+        "mask: message \"%s\"", axs_last_error());
+  (void)r[0].needle;
+  /* a record offset anywhere in int64 is valid; columns outside the record
+   * are not written (and offset + i is never formed) */
+  const int64_t offsets[4] = {INT64_MAX - 1, INT64_MAX, INT64_MIN, INT64_MIN + 1};
+  for (int k = 0; k < 4; k++) {
+    float p_in[8];
+    uint8_t fired[8];
+    for (int j = 0; j < 8; j++) {
+      p_in[j] = k_fsentinel;
+      fired[j] = k_bsentinel;
+    }
+    axs_step s;
+    memset(&s, 0, sizeof s);
+    s.op = AXS_CLAMP;
+    s.dir = u;
+    s.a = onef;
+    axs_record rec = record_of((axs_fout){p_in, 0, 1}, no_f, (axs_bout){fired, 0, 1});
+    rec.offset = &offsets[k];
+    rec.capacity = 8;
+    CHECK(axs_apply_(rows, &s, 1, nm, rec, NULL, 1) == AXS_OK, "offset %lld: %s",
+          (long long)offsets[k], axs_last_error());
+    for (int j = 0; j < 8; j++)
+      CHECK(same_bits_f(p_in[j], k_fsentinel) && fired[j] == k_bsentinel,
+            "offset %lld: column %d written", (long long)offsets[k], j);
+  }
+  free(h);
+  free(u);
+}
+
+/* ---- the names in messages
+ * ------------------------------------------------------------------- */
+
+static void test_names(void) {
+  set_case("names in messages");
+  const int64_t d = 8;
+  float h[3 * 8];
+  for (int j = 0; j < 3 * 8; j++)
+    h[j] = (float)(j % 5) - 2.0f;
+  float *u = make_unit(d);
+  float *v = make_vec(d, 3.0);
+  float two = 2.0f, one = 1.0f, out[3];
+  axs_rows rows = {h, AXS_F32, 1, 3, d, 0, d};
+  axs_bin nm = {NULL, 0, 0};
+  axs_fout no_f = {NULL, 0, 0};
+  axs_record no_rec = record_of(no_f, no_f, (axs_bout){NULL, 0, 0});
+  axs_step s[2];
+  memset(s, 0, sizeof s);
+  s[0].op = AXS_PROJECT;
+  s[0].dir = u;
+  s[1].op = AXS_CLAMP;
+  s[1].dir = u;
+  s[1].a = (axs_fin){&two, 0, 0};
+  s[1].b = (axs_fin){&one, 0, 0};
+  /* the defaults */
+  CHECK(axs_apply_(rows, s, 2, nm, no_rec, NULL, 1) == AXS_EINVAL &&
+            strstr(axs_last_error(), "a[1] = 2 > b[1] = 1") != NULL,
+        "default names: \"%s\"", axs_last_error());
+  /* the caller's, with the step index put in */
+  axs_names names;
+  memset(&names, 0, sizeof names);
+  names.a = "params[%d, 0]";
+  names.b = "params[%d, 1]";
+  names.dir = "dirs[%d]";
+  CHECK(axs_apply_(rows, s, 2, nm, no_rec, &names, 1) == AXS_EINVAL &&
+            strstr(axs_last_error(), "params[1, 0] = 2 > params[1, 1] = 1") != NULL,
+        "caller's names: \"%s\"", axs_last_error());
+  s[1].b.data = NULL;
+  s[1].dir = v;
+  CHECK(axs_apply_(rows, s, 2, nm, no_rec, &names, 1) == AXS_EINVAL &&
+            strncmp(axs_last_error(), "dirs[1] has norm", 16) == 0,
+        "caller's dir name: \"%s\"", axs_last_error());
+  /* a name is never a format: only the first %d is replaced */
+  names.dir = "%s%n%d%x%%%d";
+  CHECK(axs_apply_(rows, s, 2, nm, no_rec, &names, 1) == AXS_EINVAL &&
+            strncmp(axs_last_error(), "%s%n1%x%%%d has norm", 20) == 0,
+        "format characters in a name: \"%s\"", axs_last_error());
+  /* a name without %d is used as is; long names are cut, not overrun */
+  names.dir = "a direction whose name is far longer than forty-seven characters";
+  CHECK(axs_apply_(rows, s, 2, nm, no_rec, &names, 1) == AXS_EINVAL &&
+            strncmp(axs_last_error(), "a direction whose name is far longer than forty has norm",
+                    56) == 0,
+        "long name: \"%s\"", axs_last_error());
+  names.dir = NULL;
+  names.mask = "attention_mask";
+  uint8_t m[3] = {1, 2, 0};
+  CHECK(axs_apply_(rows, s, 1, (axs_bin){m, 0, 1}, no_rec, &names, 1) == AXS_EINVAL &&
+            strncmp(axs_last_error(), "attention_mask = 2 at row (0, 1)", 32) == 0,
+        "mask name: \"%s\"", axs_last_error());
+  names.offset = "rec_offset";
+  {
+    int64_t off = 0;
+    axs_record rec = record_of((axs_fout){out, 0, 1}, no_f, (axs_bout){NULL, 0, 0});
+    rec.offset = &off;
+    rec.capacity = -3;
+    CHECK(axs_apply_(rows, s, 1, nm, rec, &names, 1) == AXS_EINVAL &&
+              strncmp(axs_last_error(), "rec_offset: record capacity = -3", 32) == 0,
+          "offset name: \"%s\"", axs_last_error());
+  }
+  /* the single operations use their parameter names */
+  CHECK(axs_project(rows, u, nm, (axs_fout){out, 0, 0}, 1) == AXS_EINVAL &&
+            strncmp(axs_last_error(), "out: ", 5) == 0,
+        "project output: \"%s\"", axs_last_error());
+  CHECK(axs_steer_(rows, u, (axs_fin){&one, 0, 0}, (axs_bin){m, 0, 1}, 1) == AXS_EINVAL &&
+            strncmp(axs_last_error(), "mask = 2", 8) == 0,
+        "mask value: \"%s\"", axs_last_error());
+  m[1] = 1;
+  CHECK(axs_steer_(rows, u, (axs_fin){&one, 0, 0}, (axs_bin){m, 0, 1}, 1) == AXS_OK,
+        "mask 0 / 1: %s", axs_last_error());
+  free(u);
+  free(v);
+}
+
 int main(void) {
   test_conversions();
   test_fixed_order();
@@ -1601,6 +1936,9 @@ int main(void) {
   test_invalid();
   test_threads_and_apply();
   test_record_offset();
+  test_update_overflow();
+  test_size_overflow();
+  test_names();
   printf("test_core: %ld checks, %ld failed\n", g_checks, g_failures);
   if (g_failures > 0)
     printf("%ld passed, %ld failed\n", g_checks - g_failures, g_failures);

@@ -192,6 +192,18 @@ inline void raise_status(axs_status st, const char *what) {
   TORCH_CHECK(false, what, ": ", msg);
 }
 
+// What the arguments of apply_ / apply are called in the core's messages:
+// the schema's names (params[k, 0] is a step's lo, target or alpha).
+inline axs_names program_names() {
+  axs_names n{};
+  n.dir = "dirs[%d]";
+  n.a = "params[%d, 0]";
+  n.b = "params[%d, 1]";
+  n.changed = "changed[%d]";
+  n.offset = "rec_offset";
+  return n;
+}
+
 // Everything an apply_ call needs, marshalled once; steps point into the
 // tensors given, which must outlive the call.
 struct Program {
@@ -200,6 +212,7 @@ struct Program {
   int n_steps = 0;
   axs_bin mask{};
   axs_record rec{};
+  axs_names names = program_names();
 };
 
 inline Program program_of(const at::Tensor &h, const at::Tensor &dirs, at::IntArrayRef ops,

@@ -1,6 +1,7 @@
 // ops.cpp - the axis_steer torch operators: their schemas (defined once,
-// here), the backend-generic implementations, and the CPU registration. The
-// CUDA registration lives in ops_cuda.cpp and reuses ops.h. Fake (meta)
+// here), the backend-generic implementations, the CPU registration, and the
+// device check every call passes before a backend is chosen (BackendSelect).
+// The CUDA registration lives in ops_cuda.cpp and reuses ops.h. Fake (meta)
 // kernels and autograd are registered in Python (axis_steer/_torch_ops.py).
 //
 // Schemas
@@ -50,9 +51,39 @@ struct CpuBackend {
   }
 
   static axs_status apply_(const Program &pg) {
-    return axs_apply_(pg.h, pg.steps.data(), pg.n_steps, pg.mask, pg.rec, threads());
+    return axs_apply_(pg.h, pg.steps.data(), pg.n_steps, pg.mask, pg.rec, &pg.names, threads());
   }
 };
+
+// The BackendSelect kernel of every operator: each tensor argument must be on
+// h's device. The dispatcher picks a kernel from the devices of all the
+// tensors, so without this an argument on another device would choose the
+// kernel - a direction on `meta` would run the shape-only fake kernel on a
+// CPU h, returning uninitialised memory and writing nothing. Redispatches to
+// the backend once the devices agree (all on meta is shape inference and
+// stays allowed).
+void same_device(const c10::OperatorHandle &op, c10::DispatchKeySet ks, torch::jit::Stack *stack) {
+  const auto &schema = op.schema();
+  const size_t n = schema.arguments().size();
+  auto args = torch::jit::last(*stack, n);
+  const at::Tensor &h = args[0].toTensor();
+  for (size_t i = 1; i < n; i++) {
+    if (!args[i].isTensor())
+      continue; // ints, and optional tensors not given
+    const at::Tensor &t = args[i].toTensor();
+    TORCH_CHECK_VALUE(t.device() == h.device(), schema.name(), ": ", schema.arguments()[i].name(),
+                      " is on ", t.device(), " but h is on ", h.device(),
+                      " (expected every tensor argument on h's device: move it with "
+                      ".to(h.device)",
+                      t.is_meta() || h.is_meta()
+                          ? "; meta tensors only trace shapes, so that needs every argument on meta"
+                          : "",
+                      ")");
+  }
+  op.redispatchBoxed(
+      ks & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, c10::DispatchKey::BackendSelect),
+      stack);
+}
 
 // The Autograd kernel of every in-place operator: refuses a mutated tensor
 // that requires grad while grad mode is on (the in-place operators record no
@@ -202,6 +233,11 @@ TORCH_LIBRARY_IMPL(axis_steer, CPU, m) {
   m.impl("steer_", &axis_steer::steer_impl<B>);
   m.impl("apply_", &axis_steer::apply_inplace_impl<B>);
   m.impl("apply", &axis_steer::apply_impl<B>);
+}
+
+TORCH_LIBRARY_IMPL(axis_steer, BackendSelect, m) {
+  for (const char *name : {"project", "clamp_", "set_projection_", "steer_", "apply_", "apply"})
+    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&axis_steer::same_device>());
 }
 
 TORCH_LIBRARY_IMPL(axis_steer, Autograd, m) {

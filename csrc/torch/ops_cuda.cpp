@@ -4,9 +4,11 @@
 // of h's device; nothing here synchronises, allocates per data or reads
 // device memory, so the operators can be captured in CUDA graphs.
 //
-// The CUDA entry points cannot check what lives in device memory (unit norm
-// of directions, per-row lo <= hi); axis_steer's Python layer checks those
-// when values are set (see axis_steer/ops.py and hooks).
+// CudaBackend mirrors ops.cpp's CpuBackend entry point for entry point: the
+// core has the same five on both halves. The CUDA entry points cannot check
+// what lives in device memory (unit norm of directions, per-row lo <= hi,
+// mask values 0 / 1); axis_steer's Python layer checks those when values are
+// set (see axis_steer/ops.py and hooks).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -15,10 +17,6 @@
 
 namespace axis_steer {
 namespace {
-
-axs_fin no_fin() {
-  return axs_fin{nullptr, 0, 0};
-}
 
 // h's device, once h is known to be a CUDA tensor (the CUDA kernels also
 // run when h is on the CPU but another argument is on a GPU).
@@ -37,50 +35,26 @@ struct CudaBackend {
 
   static void *stream() { return static_cast<void *>(c10::cuda::getCurrentCUDAStream().stream()); }
 
-  static axs_status one_step(axs_rows h, axs_step s, axs_bin mask) {
-    axs_record rec{};
-    return axs_apply_cuda_(h, &s, 1, mask, rec, stream());
-  }
-
   static axs_status project(axs_rows h, const float *u, axs_bin mask, axs_fout p) {
     return axs_project_cuda(h, u, mask, p, stream());
   }
 
   static axs_status clamp_(axs_rows h, const float *u, axs_fin lo, axs_fin hi, axs_bin mask,
                            axs_fout pb, axs_fout pa, axs_bout changed) {
-    axs_step s{};
-    s.op = AXS_CLAMP;
-    s.dir = u;
-    s.a = lo;
-    s.b = hi;
-    s.p_before = pb;
-    s.p_after = pa;
-    s.changed = changed;
-    return one_step(h, s, mask);
+    return axs_clamp_cuda_(h, u, lo, hi, mask, pb, pa, changed, stream());
   }
 
   static axs_status set_projection_(axs_rows h, const float *u, axs_fin t, axs_bin mask,
                                     axs_fout pb) {
-    axs_step s{};
-    s.op = AXS_SET;
-    s.dir = u;
-    s.a = t;
-    s.b = no_fin();
-    s.p_before = pb;
-    return one_step(h, s, mask);
+    return axs_set_projection_cuda_(h, u, t, mask, pb, stream());
   }
 
   static axs_status steer_(axs_rows h, const float *w, axs_fin alpha, axs_bin mask) {
-    axs_step s{};
-    s.op = AXS_STEER;
-    s.dir = w;
-    s.a = alpha;
-    s.b = no_fin();
-    return one_step(h, s, mask);
+    return axs_steer_cuda_(h, w, alpha, mask, stream());
   }
 
   static axs_status apply_(const Program &pg) {
-    return axs_apply_cuda_(pg.h, pg.steps.data(), pg.n_steps, pg.mask, pg.rec, stream());
+    return axs_apply_cuda_(pg.h, pg.steps.data(), pg.n_steps, pg.mask, pg.rec, &pg.names, stream());
   }
 };
 

@@ -28,7 +28,14 @@
  *  - bytes between rows, record columns outside the record and unrequested
  *    outputs are never written, rows not written keep their bits, and (under
  *    AddressSanitizer) the bytes between rows are poisoned, so even a read
- *    of them fails.
+ *    of them fails;
+ *  - a one-step case run through the single-operation entry point
+ *    (axs_clamp_cuda_, ...) gives the bits of axs_apply_cuda_.
+ *
+ * Then fixed cases at the limits (check_limits): updates whose intermediate
+ * overflows float32 although the result fits give the CPU's finite bits;
+ * sizes whose byte extent overflows are refused without a launch; record
+ * offsets anywhere in int64 write nothing outside the record.
  *
  * A fixed sweep first reaches every launch site of cuda.cu (warp rows, block
  * rows, the global-memory fallback) for every dtype, with vector and element
@@ -250,7 +257,10 @@ axs_fin fin_of(const ParamSpec &ps, const Buffer<float> &buf, const Case &c) {
 
 // Runs the case on one backend. all_outputs: every optional output (else the
 // drawn ones). other_alignment: the base skew toggled between 0 and 1 element.
-Outputs run(const Case &c, Backend be, bool all_outputs, bool other_alignment) {
+// single: a one-step case through the backend's single-operation entry point
+// (axs_clamp_cuda_, ...) instead of apply_, without a record.
+Outputs run(const Case &c, Backend be, bool all_outputs, bool other_alignment,
+            bool single = false) {
   const axs_dtype dt = c.dt;
   const size_t es = esize(dt);
   const int64_t ext = c.extent(), rows = c.rows();
@@ -350,8 +360,32 @@ Outputs run(const Case &c, Backend be, bool all_outputs, bool other_alignment) {
   std::copy(c.mask.begin(), c.mask.end(), mask.p());
   const axs_bin mb{c.use_mask ? mask.p() : nullptr, c.ni, 1};
   const axs_rows hr{h, dt, c.no, c.ni, c.d, c.so, c.si};
-  out.status = be == CUDA ? axs_apply_cuda_(hr, steps.data(), K, mb, rec, nullptr)
-                          : axs_apply_(hr, steps.data(), K, mb, rec, 1);
+  if (single) {
+    const axs_step &s = steps[0];
+    const bool dev = be == CUDA;
+    switch (s.op) {
+    case AXS_PROJECT:
+      out.status = dev ? axs_project_cuda(hr, s.dir, mb, s.p_before, nullptr)
+                       : axs_project(hr, s.dir, mb, s.p_before, 1);
+      break;
+    case AXS_CLAMP:
+      out.status =
+          dev ? axs_clamp_cuda_(hr, s.dir, s.a, s.b, mb, s.p_before, s.p_after, s.changed, nullptr)
+              : axs_clamp_(hr, s.dir, s.a, s.b, mb, s.p_before, s.p_after, s.changed, 1);
+      break;
+    case AXS_SET:
+      out.status = dev ? axs_set_projection_cuda_(hr, s.dir, s.a, mb, s.p_before, nullptr)
+                       : axs_set_projection_(hr, s.dir, s.a, mb, s.p_before, 1);
+      break;
+    case AXS_STEER:
+      out.status =
+          dev ? axs_steer_cuda_(hr, s.dir, s.a, mb, nullptr) : axs_steer_(hr, s.dir, s.a, mb, 1);
+      break;
+    }
+  } else {
+    out.status = be == CUDA ? axs_apply_cuda_(hr, steps.data(), K, mb, rec, nullptr, nullptr)
+                            : axs_apply_(hr, steps.data(), K, mb, rec, nullptr, 1);
+  }
   out.error = axs_last_error();
 
   UNPOISON(hmem.raw, hmem.skew + hmem.bytes);
@@ -577,7 +611,7 @@ double norm_of_row(const Case &c, const std::vector<unsigned char> &bytes, int64
 }
 
 long g_ambiguous = 0, g_rows = 0, g_written = 0, g_fired = 0, g_masked = 0, g_nonfinite = 0;
-long g_offset_cols = 0, g_swapped = 0;
+long g_offset_cols = 0, g_swapped = 0, g_single = 0;
 double g_worst_proj = 0.0, g_worst_elem = 0.0; // largest error / tolerance seen
 
 void check_case(const Case &c) {
@@ -625,6 +659,23 @@ void check_case(const Case &c) {
           "record %lld: p_out %.9g vs %.9g", (long long)x, dev.pout[x], dev2.pout[x]);
     CHECK(c.want_fired ? dev.fired[x] == dev2.fired[x] : dev.fired[x] == kSentinelB,
           "record %lld: fired %d vs %d", (long long)x, dev.fired[x], dev2.fired[x]);
+  }
+
+  // -- a one-step case: the single-operation entry point is that program
+  if (K == 1) {
+    g_single++;
+    const Outputs one = run(c, CUDA, false, false, true);
+    const axs_op op = c.steps[0].op;
+    CHECK(one.status == AXS_OK, "single-operation entry (op %d): %s", op, one.error.c_str());
+    CHECK(one.h == dev.h, "single-operation entry (op %d): h differs from apply_", op);
+    for (int64_t r = 0; r < rows; r++) {
+      if (op != AXS_STEER)
+        CHECK(same_bits(one.pb[0][r], dev.pb[0][r]), "single op %d row %lld: p_before %.9g vs %.9g",
+              op, (long long)r, one.pb[0][r], dev.pb[0][r]);
+      if (op == AXS_CLAMP)
+        CHECK(same_bits(one.pa[0][r], dev.pa[0][r]) && one.ch[0][r] == dev.ch[0][r],
+              "single op %d row %lld: p_after / changed differ from apply_", op, (long long)r);
+    }
   }
 
   // -- each backend is consistent with its own project (bit for bit)
@@ -816,6 +867,135 @@ std::vector<Case> sweep() {
   return out;
 }
 
+// Values at the edge of float32: updates whose intermediate overflows
+// although the result fits (axis_steer.h, "Overflow") give the CPU's bits on
+// the device; sizes whose byte extent overflows are refused before a launch;
+// a record offset anywhere in int64 writes nothing outside the record.
+void check_limits() {
+  g_case = "limits: overflowing updates";
+  const float e0[4] = {1.0f, 0.0f, 0.0f, 0.0f};
+  const float u68[4] = {0.6f, 0.8f, 0.0f, 0.0f};
+  const float w[4] = {2e38f, 0.0f, 1.0f, 0.0f};
+  struct Edge {
+    const char *what;
+    axs_op op;
+    const float *dir;
+    float a, b;
+    float row0[4];
+    float want0; // h[0] after the step, within 2^-7
+  };
+  const Edge edges[] = {
+      {"floor 2e38 on -2e38", AXS_CLAMP, e0, 2e38f, INFINITY, {-2e38f, 0, 0, 0}, 2e38f},
+      {"ceiling -2e38 on 2e38",
+       AXS_CLAMP,
+       u68,
+       -INFINITY,
+       -2e38f,
+       {1.2e38f, 1.6e38f, 0, 0},
+       -1.2e38f},
+      {"set 2e38 on -2e38", AXS_SET, e0, 2e38f, 0.0f, {-2e38f, 0, 0, 0}, 2e38f},
+      {"steer 3 * 2e38 on -3e38", AXS_STEER, w, 3.0f, 0.0f, {-3e38f, 0, 0, 0}, 3e38f},
+      {"floor 3e38 beyond the range", AXS_CLAMP, u68, 3e38f, INFINITY, {3e38f, 0, 0, 0}, INFINITY},
+  };
+  for (axs_dtype dt : {AXS_F32, AXS_BF16}) {
+    for (const Edge &e : edges) {
+      g_case = std::string("limits: ") + e.what + " " + dt_name(dt);
+      std::vector<unsigned char> bytes[2];
+      float p_after[2][2];
+      for (Backend be : {CPU, CUDA}) {
+        Buffer<unsigned char> h(8 * esize(dt));
+        for (int j = 0; j < 8; j++)
+          store(dt, h.p(), j, j < 4 ? e.row0[j] : (j == 4 ? 1.0f : 0.0f));
+        Buffer<float> dir(4), a(1), b(1), pa(2);
+        std::copy(e.dir, e.dir + 4, dir.p());
+        a[0] = e.a;
+        b[0] = e.b;
+        axs_step s;
+        std::memset(&s, 0, sizeof s);
+        s.op = e.op;
+        s.dir = dir.p();
+        s.a = axs_fin{a.p(), 0, 0};
+        if (e.op == AXS_CLAMP)
+          s.b = axs_fin{b.p(), 0, 0};
+        if (e.op != AXS_STEER)
+          s.p_after = axs_fout{pa.p(), 0, 1};
+        axs_record rec;
+        std::memset(&rec, 0, sizeof rec);
+        const axs_rows hr{h.p(), dt, 1, 2, 4, 0, 4};
+        const axs_bin nm{nullptr, 0, 0};
+        const axs_status st = be == CUDA ? axs_apply_cuda_(hr, &s, 1, nm, rec, nullptr, nullptr)
+                                         : axs_apply_(hr, &s, 1, nm, rec, nullptr, 1);
+        CHECK(st == AXS_OK, "%s: %s", be == CUDA ? "CUDA" : "CPU", axs_last_error());
+        bytes[be].assign(h.p(), h.p() + 8 * esize(dt));
+        p_after[be][0] = pa[0];
+        p_after[be][1] = pa[1];
+      }
+      CHECK(bytes[CPU] == bytes[CUDA], "CPU and CUDA rows differ");
+      const float got = load(dt, bytes[CUDA].data(), 0);
+      CHECK(std::isinf(e.want0) ? got == e.want0
+                                : std::fabs((double)got - e.want0) <= std::fabs(e.want0) * 0x1p-7,
+            "h[0] = %.9g, expected %.9g", got, e.want0);
+      for (int j = 1; j < 8; j++)
+        CHECK(!std::isnan(load(dt, bytes[CUDA].data(), j)), "h[%d] is NaN", j);
+      if (e.op != AXS_STEER)
+        CHECK(both_nan_or_equal(p_after[CPU][0], p_after[CUDA][0]), "p_after CPU %.9g, CUDA %.9g",
+              p_after[CPU][0], p_after[CUDA][0]);
+    }
+  }
+
+  g_case = "limits: sizes";
+  Buffer<float> h(96), u(24), out(8);
+  for (int j = 0; j < 24; j++)
+    u[j] = j == 0 ? 1.0f : 0.0f;
+  const int64_t big = INT64_MAX;
+  const axs_rows bad[] = {
+      {h.p(), AXS_F32, big, big, 1, 0, 0},
+      {h.p(), AXS_F32, 3, 1, 24, big / 2, 24},
+      {h.p(), AXS_F32, 1, 2, 24, 0, big},
+      {h.p(), AXS_F32, 1, 1, big, 0, 0},
+  };
+  axs_step s;
+  std::memset(&s, 0, sizeof s);
+  s.op = AXS_PROJECT;
+  s.dir = u.p();
+  s.p_before = axs_fout{out.p(), 0, 1};
+  axs_record no_rec;
+  std::memset(&no_rec, 0, sizeof no_rec);
+  const axs_bin nm{nullptr, 0, 0};
+  const long launches = axs_emu::state().launches;
+  for (const axs_rows &r : bad) {
+    const axs_status st = axs_apply_cuda_(r, &s, 1, nm, no_rec, nullptr, nullptr);
+    CHECK(st == AXS_EINVAL && std::strncmp(axs_last_error(), "h: ", 3) == 0,
+          "rows (%lld, %lld) strides (%lld, %lld) d %lld: status %d, \"%s\"", (long long)r.n_outer,
+          (long long)r.n_inner, (long long)r.stride_outer, (long long)r.stride_inner,
+          (long long)r.d, st, axs_last_error());
+  }
+  const axs_rows rows{h.p(), AXS_F32, 1, 4, 24, 0, 24};
+  axs_step bad_p = s;
+  bad_p.p_before = axs_fout{out.p(), 0, big / 4};
+  CHECK(axs_apply_cuda_(rows, &bad_p, 1, nm, no_rec, nullptr, nullptr) == AXS_EINVAL &&
+            std::strstr(axs_last_error(), "byte extent") != nullptr,
+        "p_before stride INT64_MAX / 4: \"%s\"", axs_last_error());
+  CHECK(axs_emu::state().launches == launches, "a refused call launched a kernel");
+
+  g_case = "limits: record offsets";
+  for (int64_t off : {INT64_MAX - 1, INT64_MAX, INT64_MIN, INT64_MIN + 1}) {
+    Buffer<float> p_in(8);
+    Buffer<int64_t> offset(1);
+    offset[0] = off;
+    std::fill(p_in.p(), p_in.p() + 8, kSentinelF);
+    axs_record rec;
+    std::memset(&rec, 0, sizeof rec);
+    rec.p_in = axs_fout{p_in.p(), 0, 1};
+    rec.offset = offset.p();
+    rec.capacity = 8;
+    CHECK(axs_apply_cuda_(rows, &s, 1, nm, rec, nullptr, nullptr) == AXS_OK, "offset %lld: %s",
+          (long long)off, axs_last_error());
+    for (int j = 0; j < 8; j++)
+      CHECK(same_bits(p_in[j], kSentinelF), "offset %lld: column %d written", (long long)off, j);
+  }
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -843,6 +1023,8 @@ int main(int argc, char **argv) {
     }
   }
 
+  check_limits();
+
   // coverage: every launch site, with every instantiation any site ran
   g_case = "coverage";
   const axs_emu::State &emu = axs_emu::state();
@@ -861,9 +1043,10 @@ int main(int argc, char **argv) {
   }
   CHECK(emu.vector_loads > 0, "no 16-byte vector load ran");
   std::printf("rows %ld: written %ld, fired %ld, masked %ld, non-finite %ld, near a bound %ld; "
-              "offset records %ld; lo>hi cases %ld; vector loads %ld\n",
+              "offset records %ld; lo>hi cases %ld; one-step cases through the single-operation "
+              "entries %ld; vector loads %ld\n",
               g_rows, g_written, g_fired, g_masked, g_nonfinite, g_ambiguous, g_offset_cols,
-              g_swapped, emu.vector_loads);
+              g_swapped, g_single, emu.vector_loads);
   std::printf("largest CPU/CUDA difference over its tolerance: projections %.3g, elements %.3g\n",
               g_worst_proj, g_worst_elem);
   std::printf("test_cuda_emulated: %ld cases, %ld checks, %ld failures\n", g_cases, g_checks,
