@@ -11,7 +11,7 @@ reads what the previous one wrote without extra flags::
     axis-steer project   --model M --run runs/m --conversations c.jsonl
     axis-steer chat      --model M --run runs/m          # interactive, capped, live readings
     axis-steer eval      --model M --run runs/m --texts t.txt --mc q.jsonl
-    axis-steer info      FILE
+    axis-steer info      FILE | --model M                # a file's contents; the blocks hooked on M
     axis-steer demo                                      # the whole job on the built-in model
 
 ``--model`` defaults to the built-in persona model (``axis_steer/personas/data/persona-llama``).
@@ -386,9 +386,42 @@ def cmd_eval(args: argparse.Namespace) -> str:
     return f"wrote {out / 'report.json'}"
 
 
+def describe_model(path: str, *, stack: str | None = None, blocks: str | None = None) -> str:
+    """What axis_steer hooks on the model at ``path`` (a folder or hub id): built
+    from its config on the meta device, so no weights are read, whatever the size."""
+    import torch
+    import transformers
+    from transformers import AutoConfig
+
+    from axis_steer.runtime.models import describe
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as exc:
+        raise AxisSteerError(f"--model {path}: cannot read its config ({str(exc).splitlines()[0]})") from exc
+    errors = []
+    for auto in ("AutoModelForCausalLM", "AutoModelForSeq2SeqLM", "AutoModel"):
+        try:
+            with torch.device("meta"):
+                model = getattr(transformers, auto).from_config(config)
+            break
+        except ValueError as exc:  # the config is not one this auto class maps
+            errors.append(f"{auto}: {str(exc).splitlines()[0]}")
+    else:
+        raise AxisSteerError(f"--model {path}: no model class for its config ({'; '.join(errors)})")
+    return str(describe(model, blocks, stack=stack))
+
+
 def cmd_info(args: argparse.Namespace) -> str:
     from axis_steer.runtime import formats
 
+    if args.model is not None:
+        if args.file is not None:
+            raise ValueError("info: give a FILE or --model, not both")
+        print(describe_model(args.model, stack=args.stack, blocks=args.blocks))
+        return f"{args.model}: the blocks axis_steer hooks"
+    if args.file is None:
+        raise ValueError("info: give a FILE to describe, or --model M for the blocks axis_steer would hook")
     p = Path(args.file)
     if p.suffix == ".safetensors":
         meta = formats.read_metadata(p)
@@ -526,8 +559,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-plots", action="store_true")
     s.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("info", help="describe an axis_steer file or a reference artefact")
-    s.add_argument("file")
+    s = sub.add_parser(
+        "info",
+        help="describe an axis_steer file or a reference artefact, or what axis_steer hooks on a model",
+        description="With FILE: what the file holds. With --model M: which blocks axis_steer would cap, steer "
+        "and monitor (their path, count and classes, the stack of an encoder-decoder model) and how it reads "
+        "each call's padding; built from the model's config, no weights are loaded.",
+    )
+    s.add_argument("file", nargs="?", default=None, help="an axis_steer .safetensors or a reference .pt")
+    s.add_argument("--model", default=None, help="a Hugging Face model folder or id: describe its blocks")
+    s.add_argument("--stack", choices=["decoder", "encoder"], default=None,
+                   help="the stack of an encoder-decoder model (default: decoder)")
+    s.add_argument("--blocks", default=None, help="name the blocks yourself (an attribute path, e.g. model.layers)")
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser(

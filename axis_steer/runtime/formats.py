@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -506,32 +507,50 @@ class ReferenceCappingConfig:
         return [str(e.get("id", i)) for i, e in enumerate(self.experiments)]
 
     def experiment(self, which: str | int) -> CapConfig:
-        """The caps of one experiment, by id or list index. Interventions without
-        a ``"cap"`` are not capping and are skipped (their names are listed in
-        the metadata)."""
-        if isinstance(which, int):
+        """The caps of one experiment, by id (a string) or list index (an
+        integer, NumPy's included). Interventions without a ``"cap"`` are not
+        capping and are skipped (their names are listed in the metadata)."""
+        if not isinstance(self.experiments, list):
+            raise ValueError(
+                f"experiments: a {type(self.experiments).__name__} (expected a list of {{'id', 'interventions'}} dicts)"
+            )
+        if isinstance(which, numbers.Integral) and not isinstance(which, bool):
+            which = int(which)
             if not -len(self.experiments) <= which < len(self.experiments):
                 raise ValueError(
                     f"experiment index {which} is out of range ({len(self.experiments)} experiments)"
                 )
             exp = self.experiments[which]
-        else:
-            found = [e for e in self.experiments if e.get("id") == which]
+        elif isinstance(which, str):
+            found = [e for e in self.experiments if isinstance(e, dict) and e.get("id") == which]
             if not found:
                 ids = self.experiment_ids()
                 shown = ", ".join(ids[:12]) + (" ..." if len(ids) > 12 else "")
                 raise ValueError(f"experiment {which!r} not found (ids: {shown})")
             exp = found[0]
+        else:
+            raise ValueError(f"experiment: {which!r} (expected an id string or a list index)")
+        where = f"experiment {exp.get('id')!r}" if isinstance(exp, dict) else f"experiment {which!r}"
+        interventions = exp.get("interventions", []) if isinstance(exp, dict) else None
+        if not isinstance(interventions, list):
+            raise ValueError(
+                f"{where}: 'interventions' is a {type(interventions).__name__} (expected a list of "
+                "{'vector': name, 'cap': number} dicts)"
+            )
         entries, skipped = [], []
-        for j, iv in enumerate(exp.get("interventions", [])):
+        for j, iv in enumerate(interventions):
+            if not isinstance(iv, dict):
+                raise ValueError(f"{where} intervention {j}: a {type(iv).__name__} (expected a {{'vector', 'cap'}} dict)")
             name = iv.get("vector")
-            if name not in self.vectors:
-                raise ValueError(f"experiment {exp.get('id')!r} intervention {j}: unknown vector {name!r}")
+            if not isinstance(name, str) or name not in self.vectors:
+                raise ValueError(f"{where} intervention {j}: unknown vector {name!r}")
             if "cap" not in iv or iv["cap"] is None:
                 skipped.append(name)
                 continue
             vec, layer = self.vectors[name]
-            entries.append(CapEntry(int(layer), unit_vector(vec, f"vector {name!r}"), -math.inf, float(iv["cap"]), name))
+            cap = _reference_number(iv["cap"], f"{where} intervention {j} ('cap')")
+            layer = _reference_layer(layer, f"vectors[{name!r}]['layer']")
+            entries.append(CapEntry(layer, unit_vector(vec, f"vector {name!r}"), -math.inf, cap, name))
         meta = {
             "kind": "caps",
             "side": "ceiling",
@@ -554,13 +573,41 @@ class ReferenceCappingConfig:
         return path
 
 
+def _reference_layer(value: Any, what: str) -> int:
+    """A layer index of a reference config: an integer (never a float, a string or a bool)."""
+    torch = _torch()
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point() and value.dtype != torch.bool:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{what} = {value!r}: expected an integer layer index")
+    return int(value)
+
+
+def _reference_number(value: Any, what: str) -> float:
+    """A cap of a reference config: a real number, not NaN (never a string or a bool)."""
+    torch = _torch()
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and value.dtype != torch.bool:
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what} = {value!r}: expected a number")
+    if math.isnan(float(value)):
+        raise ValueError(f"{what} is NaN: expected a number")
+    return float(value)
+
+
 def load_capping_config(path: str | Path, *, trust_pickle: bool = False) -> ReferenceCappingConfig:
-    """Reads a reference ``capping_config.pt`` (see :class:`ReferenceCappingConfig`)."""
+    """Reads a reference ``capping_config.pt`` (see :class:`ReferenceCappingConfig`),
+    checking its structure: a malformed field is an error that names it."""
     torch = _torch()
     path = Path(path)
     obj = load_pt(path, trust_pickle=trust_pickle)
     if not isinstance(obj, dict) or "vectors" not in obj or "experiments" not in obj:
         raise ValueError(f"{path}: expected a dict with 'vectors' and 'experiments' (a reference capping config)")
+    if not isinstance(obj["vectors"], dict):
+        raise ValueError(
+            f"{path}: 'vectors' is a {type(obj['vectors']).__name__} (expected a dict "
+            "{name: {'vector': tensor (d,), 'layer': int}})"
+        )
     vectors = {}
     for name, spec in obj["vectors"].items():
         if not isinstance(spec, dict) or "vector" not in spec or "layer" not in spec:
@@ -568,11 +615,31 @@ def load_capping_config(path: str | Path, *, trust_pickle: bool = False) -> Refe
         v = spec["vector"]
         if not isinstance(v, torch.Tensor) or v.dim() != 1:
             raise ValueError(f"{path}: vectors[{name!r}]['vector'] must be a 1-D tensor (d,)")
-        vectors[str(name)] = (v.detach().to(torch.float32), int(spec["layer"]))
+        layer = _reference_layer(spec["layer"], f"{path}: vectors[{name!r}]['layer']")
+        vectors[str(name)] = (v.detach().to(torch.float32), layer)
+    if not isinstance(obj["experiments"], list):
+        raise ValueError(
+            f"{path}: 'experiments' is a {type(obj['experiments']).__name__} (expected a list of "
+            "{'id': str, 'interventions': [...]} dicts)"
+        )
     experiments = list(obj["experiments"])
     for i, e in enumerate(experiments):
         if not isinstance(e, dict) or "interventions" not in e:
             raise ValueError(f"{path}: experiments[{i}] needs an 'interventions' list")
+        ivs = e["interventions"]
+        if not isinstance(ivs, list):
+            raise ValueError(
+                f"{path}: experiments[{i}]['interventions'] is a {type(ivs).__name__} (expected a list of "
+                "{'vector': name, 'cap': number} dicts)"
+            )
+        for j, iv in enumerate(ivs):
+            where = f"{path}: experiments[{i}]['interventions'][{j}]"
+            if not isinstance(iv, dict):
+                raise ValueError(f"{where} is a {type(iv).__name__} (expected a {{'vector', 'cap'}} dict)")
+            if iv.get("vector") not in vectors:
+                raise ValueError(f"{where}: unknown vector {iv.get('vector')!r}")
+            if iv.get("cap") is not None:
+                _reference_number(iv["cap"], f"{where}['cap']")
     return ReferenceCappingConfig(vectors, experiments, str(path))
 
 

@@ -19,11 +19,20 @@ from axis_steer.runtime import reference as R  # noqa: E402
 from axis_steer.runtime.hooks import Attachment  # noqa: E402
 from axis_steer.runtime.policies import PHASES  # noqa: E402
 
-from helpers import assert_proj_close, torch_to_f64  # noqa: E402
-from zoo import VOCAB, left_padded, random_axis, thresholds_from, tiny_model  # noqa: E402
+from helpers import assert_proj_close, cuda_only, torch_to_f64  # noqa: E402
+from zoo import VOCAB, batch, left_padded, random_axis, thresholds_from, tiny_model  # noqa: E402
 
 torch.set_num_threads(1)
 OPS = torch.ops.axis_steer
+TDTYPE = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def f32(x, device="cpu") -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float32)).to(device)
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int32 if t.dtype == torch.float32 else torch.int16)
 
 
 def _params(threshold, k=1, release=None, release_k=1, phases="both", start=False):
@@ -356,3 +365,182 @@ def test_batch_size_changes_reallocate_the_state():
         assert pol.state().latched.shape == (2,)
         model.generate(input_ids=ids[:1], attention_mask=am[:1], max_new_tokens=40, do_sample=False)
     assert pol.capacity >= ids.shape[1] + 40
+
+
+# ---- drift latches on every device (the CPU always, CUDA when present) ---------------------------------------------------------------
+
+
+def _latch_inputs(seed: int, dtype, batch: int, total: int, d: int, exact: bool):
+    """Rows whose projection on u drifts down at a different token in each row;
+    with ``exact`` the direction is a basis vector and the values multiples of
+    1/4, so every backend's projection is exact."""
+    g = torch.Generator().manual_seed(seed)
+    if exact:
+        u = torch.zeros(d)
+        u[3] = 1.0
+        h = (torch.randint(1, 5, (batch, total, d), generator=g) * 0.5).float()
+        h[..., 3] = torch.randint(-8, 8, (batch, total), generator=g) * 0.25
+    else:
+        u = torch.randn(d, generator=g)
+        u /= u.norm()
+        drift = torch.stack([torch.linspace(1.0, -1.5 - r % 3, total) for r in range(batch)])
+        h = torch.randn(batch, total, d, generator=g) * 0.3 + drift[..., None] * u
+    mask = torch.ones(batch, total, dtype=torch.bool)
+    for r in range(batch):
+        mask[r, : r % 4] = False
+    return h.to(dtype), u, mask
+
+
+def _run_latch(h, u, mask, params, calls, window, cap):
+    dev = h.device
+    batch = h.shape[0]
+    state = torch.zeros(batch, 8, dtype=torch.int64, device=dev)
+    ring = torch.zeros(batch, window, device=dev)
+    gate = torch.zeros(batch, cap, dtype=torch.bool, device=dev)
+    p = torch.full((batch, cap), 7.0, device=dev)
+    x = h.clone()
+    at = 0
+    for n in calls:
+        off = torch.tensor(at, device=dev)
+        OPS.latch_(x[:, at : at + n], params.to(dev), off, state, ring, gate, u.to(dev), p, mask[:, at : at + n])
+        OPS.apply_(x[:, at : at + n], u.to(dev)[None], [1], f32([[0.25, math.inf]], dev), mask[:, at : at + n],
+                   None, None, None, off, [gate], [0])
+        at += n
+    return x, state, gate, p
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("window", [1, 4])
+def test_latch_parity(device, dtype, exact, window):
+    """The latch and a clamp it gates, a prompt then decode steps then a chunk,
+    batch rows beyond one block of the scan: with exact projections the device
+    gives the CPU's bits everywhere; otherwise its gates and state are what the
+    float64 reference makes of its own projections."""
+    batch, total, d = 70, 24, 96
+    h, u, mask = _latch_inputs(5, TDTYPE[dtype], batch, total, d, exact)
+    calls = [10] + [1] * 8 + [6]
+    params = torch.tensor([-0.3, 2.0, 0.2, 2.0, 1.0, 1.0, 0.0, 0.0])
+    cap = total + 2
+    got = _run_latch(h.to(device), u, mask.to(device), params, calls, window, cap)
+    ref = R.latch(got[3][:, :total].cpu(), mask, threshold=-0.3, k=2, window=window, release=0.2, release_k=2,
+                  calls=calls)
+    assert np.array_equal(got[2][:, :total].cpu().numpy(), ref.gate)
+    assert got[1][:, 5].cpu().tolist() == ref.latched_at.tolist()
+    assert got[1][:, 7].cpu().tolist() == ref.count.tolist()
+    assert len(set(ref.latched_at.tolist())) > 2
+    if exact:
+        cpu = _run_latch(h, u, mask, params, calls, window, cap)
+        assert torch.equal(bits(got[0].cpu()), bits(cpu[0]))
+        assert torch.equal(got[1].cpu(), cpu[1]) and torch.equal(got[2].cpu(), cpu[2])
+        assert torch.equal(got[3].cpu().nan_to_num(9.0), cpu[3].nan_to_num(9.0))
+
+
+@cuda_only
+def test_graph_replays_of_a_latch_follow_its_state():
+    """A decode step's latch and gated clamp captured once; replays with the
+    offset advanced in device memory give the eager calls' state and rows."""
+    DEV = device = torch.device("cuda")
+    batch, d, steps = 8, 4096, 12
+    h, u, mask = _latch_inputs(6, torch.bfloat16, batch, steps, d, exact=False)
+    params = f32([-0.3, 2.0, math.nan, 1.0, 1.0, 1.0, 0.0, 0.0], DEV)
+    ud = u.to(DEV)
+    state = torch.zeros(batch, 8, dtype=torch.int64, device=device)
+    ring = torch.zeros(batch, 1, device=device)
+    gate = torch.zeros(batch, steps, dtype=torch.bool, device=device)
+    p = torch.zeros(batch, steps, device=device)
+    x = torch.empty(batch, 1, d, dtype=torch.bfloat16, device=device)
+    m = torch.ones(batch, 1, dtype=torch.bool, device=device)
+    off = torch.zeros((), dtype=torch.int64, device=device)
+    lo = f32([[0.25, math.inf]], DEV)
+
+    def step():
+        OPS.latch_(x, params, off, state, ring, gate, ud, p, m)
+        OPS.apply_(x, ud[None], [1], lo, m, None, None, None, off, [gate], [0])
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    outs = []
+    for t in range(steps):
+        x.copy_(h[:, t : t + 1])
+        m.copy_(mask[:, t : t + 1])
+        off.fill_(t)
+        graph.replay()
+        outs.append(x.clone())
+    torch.cuda.synchronize()
+    ref = R.latch(p.cpu(), mask, threshold=-0.3, k=2, calls=[1] * steps)
+    # the first call (offset 0) is a prompt, the others decode steps: both phases open
+    assert np.array_equal(gate.cpu().numpy(), ref.gate)
+    assert state[:, 5].cpu().tolist() == ref.latched_at.tolist()
+    eager = _run_latch(h.to(DEV), u, mask.to(DEV), params.cpu(), [1] * steps, 1, steps)
+    assert torch.equal(torch.cat(outs, 1).view(torch.int16), eager[0].view(torch.int16))
+
+
+def test_hooks_latched_caps_on_the_device(device):
+    model = tiny_model().to(device)
+    axis = random_axis()
+    taus = thresholds_from(model, axis, [1, 2, 3])
+    g = torch.Generator().manual_seed(7)
+    ids, am = left_padded([torch.randint(3, VOCAB, (n,), generator=g) for n in (6, 10, 8, 9)], device)
+    att = Attachment(model, axis)
+    pol = att.latch(1, 0.0, k=2, window=2)
+    att.cap([1, 2, 3], taus, policy=pol)
+    mon = att.monitor([1, 2])
+    with att, torch.no_grad():
+        a = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=8, do_sample=False)
+        r = mon.readings()
+        b = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=8, do_sample=False, use_cache=False)
+    assert torch.equal(a, b)
+    (pr,) = r.policies
+    ref = R.latch(pr.p, r.valid, threshold=0.0, k=2, window=2, calls=[ids.shape[1]] + [1] * (r.length - ids.shape[1]))
+    assert np.array_equal(pr.gate, ref.gate)
+    assert not (r.fired[:, 1] & ~pr.gate).any()
+
+
+def test_compiled_static_generate_with_a_latch_matches_eager_without_recompiles(device):
+    from torch._dynamo.utils import counters
+    from transformers import CompileConfig
+
+    model = tiny_model().to(device)
+    axis = random_axis()
+    taus = thresholds_from(model, axis, [1, 2])
+    ids, am = batch(4, b=2, s=6, pad=(0, 0), device=device)
+    n_new = 10
+    if device.type == "cuda":
+        cfg = CompileConfig()
+    else:
+        cfg = CompileConfig(backend="eager", mode=None)
+        cfg._compile_all_devices = True
+    att = Attachment(model, axis)
+    pol = att.latch(1, 0.0, k=2)
+    att.cap([1, 2], taus, policy=pol)
+    cap_len = ids.shape[1] + n_new
+    mon = att.monitor([1]).prepare(batch=2, capacity=cap_len, device=device)
+    pol.prepare(batch=2, capacity=cap_len)
+    kw = dict(input_ids=ids, attention_mask=am, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False)
+    torch._dynamo.reset()
+    counters.clear()
+    with att:
+        eager = {"a": model.generate(**kw)}
+        eager_gate = mon.readings().policies[0].gate
+        pol.configure(threshold=-0.5)
+        eager["b"] = model.generate(**kw)
+        pol.configure(threshold=0.0)
+        compiled = {"a": model.generate(**kw, cache_implementation="static", compile_config=cfg)}
+        compiled_gate = mon.readings().policies[0].gate
+        graphs = counters["stats"]["unique_graphs"]
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            pol.configure(threshold=-0.5)
+            compiled["b"] = model.generate(**kw, cache_implementation="static", compile_config=cfg)
+    assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == graphs
+    for k in eager:
+        assert torch.equal(compiled[k], eager[k]), k
+    assert np.array_equal(compiled_gate, eager_gate) and eager_gate.any()
+    torch._dynamo.reset()
