@@ -18,7 +18,13 @@
    without the caps while monitoring the projection (role-style rate and
    projection per turn, plots); replies to role system prompts and to default
    prompts with and without the caps.
-6. **Capability cost.** ``evaluate``: perplexity and per-token KL on held-out
+6. **No caps / always-on / latched.** The same caps under a drift latch
+   (detection threshold proposed by the calibration: at most 2% of default
+   conversations latch), side by side with no caps and always-on caps on the
+   same default prompts (tokens capped, replies changed), role prompts and
+   drift conversations (role-style rate of the replies), with bootstrap
+   intervals and paired differences (``compare_interventions``).
+7. **Capability cost.** ``evaluate``: perplexity and per-token KL on held-out
    default-Assistant conversations, greedy agreement on default prompts,
    multiple-choice accuracy on topic facts, and how often the caps fired.
 
@@ -43,7 +49,7 @@ from axis_steer.personas.judge import detect_persona, role_style_rate, style_jud
 from axis_steer.personas.model import eval_data_dir, load_persona_model, role_data_dir
 from axis_steer.pipeline.axis import compute_axis, load_persona_space
 from axis_steer.pipeline.calibrate import calibrate
-from axis_steer.pipeline.evaluate import evaluate
+from axis_steer.pipeline.evaluate import compare_interventions, evaluate
 from axis_steer.pipeline.extract import extract_activations, response_means
 from axis_steer.pipeline.generate import generate_responses
 from axis_steer.pipeline.judge import judge_responses
@@ -76,6 +82,8 @@ class DemoSummary:
     agreement: float = math.nan
     mc: dict[str, float] = field(default_factory=dict)
     fire_rate: float = math.nan
+    latch: dict[str, Any] = field(default_factory=dict)
+    comparison: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -104,6 +112,29 @@ class DemoSummary:
             f"capability: perplexity {100 * self.ppl_change:+.2f}%, KL/token {self.kl_mean:.2e}, "
             f"greedy agreement {100 * self.agreement:.1f}%, caps fired on {100 * self.fire_rate:.1f}% of tokens; "
             f"multiple choice {100 * self.mc.get('plain', nan):.1f}% -> {100 * self.mc.get('capped', nan):.1f}%",
+            *self._comparison_lines(),
+        ]
+
+    def _comparison_lines(self) -> list[str]:
+        if not self.latch or not self.comparison:
+            return []
+        lt, c = self.latch, self.comparison
+
+        def cell(metric: str, arm: str, pct: bool = True) -> str:
+            m, lo, hi = c.get(metric, {}).get(arm, [math.nan] * 3)
+            f = 100.0 if pct else 1.0
+            return f"{f * m:.{0 if pct else 3}f}{'%' if pct else ''} [{f * lo:.{0 if pct else 3}f}, {f * hi:.{0 if pct else 3}f}]"
+
+        arms = ("always-on", "latched")
+        return [
+            f"latch at layer {lt['layer']} (window {lt['window']}, k {lt['k']}, threshold {lt['threshold']:.3f}): "
+            f"calibration says {100 * lt['default_rate']:.0f}% of default and {100 * lt['role_rate']:.0f}% of role "
+            "conversations latch",
+            "default prompts, tokens capped: " + ", ".join(f"{a} {cell('fired', a)}" for a in arms)
+            + "; replies changed: " + ", ".join(f"{a} {cell('changed', a)}" for a in arms),
+            "role-style rate, drift conversations: " + ", ".join(
+                f"{a} {cell('drift', a, False)}" for a in ("no caps", *arms))
+            + "; role prompts: " + ", ".join(f"{a} {cell('role_prompt', a, False)}" for a in ("no caps", *arms)),
         ]
 
     def __str__(self) -> str:
@@ -187,7 +218,7 @@ def _run(out: Path, cfg: dict, *, quick: bool, device: str, seed: int, t0: float
     n_q = 3 if quick else 8
     layer, window = int(cfg["layer"]), tuple(cfg["window"])
 
-    print("[1/6] the axis: generate, judge, extract, axis")
+    print("[1/7] the axis: generate, judge, extract, axis")
     print(
         generate_responses(
             model,
@@ -206,7 +237,7 @@ def _run(out: Path, cfg: dict, *, quick: bool, device: str, seed: int, t0: float
     axis = load_axis(run.axis)
     space = load_persona_space(run.persona_space)
 
-    print("[2/6] checks on held-out questions")
+    print("[2/7] checks on held-out questions")
     held_q = _read_jsonl("heldout_questions.jsonl")[: 2 if quick else 6]
     held_roles = replace(
         roles,
@@ -235,14 +266,14 @@ def _run(out: Path, cfg: dict, *, quick: bool, device: str, seed: int, t0: float
     heldout_auc = auc(proj[is_default], proj[~is_default])
     cos_pc1 = float(abs(np.asarray(space.cos_pc1_axis)[space.layers.index(layer)]))
 
-    print("[3/6] calibration")
-    calibrate(
+    print("[3/7] calibration")
+    cal = calibrate(
         model, tok, out, percentiles=(0.25,), windows=[window], batch_size=16
     )  # prints its table
     caps = load_caps(run.caps_file(window[0], window[1], 0.25))
     thresholds = {e.layer: float(e.lo) for e in caps.entries}
 
-    print("[4/6] steering along the axis")
+    print("[4/7] steering along the axis")
     default_convs = [c["conversation"] for c in _read_jsonl("default_conversations.jsonl")][
         : 12 if quick else 40
     ]
@@ -288,7 +319,7 @@ def _run(out: Path, cfg: dict, *, quick: bool, device: str, seed: int, t0: float
         )
     )
 
-    print("[5/6] capped vs uncapped")
+    print("[5/7] capped vs uncapped")
     att = Attachment(model, axis)
     att.cap_config(caps)
     mon = att.monitor([layer])
@@ -353,9 +384,29 @@ def _run(out: Path, cfg: dict, *, quick: bool, device: str, seed: int, t0: float
         "capped": _mean(style_score(t, ASSISTANT) for t in default_capped),
     }
 
-    print("[6/6] capability cost")
-    mc = _read_jsonl("multiple_choice.jsonl")[: 12 if quick else 40]
+    print("[6/7] no caps / always-on caps / latched caps")
+    lc = cal.latch
+    latched = Attachment(model, axis)
+    pol = latched.latch(lc.layer, lc.proposed.threshold, k=lc.k, window=lc.window)
+    latched.cap_config(caps, policy=pol)
     mon.remove()
+    comparison = compare_interventions(
+        model,
+        tok,
+        {"no caps": None, "always-on": att, "latched": latched},
+        default_prompts=prompts,
+        role_prompts=role_prompts[: 8 if quick else 24],
+        drift=drift[: 4 if quick else 8],
+        score=role_style_rate,
+        max_new_tokens=n_new,
+        batch_size=16,
+        seed=seed,
+    )
+    comparison.save(out / "comparison.json")
+    print(comparison)
+
+    print("[7/7] capability cost")
+    mc = _read_jsonl("multiple_choice.jsonl")[: 12 if quick else 40]
     report = evaluate(
         model,
         tok,
@@ -394,6 +445,18 @@ def _run(out: Path, cfg: dict, *, quick: bool, device: str, seed: int, t0: float
         if report.multiple_choice
         else {},
         fire_rate=float(np.mean(fire)) if fire else math.nan,
+        latch={
+            "layer": lc.layer,
+            "window": lc.window,
+            "k": lc.k,
+            "threshold": lc.proposed.threshold,
+            "default_rate": lc.proposed.default_rate,
+            "role_rate": lc.proposed.role_rate,
+        },
+        comparison={
+            m: {a.name: [iv.mean, iv.lo, iv.hi] for a in comparison.arms for mm, iv in a.intervals.items() if mm == m}
+            for m in ("fired", "touched", "latched", "changed", "role_prompt", "drift")
+        },
         seconds=time.perf_counter() - t0,
     )
     (out / "summary.json").write_text(

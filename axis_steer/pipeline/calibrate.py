@@ -25,6 +25,13 @@ The reference config stores ``v = -axis[L]`` with cap ``-threshold``: the
 reference code applies a ceiling there, which is a floor at ``threshold`` on
 the +axis (formats.reference_config_from_thresholds).
 
+Drift policies (``latch=True``, the default): a detection threshold for a
+latch at ``latch_layer`` (:mod:`axis_steer.pipeline.policies`): the highest at
+which at most ``latch_max_rate`` of the held-out default conversations would
+ever latch, with the fraction of role conversations that would; in the report
+under ``"latch"``, with the latch rates over a range of thresholds and a grid
+of windows and ``k``.
+
 The report: on held-out default-Assistant responses, per response token, how
 often the projection is below each threshold (the fraction of tokens a cap at
 that layer would move), per layer and for "any layer of the window"; each
@@ -49,8 +56,10 @@ import torch
 
 from axis_steer.pipeline import _dist
 from axis_steer.pipeline.extract import iter_response_means, token_projections
+from axis_steer.pipeline.policies import LatchCalibration, calibrate_latch
 from axis_steer.pipeline.roles import DEFAULT_ROLE
 from axis_steer.pipeline.runs import RunFolder, iter_run_responses
+from axis_steer.runtime.checks import as_flag, as_float, as_int, as_layer, as_positive_int
 from axis_steer.runtime.formats import (
     Axis,
     CapConfig,
@@ -92,10 +101,42 @@ def thresholds_from_projections(
     if p.shape[0] == 0:
         raise ValueError("projections: every row holds NaN")
     out = {}
-    for q in percentiles:
-        if not 0.0 <= float(q) <= 1.0:
-            raise ValueError(f"percentiles: {q} is outside [0, 1] (0.25 means the 25th percentile)")
-        out[float(q)] = np.quantile(p, float(q), axis=0, method=method)
+    for q in _percentiles(percentiles):
+        out[q] = np.quantile(p, q, axis=0, method=method)
+    return out
+
+
+def _percentiles(percentiles: Any) -> list[float]:
+    """Quantiles in [0, 1], at least one (0.25 means the 25th percentile)."""
+    if isinstance(percentiles, (int, float)) or percentiles is None or isinstance(percentiles, str):
+        raise TypeError(f"percentiles = {percentiles!r} (expected a list of quantiles in [0, 1], e.g. (0.25,))")
+    out = [
+        as_float(q, f"percentiles[{i}]", min=0.0, max=1.0, expected="a quantile in [0, 1] (0.25 = the 25th percentile)")
+        for i, q in enumerate(percentiles)
+    ]
+    if not out:
+        raise ValueError("percentiles: empty (expected e.g. (0.25,))")
+    return out
+
+
+def _windows(windows: Any, n_layers: int) -> list[tuple[int, int]]:
+    """Half-open layer ranges ``[(a, b)]``, ``0 <= a < b <= n_layers``."""
+    if isinstance(windows, (str, bytes)) or not hasattr(windows, "__iter__"):
+        raise TypeError(f"windows = {windows!r} (expected a list of (start, stop) layer ranges)")
+    out = []
+    for i, w in enumerate(windows):
+        if not isinstance(w, (tuple, list)) or len(w) != 2:
+            raise TypeError(f"windows[{i}] = {w!r} (expected a (start, stop) pair)")
+        a = as_int(w[0], f"windows[{i}] start")
+        b = as_int(w[1], f"windows[{i}] stop")
+        if not 0 <= a < b <= n_layers:
+            raise ValueError(
+                f"windows: [{a}, {b}) is not a layer range of the model's {n_layers} layers "
+                f"(expected 0 <= start < stop <= {n_layers})"
+            )
+        out.append((a, b))
+    if not out:
+        raise ValueError("windows: empty (expected at least one (start, stop) layer range, or None for the default)")
     return out
 
 
@@ -164,6 +205,7 @@ class CalibrationSummary:
     in_sample: bool
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    latch: LatchCalibration | None = None  #: detection thresholds for a drift policy (pipeline.policies)
 
     def table(self) -> str:
         """Thresholds and firing rates per window layer, as text."""
@@ -199,6 +241,7 @@ class CalibrationSummary:
             f"from {self.n_reference} role responses; windows {wins}; at p{q:g} {fw} of "
             f"{'in-sample' if self.in_sample else 'held-out'} default tokens fall below a window floor "
             f"-> {self.out_dir / 'calibration'}"
+            + (f"\ncalibrate: {self.latch}" if self.latch is not None else "")
         )
 
 
@@ -216,6 +259,12 @@ def calibrate(
     batch_size: int = 8,
     max_length: int | None = None,
     progress: bool = True,
+    latch: bool = True,
+    latch_layer: int | None = None,
+    latch_window: int = 8,
+    latch_k: int = 3,
+    latch_max_rate: float = 0.02,
+    latch_per_role: int = 5,
 ) -> CalibrationSummary:
     """Thresholds, capping configs and a firing report for a run (see the module docs).
 
@@ -235,6 +284,14 @@ def calibrate(
         include_default: also count default responses as reference responses.
         max_per_role: use at most this many responses per role (the first by
             prompt and question) for the thresholds.
+        latch: also propose a detection threshold for a drift policy
+            (:func:`axis_steer.pipeline.policies.calibrate_latch`) at
+            ``latch_layer`` (default the first window's first layer, the
+            latest layer that can gate the whole window), with
+            ``latch_window`` and ``latch_k``: the highest threshold at which at
+            most ``latch_max_rate`` of the held-out default conversations
+            would ever latch, with the fraction of role conversations
+            (``latch_per_role`` per role) that would.
 
     Returns:
         A :class:`CalibrationSummary`; ``print(summary.table())`` shows the table.
@@ -248,21 +305,25 @@ def calibrate(
     axis = load_axis(axis_path)
     layers = [int(x) for x in axis.metadata.get("layers", range(axis.n_layers))]
     turns = axis.metadata.get("turns") or "last"
-    if not percentiles:
-        raise ValueError("percentiles: empty (expected e.g. (0.25,))")
-    percentiles = [float(q) for q in percentiles]
-    windows = [tuple(map(int, w)) for w in (windows or [default_window(axis.n_layers)])]
+    percentiles = _percentiles(percentiles)
+    windows = _windows([default_window(axis.n_layers)] if windows is None else windows, axis.n_layers)
+    batch_size = as_positive_int(batch_size, "batch_size")
+    if max_per_role is not None:
+        max_per_role = as_positive_int(max_per_role, "max_per_role")
     for a, b in windows:
-        if not 0 <= a < b <= axis.n_layers:
-            raise ValueError(
-                f"windows: [{a}, {b}) is not a layer range of the model's {axis.n_layers} layers"
-            )
         missing = [x for x in range(a, b) if x not in layers]
         if missing:
             raise ValueError(
                 f"windows: [{a}, {b}) includes layers {missing} that were not extracted (extracted: "
                 f"{layers[0]}..{layers[-1]} of {len(layers)}); pick a window inside them or extract those layers"
             )
+    latch = as_flag(latch, "latch")
+    if latch:
+        latch_layer = windows[0][0] if latch_layer is None else as_layer(latch_layer, "latch_layer", axis.n_layers)
+        latch_window = as_positive_int(latch_window, "latch_window")
+        latch_k = as_positive_int(latch_k, "latch_k")
+        latch_max_rate = as_float(latch_max_rate, "latch_max_rate", min=0.0, max=1.0)
+        latch_per_role = as_positive_int(latch_per_role, "latch_per_role")
     units = _unit_rows(axis, layers)  # (L, d) float32
 
     # reference projections: every role response's mean activation on the unit axis
@@ -375,6 +436,26 @@ def calibrate(
         n_tok,
         in_sample,
     )
+    if latch and held and _dist.world()[0] == 0:
+        per_role: dict[str, int] = {}
+        role_convs = []
+        for role, row in sorted(ref_rows, key=lambda rr: (rr[0], rr[1]["prompt_index"], rr[1]["question_index"])):
+            if role != DEFAULT_ROLE and per_role.get(role, 0) < latch_per_role:
+                role_convs.append(row["conversation"])
+                per_role[role] = per_role.get(role, 0) + 1
+        summary.latch = calibrate_latch(
+            model,
+            tokenizer,
+            axis,
+            latch_layer,
+            [c for _, c in held],
+            role_convs,
+            window=latch_window,
+            k=latch_k,
+            max_rate=latch_max_rate,
+            batch_size=batch_size,
+            max_length=max_length,
+        )
     if _dist.world()[0] == 0:
         summary.files = _write(
             out_dir,
@@ -393,6 +474,8 @@ def calibrate(
     summary.seconds = time.perf_counter() - t0
     if progress and _dist.world()[0] == 0:
         print(summary.table())
+        if summary.latch is not None:
+            print(summary.latch.table())
         print(summary)
     return summary
 
@@ -522,6 +605,7 @@ def _write(
             }
             for j, x in enumerate(layers)
         },
+        "latch": summary.latch.to_dict() if summary.latch is not None else None,
     }
     p = run.calibration_report
     p.write_text(json.dumps(finite_or_none(report), indent=1, default=str) + "\n")

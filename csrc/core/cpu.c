@@ -2,7 +2,9 @@
  * cpu.c - the CPU kernels: one pass over each row runs a short program of
  * project / clamp / set / steer steps (axs_apply_; on rows held as the sum
  * of two arrays, axs_apply_split_), and the public single-operation entry
- * points run the one-step programs of programs.c.
+ * points run the one-step programs of programs.c. axs_latch_apply_ runs its
+ * latches first: the detection projections as a one-step program, then the
+ * state machine of latch.h over each sequence.
  *
  * The row loops are plain C written for the compiler to vectorise: a dot
  * product keeps AXS_LANES independent float32 partial sums combined in one
@@ -23,6 +25,7 @@
 
 #include "convert.h"
 #include "internal.h"
+#include "latch.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -409,6 +412,21 @@ static void skip_row(const axs_program *pg, int64_t o, int64_t i) {
   bout_set(pg->rec.fired, o, col, 0);
 }
 
+/* Whether step s runs on row (o, i): no gate, or a nonzero gate byte at the
+ * row's gate column (axs_gate). */
+static inline int gate_open(const axs_gate *g, int64_t o, int64_t i) {
+  if (g->data == NULL)
+    return 1;
+  int64_t c = i;
+  if (g->offset != NULL) {
+    int64_t off = *g->offset;
+    if (!(off >= -i && off < g->capacity - i))
+      return 0;
+    c = off + i;
+  }
+  return g->data[o * g->stride_outer + c * g->stride_inner] != 0;
+}
+
 /* Where step s moves the projection p, or p itself when it does not. */
 static inline float step_target(const axs_step *s, float p, int64_t o, int64_t i) {
   if (s->op == AXS_CLAMP) {
@@ -454,7 +472,20 @@ static void run_row(const axs_program *pg, int64_t o, int64_t i) {
   for (int k = 0; k < pg->n_steps; k++) {
     const axs_step *s = &pg->steps[k];
     uint8_t wrote = 0;
-    if (s->op == AXS_STEER) {
+    if (!gate_open(&s->gate, o, i)) {
+      /* skipped: the row's projection at this point, where someone reads it */
+      int first = k == 0 && want_rec && s->op != AXS_STEER;
+      if (s->p_before.data != NULL || s->p_after.data != NULL || first) {
+        float p = (p0_ok && s->dir == dir0) ? p0 : pg->dot(row, s->dir, d);
+        if (first) {
+          p_in = p;
+          p0 = p;
+          p0_ok = 1;
+        }
+        fout_set(s->p_before, o, i, p);
+        fout_set(s->p_after, o, i, p);
+      }
+    } else if (s->op == AXS_STEER) {
       float alpha = fin_at(s->a, o, pi);
       /* projections on w are computed only when asked for: monitoring
        * records dir0 instead */
@@ -502,9 +533,10 @@ static void run_row(const axs_program *pg, int64_t o, int64_t i) {
   bout_set(pg->rec.fired, o, col, (uint8_t)fired);
 }
 
-/* Runs a checked call on every row. */
-static void run_program(axs_rows h, axs_split split, const axs_step *steps, int n_steps,
-                        axs_bin mask, axs_record rec, int n_threads) {
+/* Runs steps[0 .. n_steps) on every row (of h, or of the split rows h +
+ * split.r); the call is checked. */
+static void run_rows(axs_rows h, axs_split split, const axs_step *steps, int n_steps, axs_bin mask,
+                     axs_record rec, int n_threads) {
   axs_program pg;
   pg.h = h;
   pg.r = split.r != NULL ? *split.r : h;
@@ -532,8 +564,6 @@ static void run_program(axs_rows h, axs_split split, const axs_step *steps, int 
     break;
   }
   const int64_t n_rows = h.n_outer * h.n_inner;
-  if (n_threads <= 0)
-    n_threads = axs_default_threads();
   int parallel =
       n_threads > 1 && n_rows > 1 && (double)n_rows * (double)h.d >= AXS_PARALLEL_MIN_ELEMS;
   if (!parallel) {
@@ -549,32 +579,106 @@ static void run_program(axs_rows h, axs_split split, const axs_step *steps, int 
     run_row(&pg, r / h.n_inner, r % h.n_inner);
 }
 
-static axs_status apply_checked(axs_rows h, axs_split split, const axs_step *steps, int n_steps,
-                                axs_bin mask, axs_record rec, const axs_names *names,
-                                int n_threads) {
-  axs_clear_error();
-  axs_status st = axs_check_call(h, split, steps, n_steps, mask, rec, names);
-  if (st != AXS_OK)
-    return st;
-  st = axs_check_values(h, split, steps, n_steps, mask, names);
-  if (st != AXS_OK)
-    return st;
-  run_program(h, split, steps, n_steps, mask, rec, n_threads);
-  return AXS_OK;
+/* The detection projection of row r of h into the latch's p (NaN on
+ * padding); columns outside the latch's are left alone. */
+static inline void latch_project_row(axs_rows h, const axs_latch *lt, axs_bin mask, axs_dot_fn dot,
+                                     int64_t r) {
+  const int64_t off = *lt->offset, o = r / h.n_inner, i = r % h.n_inner;
+  if (!(off >= -i && off < lt->capacity - i))
+    return;
+  float *out = &lt->p[o * lt->p_stride + off + i];
+  if (mask.data != NULL && !mask.data[o * mask.stride_outer + i * mask.stride_inner]) {
+    *out = NAN;
+    return;
+  }
+  const size_t at = (size_t)(o * h.stride_outer + i * h.stride_inner) * axs_dtype_size(h.dtype);
+  *out = dot((const char *)h.data + at, lt->dir, h.d);
+}
+
+/* The detection projections of a latch, p[o][*offset + i] = <h[o][i], dir>
+ * (what a PROJECT step recorded at the latch's columns gives, without
+ * building one). */
+static void latch_projections(axs_rows h, const axs_latch *lt, axs_bin mask, axs_dot_fn dot,
+                              int n_threads) {
+  const int64_t n_rows = h.n_outer * h.n_inner;
+  if (n_threads <= 1 || n_rows <= 1 || (double)n_rows * (double)h.d < AXS_PARALLEL_MIN_ELEMS) {
+    for (int64_t r = 0; r < n_rows; r++)
+      latch_project_row(h, lt, mask, dot, r);
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+#endif
+  for (int64_t r = 0; r < n_rows; r++)
+    latch_project_row(h, lt, mask, dot, r);
+}
+
+/* A latch on every sequence of h: its detection projections into p, then
+ * the scan of latch.h. Sequences are independent; the scan is a few
+ * operations per token, so it is split over threads only for many tokens. */
+static void run_latch(axs_rows h, const axs_latch *lt, axs_bin mask, int n_threads) {
+  if (lt->dir != NULL)
+    latch_projections(h, lt, mask,
+                      h.dtype == AXS_F32   ? dot_f32
+                      : h.dtype == AXS_F16 ? dot_f16
+                                           : dot_bf16,
+                      n_threads);
+  int parallel = n_threads > 1 && h.n_outer > 1 &&
+                 (double)h.n_outer * (double)h.n_inner >= AXS_PARALLEL_MIN_ELEMS / 16;
+  if (!parallel) {
+    for (int64_t o = 0; o < h.n_outer; o++)
+      axs_latch_scan(lt, mask, h.n_inner, o);
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+#endif
+  for (int64_t o = 0; o < h.n_outer; o++)
+    axs_latch_scan(lt, mask, h.n_inner, o);
 }
 
 /* ---- entry points ---------------------------------------------------------- */
 
+axs_status axs_latch_apply_(axs_rows h, const axs_latch *latches, int n_latches,
+                            const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
+                            const axs_names *names, int n_threads) {
+  axs_clear_error();
+  axs_status st =
+      axs_check_call(h, axs_no_split, latches, n_latches, steps, n_steps, mask, rec, names);
+  if (st != AXS_OK)
+    return st;
+  st = axs_check_values(h, axs_no_split, latches, n_latches, steps, n_steps, mask, names);
+  if (st != AXS_OK)
+    return st;
+  if (n_threads <= 0)
+    n_threads = axs_default_threads();
+  for (int j = 0; j < n_latches; j++)
+    run_latch(h, &latches[j], mask, n_threads);
+  if (n_steps > 0)
+    run_rows(h, axs_no_split, steps, n_steps, mask, rec, n_threads);
+  return AXS_OK;
+}
+
 axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
                       const axs_names *names, int n_threads) {
-  return apply_checked(h, axs_no_split, steps, n_steps, mask, rec, names, n_threads);
+  return axs_latch_apply_(h, NULL, 0, steps, n_steps, mask, rec, names, n_threads);
 }
 
 axs_status axs_apply_split_(axs_rows h, axs_rows r, const axs_step *steps, int n_steps,
                             axs_bin mask, axs_index index, axs_record rec, const axs_names *names,
                             int n_threads) {
-  axs_split split = {&r, index};
-  return apply_checked(h, split, steps, n_steps, mask, rec, names, n_threads);
+  axs_clear_error();
+  const axs_split split = {&r, index};
+  axs_status st = axs_check_call(h, split, NULL, 0, steps, n_steps, mask, rec, names);
+  if (st != AXS_OK)
+    return st;
+  st = axs_check_values(h, split, NULL, 0, steps, n_steps, mask, names);
+  if (st != AXS_OK)
+    return st;
+  if (n_threads <= 0)
+    n_threads = axs_default_threads();
+  run_rows(h, split, steps, n_steps, mask, rec, n_threads);
+  return AXS_OK;
 }
 
 /* The single operations: the one-step programs of programs.c. */
