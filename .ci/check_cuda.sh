@@ -85,7 +85,7 @@ if [ -n "$undefined" ]; then
   echo "$undefined" >&2
   exit 1
 fi
-cuda_entries=(axs_project_cuda axs_clamp_cuda_ axs_set_projection_cuda_ axs_steer_cuda_ axs_apply_cuda_ axs_latch_apply_cuda_)
+cuda_entries=(axs_project_cuda axs_clamp_cuda_ axs_set_projection_cuda_ axs_steer_cuda_ axs_apply_cuda_ axs_latch_apply_cuda_ axs_apply_split_cuda_)
 for sym in "${cuda_entries[@]}"; do
   if ! nm -D --defined-only "$so" | awk '{print $NF}' | grep -qx "$sym"; then
     echo "check_cuda: $sym is not exported by the shared object" >&2
