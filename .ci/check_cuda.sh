@@ -3,7 +3,7 @@
 # errors, for the architectures the build targets, then links the objects
 # with the C core they share code with (csrc/core/*.c: validate.c,
 # programs.c and what they call) into a shared object with --no-undefined, to
-# prove that every axs_ symbol resolves and that the six CUDA entry points of
+# prove that every axs_ symbol resolves and that the seven CUDA entry points of
 # csrc/axis_steer.h are exported. Needs nvcc, not a GPU: nothing built here is run.
 #
 #   AXIS_STEER_CUDA_ARCHS  CUDA architectures, "80;90" by default (as setup.py)

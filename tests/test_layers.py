@@ -96,3 +96,17 @@ def test_top_level_names():
     assert old is Attachment
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         axis_steer.nope  # noqa: B018
+
+
+def test_no_layer_imports_the_serving_package():
+    """axis_steer.serving (vLLM) sits beside the layers: it uses the runtime,
+    and nothing in the layers uses it."""
+    bad = []
+    for layer in LAYERS:
+        for path in sorted((PKG / layer).rglob("*.py")):
+            bad += [f"{path.relative_to(PKG.parent)}:{n} imports {m}" for n, m in _imports(path)
+                    if m == "axis_steer.serving" or m.startswith("axis_steer.serving.")]
+    assert not bad, "\n".join(bad)
+    for path in sorted((PKG / "serving").rglob("*.py")):
+        for n, m in _imports(path):
+            assert _layer_of(m) in (None, "runtime"), f"{path.relative_to(PKG.parent)}:{n} imports {m}"

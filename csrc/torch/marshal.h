@@ -397,64 +397,67 @@ inline axs_latch latch_of(const at::Tensor &h, const at::Tensor &params, const a
     lt.p = p->data_ptr<float>();
   }
   return lt;
+}
 
-  // A split program (apply_split_): the rows are h + r. r: h's dtype, shape
-  // and device. index (optional): int64, the shape of h's rows; row (o, i)
-  // reads the parameters at entry index[o, i] of the last dimension of params,
-  // (K, 2, [n_outer,] n_entries).
-  inline Program split_program_of(
-      const at::Tensor &h, const at::Tensor &r, const at::Tensor &dirs, at::IntArrayRef ops,
-      const at::Tensor &params, const c10::optional<at::Tensor> &index,
-      const c10::optional<at::Tensor> &mask, const c10::optional<at::Tensor> &p_in,
-      const c10::optional<at::Tensor> &p_out, const c10::optional<at::Tensor> &fired,
-      const c10::optional<at::Tensor> &rec_offset) {
-    check_device(h, r, "r");
-    TORCH_CHECK_TYPE(r.scalar_type() == h.scalar_type(), "r: dtype ", r.scalar_type(), " but h is ",
-                     h.scalar_type(), " (expected the same dtype: h and r hold the two halves of ",
-                     "the same rows)");
-    TORCH_CHECK_VALUE(r.sizes().equals(h.sizes()), "r: shape ", r.sizes(), " but h has ", h.sizes(),
-                      " (expected the same shape)");
-    RowDims dims = row_dims(h);
-    RowDims pdims = dims;
-    int64_t n_entries = 0;
-    if (index.has_value()) {
-      const at::Tensor &ix = *index;
-      check_device(h, ix, "index");
-      TORCH_CHECK_TYPE(ix.scalar_type() == at::kLong, "index: dtype ", ix.scalar_type(),
-                       " (expected int64)");
-      check_output_shape(ix, dims, "index");
-      TORCH_CHECK_VALUE(dims.nd >= 1,
-                        "index: h is a single row (expected (n, d) or (batch, seq, d))");
-      TORCH_CHECK_VALUE(params.dim() == 2 + dims.nd, "params: shape ", params.sizes(),
-                        " with an index (expected (K, 2", dims.nd == 2 ? ", n_outer" : "",
-                        ", n_entries): one column per entry of the tables)");
-      n_entries = params.size(-1);
-      pdims.sizes[dims.nd - 1] = n_entries;
-    }
-    Program pg = program_of(h, dirs, ops, params, mask, p_in, p_out, fired, rec_offset, &pdims);
-    pg.r = rows_of(r);
-    if (index.has_value()) {
-      RowStrides s = broadcast_strides(*index, 0, dims, "index");
-      pg.index = axs_index{index->data_ptr<int64_t>(), s.outer, s.inner, n_entries};
-    }
-    return pg;
+// A split program (apply_split_): the rows are h + r. r: h's dtype, shape
+// and device. index (optional): int64, the shape of h's rows; row (o, i)
+// reads the parameters at entry index[o, i] of the last dimension of params,
+// (K, 2, [n_outer,] n_entries).
+inline Program split_program_of(const at::Tensor &h, const at::Tensor &r, const at::Tensor &dirs,
+                                at::IntArrayRef ops, const at::Tensor &params,
+                                const c10::optional<at::Tensor> &index,
+                                const c10::optional<at::Tensor> &mask,
+                                const c10::optional<at::Tensor> &p_in,
+                                const c10::optional<at::Tensor> &p_out,
+                                const c10::optional<at::Tensor> &fired,
+                                const c10::optional<at::Tensor> &rec_offset) {
+  check_device(h, r, "r");
+  TORCH_CHECK_TYPE(r.scalar_type() == h.scalar_type(), "r: dtype ", r.scalar_type(), " but h is ",
+                   h.scalar_type(), " (expected the same dtype: h and r hold the two halves of ",
+                   "the same rows)");
+  TORCH_CHECK_VALUE(r.sizes().equals(h.sizes()), "r: shape ", r.sizes(), " but h has ", h.sizes(),
+                    " (expected the same shape)");
+  RowDims dims = row_dims(h);
+  RowDims pdims = dims;
+  int64_t n_entries = 0;
+  if (index.has_value()) {
+    const at::Tensor &ix = *index;
+    check_device(h, ix, "index");
+    TORCH_CHECK_TYPE(ix.scalar_type() == at::kLong, "index: dtype ", ix.scalar_type(),
+                     " (expected int64)");
+    check_output_shape(ix, dims, "index");
+    TORCH_CHECK_VALUE(dims.nd >= 1,
+                      "index: h is a single row (expected (n, d) or (batch, seq, d))");
+    TORCH_CHECK_VALUE(params.dim() == 2 + dims.nd, "params: shape ", params.sizes(),
+                      " with an index (expected (K, 2", dims.nd == 2 ? ", n_outer" : "",
+                      ", n_entries): one column per entry of the tables)");
+    n_entries = params.size(-1);
+    pdims.sizes[dims.nd - 1] = n_entries;
   }
+  Program pg = program_of(h, dirs, ops, params, mask, p_in, p_out, fired, rec_offset, &pdims);
+  pg.r = rows_of(r);
+  if (index.has_value()) {
+    RowStrides s = broadcast_strides(*index, 0, dims, "index");
+    pg.index = axs_index{index->data_ptr<int64_t>(), s.outer, s.inner, n_entries};
+  }
+  return pg;
+}
 
-  // Outputs of the out-of-place apply: one changed flag per step and row.
-  inline void attach_changed(Program & pg, const at::Tensor &h, const at::Tensor &changed) {
-    RowDims dims = row_dims(h);
-    for (int k = 0; k < pg.n_steps; k++) {
-      at::Tensor row = changed.select(0, k);
-      RowStrides s = broadcast_strides(row, 0, dims, "changed");
-      pg.steps[k].changed = axs_bout{static_cast<uint8_t *>(row.data_ptr()), s.outer, s.inner};
-    }
+// Outputs of the out-of-place apply: one changed flag per step and row.
+inline void attach_changed(Program &pg, const at::Tensor &h, const at::Tensor &changed) {
+  RowDims dims = row_dims(h);
+  for (int k = 0; k < pg.n_steps; k++) {
+    at::Tensor row = changed.select(0, k);
+    RowStrides s = broadcast_strides(row, 0, dims, "changed");
+    pg.steps[k].changed = axs_bout{static_cast<uint8_t *>(row.data_ptr()), s.outer, s.inner};
   }
+}
 
-  inline std::vector<int64_t> changed_shape(const at::Tensor &h, int64_t k_steps) {
-    std::vector<int64_t> shape{k_steps};
-    for (int64_t i = 0; i + 1 < h.dim(); i++)
-      shape.push_back(h.size(i));
-    return shape;
-  }
+inline std::vector<int64_t> changed_shape(const at::Tensor &h, int64_t k_steps) {
+  std::vector<int64_t> shape{k_steps};
+  for (int64_t i = 0; i + 1 < h.dim(); i++)
+    shape.push_back(h.size(i));
+  return shape;
+}
 
 } // namespace axis_steer
