@@ -24,5 +24,12 @@ if ! "$PY" -c "import vllm" >/dev/null 2>&1; then
   # ("operator torchvision::nms does not exist"); text models need none of them.
   "$PY" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 fi
-"$PY" -m pip install --quiet --no-build-isolation --no-deps -e .
+# axis_steer in place: the compiled parts in the tree are the ones
+# scripts/setup.sh builds (same torch), so an existing editable install that
+# registers the plugins needs nothing more.
+if ! "$PY" -c "import importlib.metadata as m, sys; import axis_steer.serving.plugin, axis_steer._ops; \
+sys.exit(0 if any(e.name == 'axis_steer' for e in m.entry_points(group='vllm.endpoint_plugins')) else 1)" \
+  >/dev/null 2>&1; then
+  "$PY" -m pip install --quiet --no-build-isolation --no-deps -e .
+fi
 "$PY" -c "import vllm, axis_steer.serving; print('vllm', vllm.__version__, '+ axis_steer serving ready')"
