@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -14,6 +15,7 @@ torch = pytest.importorskip("torch")
 from axis_steer.errors import AxisSteerError  # noqa: E402
 from axis_steer.personas import load_persona_model  # noqa: E402
 from axis_steer.pipeline.evaluate import evaluate, load_multiple_choice  # noqa: E402
+from axis_steer.pipeline.replies import Sampling, converse_batch, generate_replies, paired_replies  # noqa: E402
 from axis_steer.pipeline.spans import render_with_spans  # noqa: E402
 from axis_steer.runtime.hooks import Attachment  # noqa: E402
 
@@ -113,3 +115,59 @@ def test_bad_input(model_tok, axis, tmp_path):
     bad.write_text("{nope\n")
     with pytest.raises(ValueError, match=r"mc.jsonl:1: not valid JSON"):
         load_multiple_choice(bad)
+
+
+# ---- plain and intervened replies in one batch -------------------------------------------------
+
+
+PROMPTS = [
+    [{"role": "user", "content": "What is photosynthesis?"}],
+    [{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": "How do I bake bread?"}],
+    [{"role": "user", "content": "Tell me about volcanoes."}],
+]
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_paired_replies_are_the_separate_runs(model_tok, axis, sampled):
+    """Each prompt plain and capped in the same batch (per-row control) gives
+    what two separate runs give: the plain run without the caps, the capped
+    run with them."""
+    model, tok = model_tok
+    att = Attachment(model, axis)
+    cap = att.cap([2, 3, 4], 3.0)  # a high floor: the capped replies differ
+    kw = {"max_new_tokens": 10, "batch_size": 8, "sampling": Sampling(0.7, 0.9, 5) if sampled else None}
+    plain, capped = paired_replies(model, tok, PROMPTS, att, [cap], **kw)
+    alone_plain = generate_replies(model, tok, PROMPTS, **kw)
+    alone_capped = generate_replies(model, tok, PROMPTS, att, **kw)
+    assert plain.ids == alone_plain.ids and capped.ids == alone_capped.ids
+    assert plain.ids != capped.ids
+    assert cap.enabled is True and att._rows is None and not att.attached  # left as it was
+
+
+def test_paired_conversations_are_the_separate_runs(model_tok, axis):
+    model, tok = model_tok
+    att = Attachment(model, axis)
+    cap = att.cap([2, 3, 4], 3.0)
+    mon = att.monitor([3])
+    chats = [("", ["Hello!", "Who are you?"]), ("You are a pirate.", ["Ahoy?"])]
+    kw = {"max_new_tokens": 8, "monitor": mon, "layer": 3}
+    both, proj = converse_batch(model, tok, chats * 2, att, switch=[cap], on=[False, False, True, True], **kw)
+    cap.disable()
+    plain, proj_plain = converse_batch(model, tok, chats, att, **kw)
+    cap.enable()
+    capped, proj_capped = converse_batch(model, tok, chats, att, **kw)
+    assert both == plain + capped and both[:2] != both[2:]
+    assert np.allclose(sum(proj, []), sum(proj_plain + proj_capped, []), rtol=1e-4, atol=1e-4)
+
+
+def test_paired_replies_bad_input(model_tok, axis):
+    model, tok = model_tok
+    att = Attachment(model, axis)
+    cap = att.cap([2], 1.0)
+    with pytest.raises(ValueError, match="on: one flag per prompt"):
+        generate_replies(model, tok, PROMPTS, att, on=[True] * 3)
+    with pytest.raises(ValueError, match="on: one flag per prompt"):
+        generate_replies(model, tok, PROMPTS, att, switch=[cap], on=[True])
+    cap.enable([True, False])
+    with pytest.raises(ValueError, match="per-row flags"):
+        generate_replies(model, tok, PROMPTS, att, switch=[cap], on=[True] * 3)

@@ -29,11 +29,12 @@ except md.PackageNotFoundError:  # pragma: no cover - setup.sh installs both
 from axis_steer.pipeline.embedding_judge import EmbeddingJudge  # noqa: E402
 from axis_steer.pipeline.evaluate import intervals  # noqa: E402
 from axis_steer.pipeline.extract import response_means  # noqa: E402
-from axis_steer.pipeline.job import JudgeScorer, main_data, main_job  # noqa: E402
+from axis_steer.pipeline.job import main_data, main_job  # noqa: E402
 from axis_steer.pipeline.judge import judge_agreement, labelled_answers, rank_auc  # noqa: E402
 from axis_steer.pipeline.loading import load_model  # noqa: E402
 from axis_steer.pipeline.roles import DEFAULT_ROLE, builtin_roles  # noqa: E402
 from axis_steer.pipeline.runs import iter_run_responses  # noqa: E402
+from axis_steer.pipeline.scoring import JudgeScorer  # noqa: E402
 from axis_steer.pipeline.stats import paired_difference  # noqa: E402
 from axis_steer.runtime.formats import load_axis, load_capping_config, load_caps  # noqa: E402
 

@@ -50,7 +50,8 @@ import torch.nn.functional as F
 from axis_steer.errors import AxisSteerError
 from axis_steer.pipeline.batching import input_device, pad_batch, pad_id
 from axis_steer.pipeline.instructions import check_reply
-from axis_steer.pipeline.replies import generate_replies, greedy_ids
+from axis_steer.pipeline.replies import paired_replies
+from axis_steer.pipeline.sampling import eos_ids
 from axis_steer.pipeline.spans import prompt_ids, render_with_spans
 from axis_steer.pipeline.stats import (
     Interval,
@@ -207,20 +208,18 @@ class EvalReport:
                 f"greedy agreement ({g.prompts} prompts)".ljust(32)
                 + f"{100 * g.agreement:>7.1f}%  identical {100 * g.identical:.1f}%"
             )
+        def rates(name: str, plain: float, intervened: float) -> str:
+            return (
+                name.ljust(32) + f"{100 * plain:>6.1f}%   {100 * intervened:>9.1f}%   "
+                f"{100 * (intervened - plain):+6.1f} pt"
+            )
+
         if self.multiple_choice is not None and self.multiple_choice.questions:
             m = self.multiple_choice
-            lines.append(
-                f"MC accuracy ({m.questions} q)".ljust(32)
-                + f"{100 * m.accuracy_plain:>6.1f}%   {100 * m.accuracy_intervened:>9.1f}%   "
-                f"{100 * (m.accuracy_intervened - m.accuracy_plain):+6.1f} pt"
-            )
+            lines.append(rates(f"MC accuracy ({m.questions} q)", m.accuracy_plain, m.accuracy_intervened))
         if self.instructions is not None and self.instructions.prompts:
             m = self.instructions
-            lines.append(
-                f"instructions followed ({m.prompts})".ljust(32)
-                + f"{100 * m.followed_plain:>6.1f}%   {100 * m.followed_intervened:>9.1f}%   "
-                f"{100 * (m.followed_intervened - m.followed_plain):+6.1f} pt"
-            )
+            lines.append(rates(f"instructions followed ({m.prompts})", m.followed_plain, m.followed_intervened))
         for f in self.firing:
             lines.append(f"cap fired at layer {f.layer}".ljust(32) + f"{100 * f.rate:>6.1f}% of tokens, mean shift {f.mean_shift:.3f}")
         verdicts = self.verdicts()
@@ -309,9 +308,11 @@ def evaluate(
     max_new_tokens: int = 32,
     instruction_tokens: int = 128,
     batch_size: int = 8,
+    generate_batch_size: int | None = None,
     max_length: int = 1024,
     n_boot: int = 2000,
     seed: int = 0,
+    progress: bool = False,
 ) -> EvalReport:
     """Compares ``model`` with and without ``attachment`` (configured but not
     attached; it is attached for the intervened passes only).
@@ -323,7 +324,12 @@ def evaluate(
     ``choices`` and ``answer``. ``instructions``: verifiable-instruction items
     (:func:`axis_steer.pipeline.instructions.load_instructions`), answered
     greedily with ``instruction_tokens`` new tokens. At least one of them is
-    required. ``n_boot`` and ``seed`` set the bootstrap of the intervals."""
+    required. ``n_boot`` and ``seed`` set the bootstrap of the intervals;
+    ``progress`` prints each part as it starts. ``batch_size`` is the
+    scoring passes' batch; greedy replies are generated in batches of
+    ``generate_batch_size`` (default ``2 * batch_size``), each prompt plain and
+    intervened in the same batch (per-row control of the attachment's
+    interventions)."""
     if not any((texts, conversations, prompts, multiple_choice, instructions)):
         raise ValueError(
             "evaluate: give at least one of texts, conversations, prompts, multiple_choice, instructions"
@@ -333,11 +339,13 @@ def evaluate(
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"batch_size={batch_size}, max_new_tokens={max_new_tokens} (expected positive numbers)")
     pad = pad_id(tokenizer)
+    generate_batch_size = int(generate_batch_size or 2 * batch_size)
     report = EvalReport(
         metadata={
             "max_new_tokens": max_new_tokens,
             "instruction_tokens": instruction_tokens,
             "batch_size": batch_size,
+            "generate_batch_size": generate_batch_size,
             "n_boot": n_boot,
             "seed": seed,
         }
@@ -350,8 +358,14 @@ def evaluate(
     firing_shift = {layer: [] for layer in capped}
     firing_den = 0
     all_kl = []
+
+    def part(name: str, n: int) -> None:
+        if progress:
+            print(f"eval: {name} ({n}, plain and intervened)", flush=True)
+
     try:
         if texts:
+            part("texts", len(texts))
             items = []
             for t in texts:
                 ids = tokenizer(t, add_special_tokens=True)["input_ids"][:max_length]
@@ -363,6 +377,7 @@ def evaluate(
             if monitor is not None:
                 firing_den += _collect_firing(model, attachment, monitor, items, pad, batch_size, firing_num, firing_shift)
         if conversations:
+            part("conversations", len(conversations))
             items = []
             for conv in conversations:
                 rc = render_with_spans(tokenizer, conv)
@@ -379,16 +394,19 @@ def evaluate(
             if monitor is not None:
                 firing_den += _collect_firing(model, attachment, monitor, items, pad, batch_size, firing_num, firing_shift)
         if prompts:
+            part("greedy prompts", len(prompts))
             report.generation, report.items["prompts"] = _agreement(
-                model, tokenizer, attachment, prompts, max_new_tokens, batch_size, pad
+                model, tokenizer, attachment, prompts, max_new_tokens, generate_batch_size
             )
         if multiple_choice:
+            part("multiple-choice questions", len(multiple_choice))
             report.multiple_choice, report.items["multiple_choice"] = _multiple_choice(
                 model, tokenizer, attachment, multiple_choice, batch_size, pad
             )
         if instructions:
+            part("verifiable instructions", len(instructions))
             report.instructions, report.items["instructions"] = _instructions(
-                model, tokenizer, attachment, instructions, instruction_tokens, max(batch_size, 16)
+                model, tokenizer, attachment, instructions, instruction_tokens, generate_batch_size
             )
     finally:
         if monitor is not None:
@@ -495,10 +513,23 @@ def _collect_firing(model, att, monitor, items, pad, batch_size, num, shifts) ->
     return total
 
 
-def _agreement(model, tokenizer, att, prompts, max_new_tokens, batch_size, pad):
-    plain = greedy_ids(model, tokenizer, prompts, max_new_tokens, batch_size, pad)
-    with att:
-        inter = greedy_ids(model, tokenizer, prompts, max_new_tokens, batch_size, pad)
+def _paired_ids(model, tokenizer, att, prompts, max_new_tokens, batch_size):
+    """Greedy replies without and with ``att``'s interventions, generated
+    together (each prompt twice, the interventions on for the second copy's
+    rows only), as token ids up to and including the first end of turn."""
+    plain, inter = paired_replies(
+        model, tokenizer, prompts, att, list(att.interventions), max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    end = (eos_ids(model, tokenizer) or [pad_id(tokenizer)])[0]
+
+    def ids(r):
+        return [x + [end] if e else x for x, e in zip(r.ids, r.ended)]
+
+    return ids(plain), ids(inter), plain, inter
+
+
+def _agreement(model, tokenizer, att, prompts, max_new_tokens, batch_size):
+    plain, inter, _, _ = _paired_ids(model, tokenizer, att, prompts, max_new_tokens, batch_size)
     rows = []
     for a, b in zip(plain, inter):
         k = 0
@@ -518,8 +549,7 @@ def _agreement(model, tokenizer, att, prompts, max_new_tokens, batch_size, pad):
 
 def _instructions(model, tokenizer, att, items, max_new_tokens, batch_size):
     prompts = [it["prompt"] for it in items]
-    plain = generate_replies(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    inter = generate_replies(model, tokenizer, prompts, att, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    _, _, plain, inter = _paired_ids(model, tokenizer, att, prompts, max_new_tokens, batch_size)
     rows = []
     for it, a, b in zip(items, plain.texts, inter.texts):
         ca, cb = check_reply(it, a), check_reply(it, b)

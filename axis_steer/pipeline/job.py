@@ -26,9 +26,10 @@
 Every comparison of two conditions is paired (the same prompts; with
 sampling, the same random numbers per item) and reported with a 95%
 bootstrap interval over items (:mod:`axis_steer.pipeline.stats`). Replies are
-scored by a :class:`ReplyScorer`: for any model :class:`JudgeScorer` (an
-offline embedding judge, :mod:`axis_steer.pipeline.embedding_judge`); the
-built-in PersonaLlama brings its own (:mod:`axis_steer.personas.demo`).
+scored by a :class:`~axis_steer.pipeline.scoring.ReplyScorer`: for any model
+:class:`~axis_steer.pipeline.scoring.JudgeScorer` (an offline embedding judge,
+:mod:`axis_steer.pipeline.embedding_judge`); the built-in PersonaLlama brings
+its own (:mod:`axis_steer.personas.demo`).
 
 :func:`main_job` is the job on any model ``--model`` accepts (SmolLM2 by
 default: the built-in roles, the embedding judge, the built-in evaluation
@@ -56,10 +57,11 @@ from axis_steer.pipeline.evaluate import evaluate, load_multiple_choice
 from axis_steer.pipeline.extract import extract_activations, response_means
 from axis_steer.pipeline.generate import generate_responses
 from axis_steer.pipeline.instructions import load_instructions
-from axis_steer.pipeline.judge import judge_agreement, judge_responses, rank_auc
+from axis_steer.pipeline.judge import judge_responses, rank_auc
 from axis_steer.pipeline.replies import Replies, Sampling, converse_batch, generate_replies
 from axis_steer.pipeline.roles import DEFAULT_ROLE, RoleSet, builtin_roles
 from axis_steer.pipeline.runs import RunFolder, iter_run_responses
+from axis_steer.pipeline.scoring import JudgeScorer, ReplyScorer
 from axis_steer.pipeline.stats import Interval, paired_difference
 from axis_steer.runtime.formats import finite_or_none, iter_jsonl, load_axis, load_caps
 from axis_steer.runtime.hooks import Attachment
@@ -85,116 +87,6 @@ def builtin_eval_dir() -> Path:
 
 def read_jsonl(path: str | Path) -> list[Any]:
     return [obj for _, obj in iter_jsonl(path)]
-
-
-# ---- how replies are scored -------------------------------------------------------------------
-
-
-class ReplyScorer:
-    """How the job scores replies; one implementation per kind of judge.
-
-    ``adherence(texts, roles)`` is the role adherence of each text for the
-    role it was asked to play, 0..1 (a 0..3 judge score / 3); ``role_rate``
-    how much of any role shows in a text (0 for plain Assistant text; units
-    are the scorer's own); ``in_role`` whether a text is in some role;
-    ``assistant`` how Assistant-like a text is; ``says_ai`` whether it calls
-    itself an AI. ``labels`` name these quantities in the summary."""
-
-    name = "scorer"
-    labels = {
-        "adherence": "role adherence (0..1)",
-        "role_rate": "role score",
-        "in_role": "replies in a role",
-        "assistant": "Assistant score",
-    }
-
-    def adherence(self, texts: Sequence[str], roles: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError
-
-    def role_rate(self, texts: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError
-
-    def in_role(self, texts: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError
-
-    def assistant(self, texts: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError
-
-    def says_ai(self, texts: Sequence[str]) -> np.ndarray:
-        from axis_steer.pipeline.embedding_judge import AI_SELF
-
-        return np.array([bool(AI_SELF.search(t)) for t in texts])
-
-    def add_persona(self, name: str, description: str) -> None:
-        """Makes ``name`` a role ``adherence`` can score (a jailbreak persona)."""
-        raise NotImplementedError
-
-    def validation(self) -> dict:
-        """The judge's agreement with labelled texts, when it has some."""
-        return {}
-
-
-class JudgeScorer(ReplyScorer):
-    """Replies scored by an :class:`~axis_steer.pipeline.embedding_judge.EmbeddingJudge`:
-    adherence is its 0..3 score / 3; ``role_rate`` the margin of the nearest
-    role's anchor over the Assistant anchor (cosine units; higher is more in
-    role); ``in_role`` that nearest role's score is 3; ``assistant`` the cosine
-    with the Assistant anchor; ``says_ai`` its AI self-identification rule."""
-
-    name = "embedding judge"
-    labels = {
-        "adherence": "role adherence (judge score / 3)",
-        "role_rate": "nearest-role margin (cosine)",
-        "in_role": "replies judged in a role",
-        "assistant": "similarity to the Assistant anchor (cosine)",
-    }
-
-    def __init__(self, judge: Any, validate_on: Sequence[dict] | None = None) -> None:
-        self.judge = judge
-        self._roles = list(judge.roles)
-        self._validate_on = validate_on
-        self._cache: dict[str, np.ndarray] = {}
-
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        if todo:
-            for t, e in zip(todo, self.judge.embed(todo)):
-                self._cache[t] = e
-        return np.stack([self._cache[t] for t in texts]) if len(texts) else np.zeros((0, 1))
-
-    def adherence(self, texts, roles):
-        if not len(texts):
-            return np.zeros(0)
-        m = self.judge.margins(texts, roles, embedded=self._embed(texts))
-        return np.array([self.judge.score_from(t, float(x)) for t, x in zip(texts, m)]) / 3.0
-
-    def role_rate(self, texts):
-        if not len(texts):
-            return np.zeros(0)
-        return self.judge.nearest_role(texts, self._roles, embedded=self._embed(texts))[1]
-
-    def in_role(self, texts):
-        if not len(texts):
-            return np.zeros(0, dtype=bool)
-        _, m = self.judge.nearest_role(texts, self._roles, embedded=self._embed(texts))
-        return np.array([self.judge.score_from(t, float(x)) == 3 for t, x in zip(texts, m)])
-
-    def assistant(self, texts):
-        return self.judge.assistant_similarity(texts, embedded=self._embed(texts)) if len(texts) else np.zeros(0)
-
-    def says_ai(self, texts):
-        return np.array([self.judge.identifies_as_ai(t) for t in texts])
-
-    def add_persona(self, name, description):
-        self.judge.add_role(name, description)
-
-    def validation(self):
-        a = judge_agreement(self.judge, self._validate_on)
-        out = {"all": asdict(a)}
-        sets = sorted({str(it.get("set", "")) for it in (self._validate_on or [])} - {""})
-        for s in sets:
-            out[s] = asdict(judge_agreement(self.judge, [it for it in self._validate_on if it.get("set") == s]))
-        return out
 
 
 # ---- settings, data, summary ------------------------------------------------------------------
@@ -544,7 +436,7 @@ def run_job(
 
         def replies(what: str, ps: list, att: Attachment | None, keys: list) -> Replies:
             t = time.perf_counter()
-            r = generate_replies(model, tok, ps, att, keys=keys, **kw_rep)
+            r = generate_replies(model, tok, ps, att, keys=keys, progress=what, **kw_rep)
             clock.generated(what, r, time.perf_counter() - t, bs)
             return r
 
@@ -592,30 +484,36 @@ def run_job(
 
         clock.step("capped", "[5/6] capped vs uncapped")
         att = Attachment(model, axis)
-        att.cap_config(caps)
+        cap = att.cap_config(caps)
         mon = att.monitor([layer])
-        watch = Attachment(model, axis)
-        wmon = watch.monitor([layer])
 
-        def chats(what: str, items: list, att_: Attachment, mon_: Any, prefix: str) -> tuple:
-            t = time.perf_counter()
-            texts_, proj_ = converse_batch(
-                model,
-                tok,
-                [(d.get("system", ""), d["user_turns"]) for d in items],
-                att_,
-                monitor=mon_,
-                layer=layer,
-                keys=[(prefix, i) for i in range(len(items))],
-                **kw_rep,
-            )
-            n_tok = sum(len(tok(x, add_special_tokens=False)["input_ids"]) for c in texts_ for x in c)
-            clock.generated(what, n_tok, time.perf_counter() - t, min(bs, len(items)))
-            return texts_, proj_
+        # every drift and jailbreak conversation twice, uncapped and capped, in the
+        # same batches (the caps act on the second copy's rows only; the monitor
+        # reads both): paired, with the same random numbers per conversation and turn
+        chats = [(d.get("system", ""), d["user_turns"]) for d in data.drift + data.jailbreaks]
+        ckeys = [("drift", i) for i in range(len(data.drift))] + [("jailbreak", i) for i in range(len(data.jailbreaks))]
+        nc, nd = len(chats), len(data.drift)
+        t = time.perf_counter()
+        texts_, proj_ = converse_batch(
+            model,
+            tok,
+            chats * 2,
+            att,
+            monitor=mon,
+            layer=layer,
+            keys=ckeys * 2,
+            switch=[cap],
+            on=[False] * nc + [True] * nc,
+            progress="conversations, uncapped and capped",
+            **kw_rep,
+        )
+        n_tok = sum(len(tok(x, add_special_tokens=False)["input_ids"]) for c in texts_ for x in c)
+        clock.generated("drift and jailbreak conversations, uncapped + capped", n_tok, time.perf_counter() - t, bs)
+        d_plain, p_plain = texts_[:nd], proj_[:nd]
+        d_capped, p_capped = texts_[nc : nc + nd], proj_[nc : nc + nd]
+        j_plain, j_capped = texts_[nd:nc], texts_[nc + nd :]
 
         drift = data.drift
-        d_plain, p_plain = chats("drift conversations", drift, watch, wmon, "drift")
-        d_capped, p_capped = chats("drift conversations, capped", drift, att, mon, "drift")
         n_turns = max(len(d["user_turns"]) for d in drift)
 
         def by_turn(values: list[list[float]]) -> list[float]:
@@ -653,8 +551,6 @@ def run_job(
         if data.jailbreaks:
             for jb in data.jailbreaks:
                 scorer.add_persona(f"jailbreak:{jb['id']}", [jb["persona"], jb["system"]] if jb.get("system") else jb["persona"])
-            j_plain, _ = chats("persona jailbreaks", data.jailbreaks, watch, wmon, "jailbreak")
-            j_capped, _ = chats("persona jailbreaks, capped", data.jailbreaks, att, mon, "jailbreak")
             names = [f"jailbreak:{jb['id']}" for jb in data.jailbreaks]
 
             def jb_scores(convs_: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
@@ -702,7 +598,6 @@ def run_job(
         role_rates = {"uncapped": _mean(ad_plain), "capped": _mean(ad_capped)}
         default_style = {"uncapped": _mean(as_plain), "capped": _mean(as_capped)}
         mon.remove()
-        wmon.remove()
 
         clock.step("capability", "[6/6] capability cost")
         if data.default_conversations is not None:
@@ -722,8 +617,10 @@ def run_job(
             max_new_tokens=st.eval_tokens,
             instruction_tokens=st.instruction_tokens,
             batch_size=8,
+            generate_batch_size=bs,
             n_boot=st.n_boot,
             seed=st.seed,
+            progress=True,
         )
         report.save(out / "eval")
         print(report)
@@ -929,7 +826,7 @@ def main_job(
         max_new_tokens=16 if quick else 48,
         eval_tokens=12 if quick else 48,
         instruction_tokens=24 if quick else 96,
-        batch_size=16,
+        batch_size=32,
         min_count=1 if quick else 8,
         sampling=Sampling(0.7, 0.9, seed),
         threads=threads,

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from axis_steer.pipeline.batching import input_device, pad_batch, pad_id
 from axis_steer.pipeline.sampling import decoding_config, eos_ids, item_uniforms, seeded_sampler
@@ -39,6 +40,7 @@ __all__ = [
     "converse_batch",
     "generate_replies",
     "greedy_ids",
+    "paired_replies",
     "greedy_replies",
     "reply_seed",
 ]
@@ -95,6 +97,9 @@ def generate_replies(
     keys: Sequence[Any] | None = None,
     monitor: Any = None,
     layer: int | None = None,
+    switch: Sequence[Any] = (),
+    on: Sequence[bool] | None = None,
+    progress: str | None = None,
 ) -> Replies:
     """Replies to ``prompts`` (greedy, or seeded sampling), with ``att``
     attached if given.
@@ -106,6 +111,13 @@ def generate_replies(
             compare the same items under two conditions.
         monitor, layer: a monitor of ``att`` (or of another attached
             attachment) and the layer to read; the mean projection of each reply.
+        switch, on: interventions of ``att`` (the handles its ``cap`` /
+            ``steer`` / ``cap_config`` returned) and one flag per prompt: the
+            interventions act only on the rows whose flag is True (per-row
+            control), so the same prompts with and without them share one
+            batch (:func:`paired_replies`). Per-row control is cleared after
+            the call.
+        progress: a tqdm bar with this description (none by default).
     """
     prompts = [as_messages(p) for p in prompts]
     if batch_size < 1 or max_new_tokens < 1:
@@ -113,6 +125,15 @@ def generate_replies(
     keys = list(range(len(prompts))) if keys is None else list(keys)
     if len(keys) != len(prompts):
         raise ValueError(f"keys: {len(keys)} for {len(prompts)} prompts (expected one per prompt)")
+    if on is not None and (att is None or not switch or len(on) != len(prompts)):
+        raise ValueError(
+            "on: one flag per prompt, with att and the interventions to switch (switch=) "
+            f"({0 if on is None else len(on)} flags for {len(prompts)} prompts, {len(switch)} interventions)"
+        )
+    # the interventions' own on/off state holds on the rows flagged on
+    states = [h.enabled for h in switch] if on is not None else []
+    if any(not isinstance(x, bool) for x in states):
+        raise ValueError("switch: an intervention already has per-row flags (enable(True/False) it first)")
     dev = input_device(model)
     pad = pad_id(tokenizer)
     ends = set(eos_ids(model, tokenizer))
@@ -122,6 +143,7 @@ def generate_replies(
     ids_out: list[list[int]] = [[] for _ in prompts]
     ended = [False] * len(prompts)
     proj = [float("nan")] * len(prompts)
+    bar = tqdm(total=len(prompts), desc=progress, unit="reply", disable=progress is None)
     for b0 in range(0, len(order), batch_size):
         idx = order[b0 : b0 + batch_size]
         ids, am = pad_batch([encoded[i] for i in idx], pad, side="left", device=dev)
@@ -136,11 +158,22 @@ def generate_replies(
             from transformers import LogitsProcessorList
 
             kw["logits_processor"] = LogitsProcessorList(procs)
-        if att is not None:
-            with att:
+        if on is not None:
+            att.clear_rows()
+            flags = torch.tensor([bool(on[i]) for i in idx])
+            for h, state in zip(switch, states):
+                h.enable(flags & state)
+        try:
+            if att is not None:
+                with att:
+                    out = model.generate(**kw)
+            else:
                 out = model.generate(**kw)
-        else:
-            out = model.generate(**kw)
+        finally:
+            if on is not None:
+                att.clear_rows()
+                for h, state in zip(switch, states):
+                    h.enable(state)
         new = out[:, width:].cpu().tolist()
         readings = monitor.readings() if monitor is not None else None
         for row, i in enumerate(idx):
@@ -153,8 +186,43 @@ def generate_replies(
                 start = len(encoded[i]) - 1
                 seg = values[start : start + len(ids_out[i]) + 1]
                 proj[i] = float(np.nanmean(seg)) if seg.size else float("nan")
+        bar.update(len(idx))
+    bar.close()
     texts = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids_out]
     return Replies(texts, ids_out, ended, proj)
+
+
+def paired_replies(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[dict] | str],
+    att: Attachment,
+    switch: Sequence[Any],
+    *,
+    keys: Sequence[Any] | None = None,
+    **kw: Any,
+) -> tuple[Replies, Replies]:
+    """The replies to ``prompts`` without and with the interventions
+    ``switch`` of ``att``, generated together: each prompt twice in the same
+    batches, the interventions on for the second copy only (with sampling,
+    both copies use the prompt's random numbers). Returns ``(plain, intervened)``."""
+    n = len(prompts)
+    keys = list(range(n)) if keys is None else list(keys)
+    r = generate_replies(
+        model,
+        tokenizer,
+        list(prompts) * 2,
+        att,
+        keys=keys * 2,
+        switch=switch,
+        on=[False] * n + [True] * n,
+        **kw,
+    )
+
+    def half(a: int, b: int) -> Replies:
+        return Replies(r.texts[a:b], r.ids[a:b], r.ended[a:b], r.projection[a:b])
+
+    return half(0, n), half(n, 2 * n)
 
 
 def greedy_ids(
@@ -199,13 +267,19 @@ def converse_batch(
     batch_size: int = 16,
     sampling: Sampling | None = None,
     keys: Sequence[Any] | None = None,
+    switch: Sequence[Any] = (),
+    on: Sequence[bool] | None = None,
+    progress: str | None = None,
 ) -> tuple[list[list[str]], list[list[float]]]:
     """Scripted conversations, all advanced one turn at a time in batches:
     each ``(system, user_turns)`` gets a reply to its first user turn, which is
     fed back before the second, and so on (``system`` ``""`` = no system
     message). Returns per conversation its replies and (with a monitor) each
     reply's mean projection at ``layer``. ``keys`` name the conversations for
-    seeded sampling (turn ``t`` of conversation ``k`` uses key ``(k, t)``)."""
+    seeded sampling (turn ``t`` of conversation ``k`` uses key ``(k, t)``);
+    ``switch`` and ``on`` (one flag per conversation) as in
+    :func:`generate_replies`; ``progress`` shows a bar per turn with this
+    description."""
     keys = list(range(len(conversations))) if keys is None else list(keys)
     histories = [[{"role": "system", "content": s}] if s else [] for s, _ in conversations]
     replies: list[list[str]] = [[] for _ in conversations]
@@ -226,6 +300,9 @@ def converse_batch(
             keys=[(keys[c], t) for c in live],
             monitor=monitor,
             layer=layer,
+            switch=switch,
+            on=None if on is None else [on[c] for c in live],
+            progress=None if progress is None else f"{progress}, turn {t + 1}/{n_turns}",
         )
         for j, c in enumerate(live):
             histories[c].append({"role": "assistant", "content": r.texts[j]})
