@@ -77,8 +77,10 @@ def test_the_whole_path_ran_and_wrote_its_files(job):
         assert (s.out / name).is_file(), name
     assert s.window == (22, 25) and s.layer == 15  # the library's defaults for 30 layers
     for step in ("load", "axis", "heldout", "calibrate", "steering", "capped", "capability"):
-        assert js["timings"][step] >= 0, step
-    assert all(t["tokens"] > 0 and t["batch_size"] >= 1 for t in js["throughput"])
+        assert js["timings"][step] >= 0 and js["cpu_seconds"][step] >= 0, step
+    assert set(js["load_average"]) == set(js["cpu_seconds"]) - {"load"}
+    assert all(t["tokens"] > 0 and t["batch_size"] >= 1 and t["cpu_share"] > 0 for t in js["throughput"])
+    assert js["cpu_seconds"]["axis"] <= 2 * js["timings"]["axis"] * max(js["threads"].values()) + 1
     lines = s.lines()
     assert any(line.startswith("persona jailbreaks") for line in lines)
     assert s.verdicts and all("n=" in v for v in s.verdicts)

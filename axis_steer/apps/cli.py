@@ -379,7 +379,9 @@ def cmd_demo(args: argparse.Namespace) -> str:
     from axis_steer.pipeline.job import main_job
 
     out = args.out or Path("runs") / Path(str(args.model)).stem.lower()
-    threads = args.threads if args.threads == "auto" else int(args.threads)
+    threads = args.threads if args.threads == "auto" else (int(args.threads) if args.threads.isdigit() else 0)
+    if threads == 0:
+        raise ValueError(f"--threads {args.threads}: expected auto or a whole number of threads >= 1")
     return str(main_job(args.model, out, quick=args.quick, device=args.device, dtype=args.dtype, threads=threads))
 
 

@@ -167,6 +167,8 @@ class JobSummary:
     timings: dict[str, float] = field(default_factory=dict)
     throughput: list[dict] = field(default_factory=list)
     threads: dict[str, int] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  #: this process's CPU time per step
+    load_average: dict[str, float] = field(default_factory=dict)  #: 1-minute load at each step's end
     seconds: float = 0.0
 
     def _iv(self, key: str, scale: float = 1.0, digits: int = 2, signed: bool = True) -> str:
@@ -187,7 +189,7 @@ class JobSummary:
         if math.isfinite(self.judge_auc):
             jv = self.judge_validation.get("fresh") or self.judge_validation.get("all")
             extra = (
-                f"; on {jv['n']} labelled texts it wrote for no model: exact {jv['exact']:.2f}, "
+                f"; on {jv['n']} hand-labelled texts it was not tuned on: exact {jv['exact']:.2f}, "
                 f"Spearman {jv['spearman']:.2f}, AUC in role vs rest {jv['auc_in_role']:.2f}"
                 if jv
                 else ""
@@ -240,6 +242,16 @@ class JobSummary:
                 else ""
             ),
         ]
+        if self.timings:
+            steps = [k for k in self.timings if "." not in k]
+            out.append(
+                "steps (wall s / CPU s / load): "
+                + ", ".join(
+                    f"{k} {self.timings[k]:.0f}"
+                    + (f"/{self.cpu_seconds[k]:.0f}/{self.load_average[k]:.1f}" if k in self.cpu_seconds else "")
+                    for k in steps
+                )
+            )
         return out
 
     def _ppl(self) -> str:
@@ -287,14 +299,25 @@ def _messages(system: str, user_turns: Sequence[str]) -> list[dict]:
 # ---- threads and timing ------------------------------------------------------------------------
 
 
+def _load_average() -> float:
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:
+        return math.nan
+
+
 class _Clock:
-    """Wall time per step, the threads each step ran with, and generation throughput."""
+    """Wall time per step, the threads each step ran with, and generation
+    throughput; beside each, this process's CPU seconds and the 1-minute load
+    average, since other work on the cores changes the wall times several-fold."""
 
     def __init__(self, threads: str | int, device: str) -> None:
         self.t0 = time.perf_counter()
         self.timings: dict[str, float] = {}
         self.threads: dict[str, int] = {}
         self.throughput: list[dict] = []
+        self.cpu: dict[str, float] = {}  #: CPU seconds of this process per step
+        self.load: dict[str, float] = {}  #: 1-minute load average at the end of each step
         self.mode = threads
         self.device = device
         self.cores = torch.get_num_threads()
@@ -302,6 +325,7 @@ class _Clock:
         self._wall = time.perf_counter()
         self._step: str | None = None
         self._start = 0.0
+        self._start_cpu = 0.0
 
     def _choose_threads(self) -> int:
         if self.device != "cpu":
@@ -325,15 +349,25 @@ class _Clock:
         n = self._choose_threads()
         torch.set_num_threads(n)
         self.threads[name] = n
-        self._step, self._start = name, time.perf_counter()
+        self._step, self._start, self._start_cpu = name, time.perf_counter(), time.process_time()
         print(f"{title} [{time.perf_counter() - self.t0:.0f}s, {n} thread{'s' if n > 1 else ''}]", flush=True)
+
+    @staticmethod
+    def mark() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
 
     def end(self) -> None:
         if self._step is not None:
             self.timings[self._step] = time.perf_counter() - self._start
+            self.cpu[self._step] = round(time.process_time() - self._start_cpu, 1)
+            self.load[self._step] = round(_load_average(), 2)
             self._step = None
 
-    def generated(self, what: str, replies: Replies | int, seconds: float, batch_size: int) -> None:
+    def generated(
+        self, what: str, replies: Replies | int, seconds: float, batch_size: int, since: tuple[float, float]
+    ) -> None:
+        """Records ``replies``' tokens generated in ``seconds``; ``since`` is
+        :meth:`mark` taken before the call (this process's CPU share over it)."""
         n = replies.n_tokens if isinstance(replies, Replies) else int(replies)
         self.throughput.append(
             {
@@ -343,6 +377,8 @@ class _Clock:
                 "seconds": round(seconds, 2),
                 "tokens_per_s": round(n / seconds, 1) if seconds > 0 else None,
                 "threads": torch.get_num_threads(),
+                "cpu_share": round((time.process_time() - since[1]) / max(time.perf_counter() - since[0], 1e-9), 2),
+                "load_1min": round(_load_average(), 2),
             }
         )
 
@@ -381,9 +417,10 @@ def run_job(
     kw_rep = {"max_new_tokens": n_new, "batch_size": bs, "sampling": st.sampling}
     try:
         clock.step("axis", "[1/6] the axis: generate, judge, extract, axis")
+        c0 = time.process_time()
         t = time.perf_counter()
         g = generate_responses(model, tok, data.roles, out, max_new_tokens=n_new, batch_size=bs, seed=st.seed)
-        clock.generated("axis responses (sampled)", g.n_tokens, g.seconds if g.n_new else 0.0, bs)
+        clock.generated("axis responses (sampled)", g.n_tokens, g.seconds if g.n_new else 0.0, bs, (t, c0))
         clock.timings["axis.generate"] = time.perf_counter() - t
         t = time.perf_counter()
         judge_responses(out, judge)
@@ -396,10 +433,11 @@ def run_job(
         space = load_persona_space(run.persona_space)
 
         clock.step("heldout", "[2/6] checks on held-out questions")
+        mark = clock.mark()
         g = generate_responses(
             model, tok, data.heldout, out / "heldout", max_new_tokens=n_new, batch_size=bs, seed=st.seed + 1
         )
-        clock.generated("held-out responses (sampled)", g.n_tokens, g.seconds if g.n_new else 0.0, bs)
+        clock.generated("held-out responses (sampled)", g.n_tokens, g.seconds if g.n_new else 0.0, bs, mark)
         convs, labels = [], []
         for role, obj in iter_run_responses(out / "heldout"):
             convs.append(obj["conversation"])
@@ -435,9 +473,9 @@ def run_job(
         toward.steer(steer_layers, st.steer)
 
         def replies(what: str, ps: list, att: Attachment | None, keys: list) -> Replies:
-            t = time.perf_counter()
+            mark = clock.mark()
             r = generate_replies(model, tok, ps, att, keys=keys, progress=what, **kw_rep)
-            clock.generated(what, r, time.perf_counter() - t, bs)
+            clock.generated(what, r, time.perf_counter() - mark[0], bs, mark)
             return r
 
         dkeys = [("default", i) for i in range(len(prompts))]
@@ -493,7 +531,7 @@ def run_job(
         chats = [(d.get("system", ""), d["user_turns"]) for d in data.drift + data.jailbreaks]
         ckeys = [("drift", i) for i in range(len(data.drift))] + [("jailbreak", i) for i in range(len(data.jailbreaks))]
         nc, nd = len(chats), len(data.drift)
-        t = time.perf_counter()
+        mark = clock.mark()
         texts_, proj_ = converse_batch(
             model,
             tok,
@@ -508,7 +546,9 @@ def run_job(
             **kw_rep,
         )
         n_tok = sum(len(tok(x, add_special_tokens=False)["input_ids"]) for c in texts_ for x in c)
-        clock.generated("drift and jailbreak conversations, uncapped + capped", n_tok, time.perf_counter() - t, bs)
+        clock.generated(
+            "drift and jailbreak conversations, uncapped + capped", n_tok, time.perf_counter() - mark[0], bs, mark
+        )
         d_plain, p_plain = texts_[:nd], proj_[:nd]
         d_capped, p_capped = texts_[nc : nc + nd], proj_[nc : nc + nd]
         j_plain, j_capped = texts_[nd:nc], texts_[nc + nd :]
@@ -667,6 +707,8 @@ def run_job(
             timings={k: round(v, 1) for k, v in clock.timings.items()},
             throughput=clock.throughput,
             threads=clock.threads,
+            cpu_seconds=clock.cpu,
+            load_average=clock.load,
             seconds=time.perf_counter() - clock.t0,
         )
         _plot_effects(Figure, out / "effects.png", summary)
@@ -834,7 +876,7 @@ def main_job(
         seed=seed,
     )
     claim_folder(out, {"model": str(model), "quick": bool(quick), "seed": int(seed), "settings": _plain_settings(settings)})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     threads_before = torch.get_num_threads()
     try:
         print(f"[0/6] loading {model} and the judge", flush=True)
@@ -844,7 +886,7 @@ def main_job(
             name = model_name_of(m)
             judge = EmbeddingJudge(builtin_roles(), self_names=[name] if name else ())
         scorer = JudgeScorer(judge, labelled_answers())
-        load_s = time.perf_counter() - t0
+        load_s, load_cpu = time.perf_counter() - t0, time.process_time() - c0
         summary = run_job(
             m, tok, out, data=main_data(quick), judge=judge, scorer=scorer, settings=settings, device=device,
             model_label=str(model),
@@ -852,6 +894,7 @@ def main_job(
     finally:
         torch.set_num_threads(threads_before)
     summary.timings = {"load": round(load_s, 1), **summary.timings}
+    summary.cpu_seconds = {"load": round(load_cpu, 1), **summary.cpu_seconds}
     summary.seconds = time.perf_counter() - t0
     (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=1, default=str))
     return summary
