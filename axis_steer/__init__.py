@@ -20,7 +20,8 @@ layers above it in this list:
 
 The most used names are also reachable from the top: ``axis_steer.Attachment``,
 ``axis_steer.load_axis``, ``axis_steer.load_caps``, ``axis_steer.load_capping_config``,
-``axis_steer.find_layers``. The module paths of releases before the layers
+``axis_steer.find_layers``, ``axis_steer.describe`` (what axis_steer hooks on a
+model). The module paths of releases before the layers
 (``axis_steer.hooks``, ``axis_steer.formats``, ``axis_steer.extract``, ...) still
 import: each is the same module object as its new home.
 """
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AxisSteerError",
     "Attachment",
+    "describe",
     "find_layers",
     "load_axis",
     "load_caps",
@@ -62,6 +64,7 @@ MOVED = {
 
 _TOP = {
     "Attachment": "axis_steer.runtime.hooks",
+    "describe": "axis_steer.runtime.models",
     "find_layers": "axis_steer.runtime.models",
     "load_axis": "axis_steer.runtime.formats",
     "load_caps": "axis_steer.runtime.formats",

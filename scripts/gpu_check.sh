@@ -9,7 +9,7 @@
 #      and nothing is installed into the machine's Python)
 #   3. checks that the CUDA kernels were built and registered
 #   4. the C core's own tests (make test-core)
-#   5. the whole pytest suite: tests/test_cuda.py (the GPU tests) alongside the
+#   5. the whole pytest suite: the CUDA cases (pytest -m cuda) alongside the
 #      rest, in two processes at once; files that need hypothesis are left out
 #      when it is not installed
 #   6. benchmarks/bench_gpu.py --quick, with the time that is left but 35 s
@@ -132,7 +132,7 @@ for op in ("project", "clamp_", "set_projection_", "steer_", "apply_", "apply"):
 h = torch.randn(8, 4096, device="cuda", dtype=torch.bfloat16)
 u = torch.nn.functional.normalize(torch.randn(4096, device="cuda"), dim=0)
 torch.ops.axis_steer.clamp_(h, u, torch.tensor(0.5, device="cuda"), torch.tensor(math.inf, device="cuda"))
-p = torch.ops.axis_steer.pipeline.project(h, u)
+p = torch.ops.axis_steer.project(h, u)
 torch.cuda.synchronize()
 assert bool((p >= 0.5 - 0.05).all()), p
 print("CUDA kernels registered for every operator; a clamp on the card floors every row")
@@ -143,9 +143,9 @@ stage core_tests "$(limit 60 160)" make --no-print-directory test-core
 
 # ---- 5. the test suite -----------------------------------------------------------
 if "$PYTHON" -c "import pytest" >/dev/null 2>&1; then
-  ignore=(--ignore=tests/test_cuda.py)
+  ignore=()
   if ! "$PYTHON" -c "import hypothesis" >/dev/null 2>&1; then
-    for f in $(grep -l -E "^(from|import) hypothesis" tests/*.py); do
+    for f in $(grep -rl -E "^(from|import) hypothesis" --include="*.py" tests); do
       ignore+=("--ignore=$f")
       note "hypothesis is not installed: leaving out $f"
     done
@@ -153,17 +153,17 @@ if "$PYTHON" -c "import pytest" >/dev/null 2>&1; then
   secs=$(limit 150 140)
   common=(-q -p no:cacheprovider -rfEs --durations=10 --continue-on-collection-errors)
   t0=$(date +%s)
-  note "[pytest_cuda] (limit ${secs}s, in the background) tests/test_cuda.py"
+  note "[pytest_cuda] (limit ${secs}s, in the background) the CUDA cases (pytest -m cuda)"
   (
     timeout -k 10 "$secs" "$PYTHON" -m pytest "${common[@]}" --junitxml="$RESULTS/pytest_cuda.xml" \
-      tests/test_cuda.py >"$RESULTS/pytest_cuda.log" 2>&1
+      -m cuda "${ignore[@]}" tests >"$RESULTS/pytest_cuda.log" 2>&1
     rc=$?
     echo "$rc $(date +%s)" >"$RESULTS/.pytest_cuda.done"
     exit $rc
   ) &
   cuda_pid=$!
   OMP_NUM_THREADS=$(($(nproc) / 2 > 1 ? $(nproc) / 2 : 1)) \
-    stage pytest_rest "$secs" "$PYTHON" -m pytest "${common[@]}" --junitxml="$RESULTS/pytest_rest.xml" "${ignore[@]}" tests
+    stage pytest_rest "$secs" "$PYTHON" -m pytest "${common[@]}" --junitxml="$RESULTS/pytest_rest.xml" -m "not cuda" "${ignore[@]}" tests
   wait "$cuda_pid"
   read -r rc t1 <"$RESULTS/.pytest_cuda.done" || { rc=1 t1=$(date +%s); }
   rm -f "$RESULTS/.pytest_cuda.done"

@@ -14,8 +14,10 @@ checkers accept both outcomes there.
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
+import pytest
 
 from axis_steer.runtime import reference as R
 
@@ -25,13 +27,20 @@ UNIT_ROUNDOFF = {"float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
 #: smallest positive subnormal: absolute floor of the rounding error
 TINY = {"float32": 2.0**-149, "float16": 2.0**-24, "bfloat16": 2.0**-133}
 DTYPES = ("float32", "float16", "bfloat16")
+#: worst relative error of one rounding store (an ulp at 1.0) and an absolute
+#: floor, per dtype: the tolerance of a value written once from float32
+STORE_TOL = {dt: (2.0 * UNIT_ROUNDOFF[dt], floor) for dt, floor in zip(DTYPES, (1e-6, 1e-3, 1e-2))}
 
 
 def proj_tol(h64: np.ndarray, u64: np.ndarray) -> np.ndarray:
-    """Allowed |p - p_ref| per row for rows ``h64`` (float64 of the stored values)."""
-    d = h64.shape[-1]
-    mag = np.abs(h64 * u64).sum(-1)
-    return 4.0 * (d / 16.0 + 8.0) * EPS32 * mag + 1e-30
+    """Allowed |p - p_ref| per row for rows ``h64`` (float64 of the stored values):
+    the one bound on every float32 dot product the core computes, CPU or CUDA."""
+    return dot_tol(np.abs(h64 * u64).sum(-1), h64.shape[-1])
+
+
+def dot_tol(mag: np.ndarray, d: int) -> np.ndarray:
+    """:func:`proj_tol` from ``mag`` = sum_j |h_j u_j| per row, for length-``d`` rows."""
+    return 4.0 * (d / 16.0 + 12.0) * EPS32 * mag + 1e-30
 
 
 def row_tol(out64: np.ndarray, h64: np.ndarray, u64: np.ndarray, tol_p: np.ndarray, dtype: str) -> np.ndarray:
@@ -132,6 +141,12 @@ def torch_to_f64(t) -> np.ndarray:
 # ---- checkers -------------------------------------------------------------------------
 
 
+def stable_seed(*parts: object) -> int:
+    """A seed named by ``parts`` that is the same in every process (``hash`` of
+    a string is not: it changes with PYTHONHASHSEED)."""
+    return zlib.crc32(repr(parts).encode())
+
+
 def unit_vector(rng: np.random.Generator, d: int) -> np.ndarray:
     v = rng.standard_normal(d)
     return (v / np.linalg.norm(v)).astype(np.float32)
@@ -211,3 +226,24 @@ def bounds_for(kind: str, p: np.ndarray, rng: np.random.Generator):
         return np.float32(q(0.5)), np.float32(q(0.5))
     lo = (rng.standard_normal(p.shape) * 0.5).astype(np.float32)
     return lo, np.full(p.shape, np.inf, dtype=np.float32)
+
+
+# ---- devices ----------------------------------------------------------------------------
+
+
+def have_gpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def cuda_only(test):
+    """A CUDA-only test: marked ``cuda`` (``pytest -m cuda`` selects every
+    CUDA case), skipped without a GPU, and with one it requires axis_steer's
+    CUDA kernels (the ``cuda_kernels`` fixture)."""
+    for mark in (pytest.mark.cuda, pytest.mark.skipif(not have_gpu(), reason="no CUDA device"),
+                 pytest.mark.usefixtures("cuda_kernels")):
+        test = mark(test)
+    return test

@@ -16,6 +16,7 @@ import torch
 
 from axis_steer.pipeline.batching import input_device, pad_id
 from axis_steer.pipeline.spans import prompt_ids
+from axis_steer.runtime.checks import as_layer, as_positive_int
 from axis_steer.runtime.formats import Axis, CapConfig
 from axis_steer.runtime.hooks import Attachment
 
@@ -61,7 +62,12 @@ def chat_loop(
 ) -> int:
     """Runs the chat on ``inputs`` / ``output`` until EOF or ``/quit``; returns
     the number of replies."""
+    max_new_tokens = as_positive_int(max_new_tokens, "max_new_tokens")
+    if system is not None and not isinstance(system, str):
+        raise TypeError(f"system = {system!r} (expected a system prompt string, or None)")
     att = Attachment(model, axis)
+    if layer is not None:
+        layer = as_layer(layer, "layer", att.n_layers)
     cap = att.cap_config(caps) if caps is not None else None
     watch = layer if layer is not None else (cap.layers[0] if cap is not None else att.n_layers // 2)
     mon = att.monitor([watch])

@@ -11,7 +11,7 @@ reads what the previous one wrote without extra flags::
     axis-steer project   --model M --run runs/m --conversations c.jsonl
     axis-steer chat      --model M --run runs/m          # interactive, capped, live readings
     axis-steer eval      --model M --run runs/m --texts t.txt --mc q.jsonl
-    axis-steer info      FILE
+    axis-steer info      FILE | --model M                # a file's contents; the blocks hooked on M
     axis-steer demo                                      # the whole job on SmolLM2-135M-Instruct
     axis-steer demo      --model persona-llama           # ... on the built-in persona model (fast)
 
@@ -75,7 +75,29 @@ def load_model(args: argparse.Namespace):
     (:func:`axis_steer.pipeline.loading.load_model`)."""
     from axis_steer.pipeline.loading import load_model as load
 
-    return load(model_spec(args.model), device=args.device, dtype=args.dtype, device_map=args.device_map)
+    return load(model_spec(args.model), device=device_arg(args.device), dtype=args.dtype, device_map=args.device_map)
+
+
+def device_arg(text: str, flag: str = "--device") -> str:
+    """A torch device named on the command line (``auto``: cuda if available,
+    else cpu), checked to exist here."""
+    import torch
+
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"{flag} {text!r}: not a torch device (expected auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "meta":
+        raise ValueError(f"{flag} {text!r}: a meta device holds no weights (expected auto, cpu, cuda or cuda:N)")
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"{flag} {text!r}: no CUDA device on this machine (expected cpu, or auto)")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"{flag} {text!r}: this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
+    return text
 
 
 def _load_axis(run: Path | None, axis_path: str | None):
@@ -121,29 +143,41 @@ def default_caps_path(run: Path) -> Path | None:
 def _read_conversations(path: Path) -> list[list[dict]]:
     """A JSONL of conversations: each line a message list, or an object with a
     ``conversation`` / ``messages`` list (the reference responses format works)."""
-    from axis_steer.runtime.formats import iter_jsonl
+    from axis_steer.runtime.formats import check_messages, iter_jsonl
 
     out = []
     for lineno, obj in iter_jsonl(path):
         conv = obj if isinstance(obj, list) else (obj.get("conversation") or obj.get("messages") if isinstance(obj, dict) else None)
-        if not isinstance(conv, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in conv):
+        if conv is None:
             raise ValueError(f"{path}:{lineno}: expected a list of {{'role', 'content'}} messages (or an object with 'conversation')")
-        out.append(conv)
+        out.append(check_messages(conv, f"{path}:{lineno}: conversation"))
     if not out:
         raise ValueError(f"{path}: no conversations")
     return out
 
 
-def _layers_arg(text: str | None) -> list[int] | None:
-    if not text:
+def _layers_arg(text: str | None, flag: str = "--layers") -> list[int] | None:
+    """``--layers 0:32`` (half-open), ``10,20,30`` or both mixed; None when not given.
+    Range checks against the model are the step's."""
+    if text is None:
         return None
     out: list[int] = []
-    for part in text.split(","):
-        if ":" in part:
-            a, b = part.split(":")
-            out.extend(range(int(a), int(b)))
-        else:
-            out.append(int(part))
+    try:
+        for part in text.split(","):
+            if ":" in part:
+                a, b = part.split(":")
+                a, b = int(a), int(b)
+                if b <= a:
+                    raise ValueError(f"{flag} {text!r}: {part!r} is an empty range (expected a:b with a < b)")
+                out.extend(range(a, b))
+            else:
+                out.append(int(part))
+    except ValueError as exc:
+        if str(exc).startswith(flag):
+            raise
+        raise ValueError(f"{flag} {text!r}: expected layer indices like 0:32 or 10,20,30") from None
+    if not out:
+        raise ValueError(f"{flag} {text!r}: no layers (expected layer indices like 0:32 or 10,20,30)")
     return out
 
 
@@ -213,7 +247,16 @@ def cmd_judge(args: argparse.Namespace) -> str:
         import importlib
 
         mod, _, fn = args.callable.partition(":")
-        source = getattr(importlib.import_module(mod), fn)
+        if not mod or not fn:
+            raise ValueError(f"--callable {args.callable!r}: expected module:function")
+        try:
+            source = getattr(importlib.import_module(mod), fn)
+        except ImportError as exc:
+            raise ValueError(f"--callable {args.callable!r}: cannot import module {mod!r} ({exc})") from None
+        except AttributeError:
+            raise ValueError(f"--callable {args.callable!r}: module {mod!r} has no {fn!r}") from None
+        if not callable(source):
+            raise ValueError(f"--callable {args.callable!r}: {fn!r} is a {type(source).__name__}, not a function")
     else:
         raise ValueError(
             "judge: pass --scores FILE_OR_FOLDER, --style, --embedding, --endpoint URL, or --callable module:function"
@@ -326,8 +369,16 @@ def cmd_eval(args: argparse.Namespace) -> str:
     att.cap_config(caps)
     texts = None
     if args.texts:
-        raw = Path(args.texts).read_text(encoding="utf-8")
+        from axis_steer.runtime.checks import regular_file
+
+        path = regular_file(args.texts, "--texts")
+        try:
+            raw = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"--texts {path}: not UTF-8 text (expected a UTF-8 text file)") from None
         texts = [t.strip() for t in raw.split("\n\n") if t.strip()]
+        if not texts:
+            raise ValueError(f"--texts {path}: no texts (expected texts separated by blank lines)")
     convs = _read_conversations(Path(args.conversations)) if args.conversations else None
     prompts = None
     if args.prompts:
@@ -350,9 +401,42 @@ def cmd_eval(args: argparse.Namespace) -> str:
     return f"wrote {out / 'report.json'}"
 
 
+def describe_model(path: str, *, stack: str | None = None, blocks: str | None = None) -> str:
+    """What axis_steer hooks on the model at ``path`` (a folder or hub id): built
+    from its config on the meta device, so no weights are read, whatever the size."""
+    import torch
+    import transformers
+    from transformers import AutoConfig
+
+    from axis_steer.runtime.models import describe
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as exc:
+        raise AxisSteerError(f"--model {path}: cannot read its config ({str(exc).splitlines()[0]})") from exc
+    errors = []
+    for auto in ("AutoModelForCausalLM", "AutoModelForSeq2SeqLM", "AutoModel"):
+        try:
+            with torch.device("meta"):
+                model = getattr(transformers, auto).from_config(config)
+            break
+        except ValueError as exc:  # the config is not one this auto class maps
+            errors.append(f"{auto}: {str(exc).splitlines()[0]}")
+    else:
+        raise AxisSteerError(f"--model {path}: no model class for its config ({'; '.join(errors)})")
+    return str(describe(model, blocks, stack=stack))
+
+
 def cmd_info(args: argparse.Namespace) -> str:
     from axis_steer.runtime import formats
 
+    if args.model is not None:
+        if args.file is not None:
+            raise ValueError("info: give a FILE or --model, not both")
+        print(describe_model(args.model, stack=args.stack, blocks=args.blocks))
+        return f"{args.model}: the blocks axis_steer hooks"
+    if args.file is None:
+        raise ValueError("info: give a FILE to describe, or --model M for the blocks axis_steer would hook")
     p = Path(args.file)
     if p.suffix == ".safetensors":
         meta = formats.read_metadata(p)
@@ -363,8 +447,10 @@ def cmd_info(args: argparse.Namespace) -> str:
             meta = {"kind": "reference capping config", "vectors": len(cfg.vectors), "experiments": cfg.experiment_ids()}
         elif isinstance(obj, dict):
             meta = {"kind": "reference dict", "keys": sorted(map(str, obj))[:50]}
-        else:
+        elif hasattr(obj, "shape") and hasattr(obj, "dtype"):
             meta = {"kind": "tensor", "shape": list(obj.shape), "dtype": str(obj.dtype)}
+        else:
+            meta = {"kind": f"a {type(obj).__name__}"}
     else:
         raise ValueError(f"{p}: expected a .safetensors or .pt file")
     print(json.dumps(meta, indent=1, default=str))
@@ -375,14 +461,14 @@ def cmd_demo(args: argparse.Namespace) -> str:
     if args.model == "persona-llama":
         from axis_steer.personas.demo import run_demo
 
-        return str(run_demo(args.out or Path("runs/demo"), quick=args.quick, device=args.device))
+        return str(run_demo(args.out or Path("runs/demo"), quick=args.quick, device=device_arg(args.device)))
     from axis_steer.pipeline.job import main_job
 
     out = args.out or Path("runs") / Path(str(args.model)).stem.lower()
     threads = args.threads if args.threads == "auto" else (int(args.threads) if args.threads.isdigit() else 0)
     if threads == 0:
         raise ValueError(f"--threads {args.threads}: expected auto or a whole number of threads >= 1")
-    return str(main_job(args.model, out, quick=args.quick, device=args.device, dtype=args.dtype, threads=threads))
+    return str(main_job(args.model, out, quick=args.quick, device=device_arg(args.device), dtype=args.dtype, threads=threads))
 
 
 # ---- parser ---------------------------------------------------------------------------------------
@@ -503,8 +589,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-plots", action="store_true")
     s.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("info", help="describe an axis_steer file or a reference artefact")
-    s.add_argument("file")
+    s = sub.add_parser(
+        "info",
+        help="describe an axis_steer file or a reference artefact, or what axis_steer hooks on a model",
+        description="With FILE: what the file holds. With --model M: which blocks axis_steer would cap, steer "
+        "and monitor (their path, count and classes, the stack of an encoder-decoder model) and how it reads "
+        "each call's padding; built from the model's config, no weights are loaded.",
+    )
+    s.add_argument("file", nargs="?", default=None, help="an axis_steer .safetensors or a reference .pt")
+    s.add_argument("--model", default=None, help="a Hugging Face model folder or id: describe its blocks")
+    s.add_argument("--stack", choices=["decoder", "encoder"], default=None,
+                   help="the stack of an encoder-decoder model (default: decoder)")
+    s.add_argument("--blocks", default=None, help="name the blocks yourself (an attribute path, e.g. model.layers)")
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser(
@@ -534,8 +630,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:
+        if getattr(args, "run", None) is not None:
+            from axis_steer.runtime.checks import as_folder
+
+            as_folder(args.run, "--run", must_exist=False)
         line = args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, AxisSteerError) as exc:
+    except (ValueError, TypeError, OSError, AxisSteerError) as exc:
         print(f"axis-steer {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -41,7 +41,16 @@ from axis_steer.pipeline.extract import load_sums
 from axis_steer.pipeline.judge import judge_info, load_run_scores
 from axis_steer.pipeline.roles import DEFAULT_ROLE
 from axis_steer.pipeline.runs import RunFolder
-from axis_steer.runtime.formats import Axis, load_activations, load_kind, save_tensors
+from axis_steer.runtime.checks import as_flag, as_folder, as_int, as_positive_int
+from axis_steer.runtime.formats import (
+    Axis,
+    Fields,
+    kind_path,
+    load_activations,
+    load_kind,
+    save_tensors,
+    tensor_of,
+)
 
 __all__ = [
     "AxisSummary",
@@ -122,21 +131,31 @@ class RoleVectors:
 
 
 def load_role_vectors(path: str | Path) -> RoleVectors:
-    """Reads ``role_vectors.safetensors`` (a file or its run folder)."""
+    """Reads ``role_vectors.safetensors`` (a file or its run folder), checked:
+    one name and one count per role vector, one layer index per row."""
     tensors, meta = load_kind(path, "role_vectors", "a role-vectors file", str(RunFolder("").role_vectors))
+    where = kind_path(path, str(RunFolder("").role_vectors))
+    f = Fields(meta, where)
+    vecs = tensor_of(tensors, "role_vectors", where, (None, None, None))
+    n_roles, n_rows, d = vecs.shape
+    default = tensor_of(tensors, "default", where, (n_rows, d))
+    n_layers = f.int("n_layers", min=1)
+    layers = f.ints("layers", n=n_rows)
+    if any(x >= n_layers for x in layers):
+        raise ValueError(f"{where}: metadata 'layers' = {layers} reach past n_layers = {n_layers}")
     rest = {
         k: v
         for k, v in meta.items()
         if k not in ("roles", "counts", "default_count", "layers", "n_layers")
     }
     return RoleVectors(
-        list(meta["roles"]),
-        tensors["role_vectors"].float(),
-        [int(c) for c in meta["counts"]],
-        tensors["default"].float(),
-        int(meta["default_count"]),
-        [int(x) for x in meta["layers"]],
-        int(meta["n_layers"]),
+        f.strs("roles", n=n_roles),
+        vecs,
+        f.ints("counts", n=n_roles),
+        default,
+        f.int("default_count"),
+        layers,
+        n_layers,
         rest,
     )
 
@@ -164,7 +183,13 @@ def compute_role_vectors(
     Responses judged after extraction are filtered through the per-response
     files (``extract_activations(per_sample=...)``) when they exist.
     """
-    out_dir = Path(out_dir)
+    out_dir = as_folder(out_dir, "out_dir")
+    if judge is not None:
+        judge = as_flag(judge, "judge")
+    min_score = as_int(min_score, "min_score", min=0, max=3)
+    min_count = as_positive_int(min_count, "min_count")
+    if isinstance(roles, (str, bytes)):
+        raise TypeError(f"roles = {roles!r} is one string (expected a list of role names, e.g. [{roles!r}])")
     run = RunFolder(out_dir)
     sums_path = run.sums
     if not sums_path.exists():
@@ -340,17 +365,25 @@ class PersonaSpace:
 
 
 def load_persona_space(path: str | Path) -> PersonaSpace:
+    """Reads ``persona_space.safetensors`` (a file or its run folder), checked:
+    one role name per loading row, one layer per analysed layer."""
     t, meta = load_kind(path, "persona_space", "a persona-space file", str(RunFolder("").persona_space))
+    where = kind_path(path, str(RunFolder("").persona_space))
+    f = Fields(meta, where)
+    comps = tensor_of(t, "components", where, (None, None, None))
+    n_l, k, d = comps.shape
+    loadings = tensor_of(t, "loadings", where, (n_l, None, k))
+    n_roles = loadings.shape[1]
     return PersonaSpace(
-        list(meta["roles"]),
-        [int(x) for x in meta["layers"]],
-        t["variance_ratio"],
-        t["components"],
-        t["loadings"],
-        t["default_loading"],
-        t["cos_pc1_axis"],
-        t["axis_projection"],
-        t["default_projection"],
+        f.strs("roles", n=n_roles),
+        f.ints("layers", n=n_l),
+        tensor_of(t, "variance_ratio", where, (n_l, k)),
+        comps,
+        loadings,
+        tensor_of(t, "default_loading", where, (n_l, k)),
+        tensor_of(t, "cos_pc1_axis", where, (n_l,)),
+        tensor_of(t, "axis_projection", where, (n_l, n_roles)),
+        tensor_of(t, "default_projection", where, (n_l,)),
     )
 
 
@@ -360,7 +393,7 @@ def persona_space(rv: RoleVectors, axis: Axis, *, n_components: int = 10) -> Per
     n = len(rv.names)
     if n < 2:
         raise ValueError(f"persona space needs at least 2 role vectors (have {n})")
-    k = max(1, min(n_components, n - 1, rv.hidden_size))
+    k = max(1, min(as_positive_int(n_components, "n_components"), n - 1, rv.hidden_size))
     ratios, comps, loads, dloads, coss, projs, dprojs = [], [], [], [], [], [], []
     for j, layer in enumerate(rv.layers):
         x = rv.vectors[:, j, :].double()

@@ -14,6 +14,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from axis_steer.runtime.checks import as_choice, as_int, as_positive_int
 from axis_steer.runtime.models import input_device
 
 __all__ = ["batched", "input_device", "pad_batch", "pad_id"]
@@ -34,8 +35,8 @@ def pad_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask)``, both ``(len(seqs), longest)`` int64, the
     sequences padded with ``pad`` on ``side`` (``"left"`` or ``"right"``)."""
-    if side not in ("left", "right"):
-        raise ValueError(f"side={side!r} (expected 'left' or 'right')")
+    as_choice(side, "side", ("left", "right"))
+    pad = as_int(pad, "pad")
     if not seqs:
         raise ValueError("seqs: empty (expected at least one sequence of token ids)")
     width = max(len(s) for s in seqs)
@@ -55,7 +56,6 @@ def pad_batch(
 
 def batched(seq: Sequence[Any], n: int) -> Iterator[list[Any]]:
     """Consecutive chunks of ``n`` items (the last one shorter)."""
-    if n < 1:
-        raise ValueError(f"batch_size={n} (expected >= 1)")
+    n = as_positive_int(n, "batch_size")
     for i in range(0, len(seq), n):
         yield list(seq[i : i + n])

@@ -51,6 +51,7 @@ from axis_steer.pipeline import _dist
 from axis_steer.pipeline.extract import iter_response_means, token_projections
 from axis_steer.pipeline.roles import DEFAULT_ROLE
 from axis_steer.pipeline.runs import RunFolder, iter_run_responses
+from axis_steer.runtime.checks import as_float, as_int, as_positive_int
 from axis_steer.runtime.formats import (
     Axis,
     CapConfig,
@@ -92,10 +93,42 @@ def thresholds_from_projections(
     if p.shape[0] == 0:
         raise ValueError("projections: every row holds NaN")
     out = {}
-    for q in percentiles:
-        if not 0.0 <= float(q) <= 1.0:
-            raise ValueError(f"percentiles: {q} is outside [0, 1] (0.25 means the 25th percentile)")
-        out[float(q)] = np.quantile(p, float(q), axis=0, method=method)
+    for q in _percentiles(percentiles):
+        out[q] = np.quantile(p, q, axis=0, method=method)
+    return out
+
+
+def _percentiles(percentiles: Any) -> list[float]:
+    """Quantiles in [0, 1], at least one (0.25 means the 25th percentile)."""
+    if isinstance(percentiles, (int, float)) or percentiles is None or isinstance(percentiles, str):
+        raise TypeError(f"percentiles = {percentiles!r} (expected a list of quantiles in [0, 1], e.g. (0.25,))")
+    out = [
+        as_float(q, f"percentiles[{i}]", min=0.0, max=1.0, expected="a quantile in [0, 1] (0.25 = the 25th percentile)")
+        for i, q in enumerate(percentiles)
+    ]
+    if not out:
+        raise ValueError("percentiles: empty (expected e.g. (0.25,))")
+    return out
+
+
+def _windows(windows: Any, n_layers: int) -> list[tuple[int, int]]:
+    """Half-open layer ranges ``[(a, b)]``, ``0 <= a < b <= n_layers``."""
+    if isinstance(windows, (str, bytes)) or not hasattr(windows, "__iter__"):
+        raise TypeError(f"windows = {windows!r} (expected a list of (start, stop) layer ranges)")
+    out = []
+    for i, w in enumerate(windows):
+        if not isinstance(w, (tuple, list)) or len(w) != 2:
+            raise TypeError(f"windows[{i}] = {w!r} (expected a (start, stop) pair)")
+        a = as_int(w[0], f"windows[{i}] start")
+        b = as_int(w[1], f"windows[{i}] stop")
+        if not 0 <= a < b <= n_layers:
+            raise ValueError(
+                f"windows: [{a}, {b}) is not a layer range of the model's {n_layers} layers "
+                f"(expected 0 <= start < stop <= {n_layers})"
+            )
+        out.append((a, b))
+    if not out:
+        raise ValueError("windows: empty (expected at least one (start, stop) layer range, or None for the default)")
     return out
 
 
@@ -248,15 +281,12 @@ def calibrate(
     axis = load_axis(axis_path)
     layers = [int(x) for x in axis.metadata.get("layers", range(axis.n_layers))]
     turns = axis.metadata.get("turns") or "last"
-    if not percentiles:
-        raise ValueError("percentiles: empty (expected e.g. (0.25,))")
-    percentiles = [float(q) for q in percentiles]
-    windows = [tuple(map(int, w)) for w in (windows or [default_window(axis.n_layers)])]
+    percentiles = _percentiles(percentiles)
+    windows = _windows([default_window(axis.n_layers)] if windows is None else windows, axis.n_layers)
+    batch_size = as_positive_int(batch_size, "batch_size")
+    if max_per_role is not None:
+        max_per_role = as_positive_int(max_per_role, "max_per_role")
     for a, b in windows:
-        if not 0 <= a < b <= axis.n_layers:
-            raise ValueError(
-                f"windows: [{a}, {b}) is not a layer range of the model's {axis.n_layers} layers"
-            )
         missing = [x for x in range(a, b) if x not in layers]
         if missing:
             raise ValueError(

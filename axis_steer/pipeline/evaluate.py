@@ -60,6 +60,7 @@ from axis_steer.pipeline.stats import (
     paired_difference,
     ratio_change,
 )
+from axis_steer.runtime.checks import as_positive_int, show
 from axis_steer.runtime.formats import finite_or_none, iter_jsonl
 from axis_steer.runtime.hooks import Attachment
 from axis_steer.runtime.steps import CLAMP
@@ -334,12 +335,16 @@ def evaluate(
         raise ValueError(
             "evaluate: give at least one of texts, conversations, prompts, multiple_choice, instructions"
         )
+    if not isinstance(attachment, Attachment):
+        raise TypeError(f"attachment = {show(attachment)} (expected an axis_steer Attachment)")
     if attachment.attached:
         raise AxisSteerError("evaluate: pass the attachment detached; it is attached for the intervened passes")
-    if batch_size < 1 or max_new_tokens < 1:
-        raise ValueError(f"batch_size={batch_size}, max_new_tokens={max_new_tokens} (expected positive numbers)")
+    batch_size = as_positive_int(batch_size, "batch_size")
+    max_new_tokens = as_positive_int(max_new_tokens, "max_new_tokens")
+    max_length = as_positive_int(max_length, "max_length")
     pad = pad_id(tokenizer)
-    generate_batch_size = int(generate_batch_size or 2 * batch_size)
+    generate_batch_size = as_positive_int(generate_batch_size or 2 * batch_size, "generate_batch_size")
+    instruction_tokens = as_positive_int(instruction_tokens, "instruction_tokens")
     report = EvalReport(
         metadata={
             "max_new_tokens": max_new_tokens,
@@ -584,7 +589,7 @@ def load_multiple_choice(path: str | Path) -> list[dict]:
         ans = obj.get("answer") if isinstance(obj, dict) else None
         if not isinstance(ch, list) or len(ch) < 2 or not isinstance(obj.get("question"), str):
             raise ValueError(f"{path}:{lineno}: expected 'question' (text) and 'choices' (a list of 2 or more)")
-        if not isinstance(ans, int) or not 0 <= ans < len(ch):
+        if isinstance(ans, bool) or not isinstance(ans, int) or not 0 <= ans < len(ch):
             raise ValueError(f"{path}:{lineno}: 'answer' = {ans!r} (expected an index into choices)")
         out.append(obj)
     return out

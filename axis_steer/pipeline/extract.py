@@ -52,7 +52,19 @@ from axis_steer.pipeline import _dist
 from axis_steer.pipeline.batching import batched, input_device, pad_batch, pad_id
 from axis_steer.pipeline.runs import RunFolder, iter_run_responses
 from axis_steer.pipeline.spans import render_with_spans
+from axis_steer.runtime.checks import (
+    as_choice,
+    as_float_array,
+    as_folder,
+    as_int,
+    as_layers,
+    as_positive_int,
+    show,
+)
 from axis_steer.runtime.formats import (
+    Fields,
+    check_messages,
+    kind_path,
     load_activations,
     load_kind,
     load_scores,
@@ -60,6 +72,7 @@ from axis_steer.runtime.formats import (
     response_key,
     save_activations,
     save_tensors,
+    tensor_of,
 )
 from axis_steer.runtime.models import block_hidden, find_layers, hidden_size
 from axis_steer.runtime.ops import project
@@ -90,15 +103,10 @@ def _blocks(model: Any) -> Any:
 
 
 def _check_layers(layers: Iterable[int] | None, n: int) -> list[int]:
+    """``layers`` (default all) sorted, each once (:func:`~axis_steer.runtime.checks.as_layers`)."""
     if layers is None:
         return list(range(n))
-    out = sorted({int(x) for x in ([layers] if isinstance(layers, int) else layers)})
-    if not out:
-        raise ValueError("layers: empty (expected layer indices, or None for all)")
-    bad = [x for x in out if not 0 <= x < n]
-    if bad:
-        raise ValueError(f"layers: {bad} out of range (the model has {n} layers, 0..{n - 1})")
-    return out
+    return sorted(set(as_layers(layers, "layers", n, unique=False)))
 
 
 @dataclass
@@ -205,11 +213,24 @@ def _encode(
     return ids, segs
 
 
+def _check_conversations(conversations: Any) -> None:
+    """A list of chat message lists (each checked by ``formats.check_messages``)."""
+    if isinstance(conversations, (str, bytes, dict)) or not isinstance(conversations, Sequence):
+        raise TypeError(f"conversations = {show(conversations)} (expected a list of message lists)")
+    for c, conv in enumerate(conversations):
+        check_messages(conv, f"conversations[{c}]")
+
+
+def _max_length(max_length: Any) -> int | None:
+    return None if max_length is None else as_positive_int(max_length, "max_length")
+
+
 def _encode_all(
     tokenizer: Any, conversations: Sequence[Sequence[dict]], turns: str, max_length: int | None
 ) -> list[tuple[list[int], list[list[tuple[int, int]]]]]:
-    if turns not in _TURNS:
-        raise ValueError(f"turns={turns!r} (expected one of {_TURNS})")
+    as_choice(turns, "turns", _TURNS)
+    max_length = _max_length(max_length)
+    _check_conversations(conversations)
     return [_encode(tokenizer, c, turns, max_length) for c in conversations]
 
 
@@ -282,6 +303,8 @@ def response_means(
         rows in increasing layer order. A turn with no tokens gives NaN rows.
     """
     n_layers = len(_check_layers(layers, len(_blocks(model))))
+    as_choice(turns, "turns", _TURNS)
+    _check_conversations(conversations)
     n_turns = [
         1 if turns != "each" else max(1, sum(m.get("role") == "assistant" for m in c))
         for c in conversations
@@ -329,11 +352,9 @@ def token_projections(
     """
     blocks = _blocks(model)
     layers = _check_layers(layers, len(blocks))
-    u = torch.as_tensor(directions, dtype=torch.float32)
-    if u.dim() != 2:
-        raise ValueError(
-            f"directions: shape {tuple(u.shape)} (expected (len(layers), d) or (n_layers, d))"
-        )
+    u = torch.as_tensor(
+        as_float_array(directions, "directions", (None, None), expected="shape (len(layers), d) or (n_layers, d)")
+    )
     if u.shape[0] == len(blocks) and u.shape[0] != len(layers):
         u = u[layers]
     if u.shape[0] != len(layers):
@@ -436,24 +457,35 @@ class ActivationSums:
 
 
 def load_sums(path: str | Path) -> ActivationSums:
-    """Reads :class:`ActivationSums` from ``sums.safetensors`` (a file or its run folder)."""
+    """Reads :class:`ActivationSums` from ``sums.safetensors`` (a file or its run
+    folder), checked: every sum a float ``(len(layers), hidden_size)`` tensor
+    with a count."""
+    where = kind_path(path, str(RunFolder("").sums))
     tensors, meta = load_kind(
         path, "activation_sums", "an activation-sums file", str(RunFolder("").sums)
     )
-    sums = {k[4:]: v.float() for k, v in tensors.items() if k.startswith("sum/")}
+    f = Fields(meta, where)
+    layers, d = f.ints("layers"), f.int("hidden_size", min=1)
+    counts = f.counts("counts", default={})
+    sums = {}
+    for k in tensors:
+        if k.startswith("sum/"):
+            sums[k[4:]] = tensor_of(tensors, k, where, (len(layers), d))
+            if k[4:] not in counts:
+                raise ValueError(f"{where}: {k!r} has no count in metadata 'counts'")
     rest = {
         k: v
         for k, v in meta.items()
         if k not in ("counts", "tokens", "keys", "empty", "layers", "hidden_size")
     }
     return ActivationSums(
-        [int(x) for x in meta["layers"]],
-        int(meta["hidden_size"]),
+        layers,
+        d,
         sums,
-        {k: int(v) for k, v in meta.get("counts", {}).items()},
-        {k: int(v) for k, v in meta.get("tokens", {}).items()},
-        set(meta.get("keys", [])),
-        set(meta.get("empty", [])),
+        counts,
+        f.counts("tokens", default={}),
+        set(f.strs("keys", default=[])),
+        set(f.strs("empty", default=[])),
         rest,
     )
 
@@ -659,8 +691,12 @@ def extract_activations(
         raise ValueError(
             f"turns={turns!r} (expected 'last' or 'all'; per-turn means: response_means())"
         )
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} (expected >= 1)")
+    batch_size = as_positive_int(batch_size, "batch_size")
+    checkpoint_every = as_positive_int(checkpoint_every, "checkpoint_every")
+    max_length = _max_length(max_length)
+    if max_items is not None:
+        max_items = as_int(max_items, "max_items", min=0)
+    out_dir = as_folder(out_dir, "out_dir", must_exist=False)
     ext = _sample_ext(per_sample)
     sample_dtype = sample_dtype or torch.float32
     rank, world = _dist.setup()
@@ -826,6 +862,11 @@ def residual_norms(model: Any, inputs: Mapping[str, Any], layers: Sequence[int] 
     with ``units="residual"``."""
     found = find_layers(model)
     want = _check_layers(layers, len(found))
+    if not isinstance(inputs, Mapping) or not isinstance(inputs.get("input_ids"), torch.Tensor):
+        raise TypeError(
+            f"inputs = {show(inputs)} (expected a tokenizer output: a mapping with an input_ids tensor "
+            "and its attention_mask)"
+        )
     sums: dict[int, float] = {}
     counts: dict[int, int] = {}
     mask = inputs.get("attention_mask")

@@ -47,6 +47,7 @@ from axis_steer.pipeline.roles import RoleSet, as_role_set
 from axis_steer.pipeline.runs import RunFolder, iter_run_responses, read_response_rows
 from axis_steer.pipeline.sampling import decoding_config, eos_ids, item_uniforms, seeded_sampler
 from axis_steer.pipeline.spans import prepare_messages, prompt_ids
+from axis_steer.runtime.checks import as_flag, as_float, as_folder, as_int, as_positive_int
 from axis_steer.runtime.formats import response_key
 
 __all__ = [
@@ -257,15 +258,15 @@ def generate_responses(
     """
     from transformers import LogitsProcessorList
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} (expected >= 1)")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens} (expected >= 1)")
-    greedy = greedy or temperature == 0
-    if not greedy and not (temperature > 0 and 0 < top_p <= 1):
-        raise ValueError(
-            f"temperature={temperature}, top_p={top_p} (expected temperature > 0 and 0 < top_p <= 1)"
-        )
+    batch_size = as_positive_int(batch_size, "batch_size")
+    max_new_tokens = as_positive_int(max_new_tokens, "max_new_tokens")
+    temperature = as_float(temperature, "temperature", min=0.0, expected="a finite temperature >= 0 (0 = greedy)")
+    top_p = as_float(top_p, "top_p", min=0.0, max=1.0, min_open=True)
+    greedy = as_flag(greedy, "greedy") or temperature == 0
+    seed = as_int(seed, "seed")
+    if max_items is not None:
+        max_items = as_int(max_items, "max_items", min=0)
+    out_dir = as_folder(out_dir, "out_dir", must_exist=False)
     rank, world = _dist.setup()
     t0 = time.perf_counter()
     rs = as_role_set(role_set).select(roles, n_questions=n_questions, n_prompts=n_prompts)

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from axis_steer.pipeline.roles import DEFAULT_ROLE
 from axis_steer.pipeline.runs import RunFolder, iter_run_responses
+from axis_steer.runtime.checks import as_flag, as_folder
 from axis_steer.runtime.formats import load_scores, response_key, save_scores
 
 __all__ = [
@@ -131,7 +132,15 @@ def judge_responses(
         A :class:`JudgeSummary`.
     """
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = as_folder(out_dir, "out_dir")
+    overwrite = as_flag(overwrite, "overwrite")
+    if isinstance(roles, (str, bytes)):
+        raise TypeError(f"roles = {roles!r} is one string (expected a list of role names, e.g. [{roles!r}])")
+    if not isinstance(judge, (str, Path)) and not callable(judge):
+        raise TypeError(
+            f"judge: a {type(judge).__name__} (expected a callable (question, answer, role) -> 0..3, "
+            "or a path to reference scores)"
+        )
     run = RunFolder(out_dir)
     sdir = run.scores
     sdir.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ import torch
 
 from axis_steer.pipeline.batching import input_device, pad_batch, pad_id
 from axis_steer.pipeline.spans import render_with_spans
+from axis_steer.runtime.checks import as_layers, as_positive_int, show
+from axis_steer.runtime.formats import check_messages
 from axis_steer.runtime.hooks import Attachment
 
 
@@ -107,9 +109,18 @@ def project_conversations(
     """Readings of ``conversations`` at ``layers`` with ``attachment``'s
     interventions (none: plain monitoring). The attachment must not be
     attached; it is attached for the passes."""
+    if not isinstance(attachment, Attachment):
+        raise TypeError(f"attachment = {show(attachment)} (expected an axis_steer Attachment)")
+    if isinstance(conversations, (str, bytes, dict)) or not isinstance(conversations, Sequence):
+        raise TypeError(f"conversations = {show(conversations)} (expected a list of message lists)")
     if not conversations:
-        raise ValueError("conversations: empty")
-    layers = list(layers)
+        raise ValueError("conversations: empty (expected at least one message list)")
+    for c, conv in enumerate(conversations):
+        check_messages(conv, f"conversations[{c}]")
+    layers = as_layers(layers, "layers", attachment.n_layers)
+    batch_size = as_positive_int(batch_size, "batch_size")
+    if max_length is not None:
+        max_length = as_positive_int(max_length, "max_length")
     monitor = attachment.monitor(layers)
     device = input_device(model)
     pad = pad_id(tokenizer)

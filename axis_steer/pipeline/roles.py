@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
+from axis_steer.runtime.checks import as_positive_int
+
 __all__ = [
     "DEFAULT_ROLE",
     "Role",
@@ -120,14 +122,17 @@ class RoleSet:
         first ``n_questions`` questions and the first ``n_prompts`` prompts of
         each role. Indices stay those of the full set."""
         chosen = dict(self.roles)
+        if isinstance(roles, (str, bytes)):
+            raise TypeError(f"roles = {roles!r} is one string (expected a list of role names, e.g. [{roles!r}])")
         if roles is not None:
             names = [r for r in roles if r != DEFAULT_ROLE]
             for r in names:
                 self.role(r)
             chosen = {r: self.roles[r] for r in sorted(set(names))}
-        for what, n in (("n_questions", n_questions), ("n_prompts", n_prompts)):
-            if n is not None and (not isinstance(n, int) or n < 1):
-                raise ValueError(f"{what}={n!r} (expected a positive integer or None)")
+        if n_questions is not None:
+            n_questions = as_positive_int(n_questions, "n_questions")
+        if n_prompts is not None:
+            n_prompts = as_positive_int(n_prompts, "n_prompts")
 
         def cut(role: Role) -> Role:
             return replace(role, instructions=role.instructions[:n_prompts]) if n_prompts else role

@@ -32,6 +32,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from axis_steer.runtime.formats import check_messages
+
 __all__ = [
     "RenderedChat",
     "assistant_spans",
@@ -134,12 +136,7 @@ def prepare_messages(tokenizer: Any, conversation: Sequence[dict]) -> list[dict]
     an empty system prompt is dropped (``""`` means no system message); where
     the template has no system role, leading system prompts are folded into the
     first user turn as ``"{system}\\n\\n{user}"``."""
-    msgs = [dict(m) for m in conversation]
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise ValueError(
-                f"conversation[{i}]: {m!r} (expected a message {{'role': ..., 'content': ...}})"
-            )
+    msgs = [dict(m) for m in check_messages(conversation, "conversation")]
     msgs = [m for m in msgs if not (m["role"] == "system" and not m["content"])]
     if not msgs or msgs[0]["role"] != "system" or supports_system(tokenizer):
         return msgs

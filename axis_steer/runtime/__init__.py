@@ -10,7 +10,10 @@
   on a Hugging Face model (:class:`~axis_steer.runtime.hooks.Attachment`).
 * :mod:`~axis_steer.runtime.monitor` - the monitor's device buffers and the
   drift readings they give (per token, per turn, plots).
-* :mod:`~axis_steer.runtime.models` - finding a model's decoder blocks.
+* :mod:`~axis_steer.runtime.masks` - which tokens are real: padding read from
+  2-D, 4-D and dicts of attention masks.
+* :mod:`~axis_steer.runtime.models` - finding a model's blocks (which stack,
+  which layouts are refused) and describing what was found.
 * :mod:`~axis_steer.runtime.formats` - reference artefacts and axis_steer's own files.
 
 Nothing here imports from :mod:`axis_steer.pipeline`, :mod:`axis_steer.personas`

@@ -17,7 +17,11 @@ Two families of files:
 
 Loading never runs pickled code: ``.pt`` files are read with
 ``torch.load(weights_only=True)``. A file that needs more fails with an error
-naming ``trust_pickle=True``, the knowing opt-in.
+naming ``trust_pickle=True``, the knowing opt-in; a corrupt or truncated file
+is reported as such (the opt-in would not help). Every loader checks first
+that its path is a regular file (not a directory, a FIFO that would block, a
+device or a symbolic-link loop), and then what it read: dtypes, shapes, and
+the types of metadata fields, naming the file and the field.
 
 Conventions (see DESIGN): an axis is stored raw (not unit norm), shape
 ``(n_layers, d)``, pointing toward the Assistant; layer ``i`` is the output of
@@ -29,13 +33,22 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from axis_steer.errors import AxisSteerError
-from axis_steer.runtime.checks import unit_vector
+from axis_steer.runtime.checks import (
+    as_float_array,
+    as_folder,
+    as_int,
+    check_bounds,
+    regular_file,
+    show,
+    unit_vector,
+)
 
 FORMAT_VERSION = 1
 _META_KEY = "axis_steer"
@@ -54,30 +67,45 @@ def load_pt(path: str | Path, *, trust_pickle: bool = False) -> Any:
     """``torch.load`` of a reference ``.pt`` file onto the CPU, tensors only.
 
     With ``trust_pickle=False`` (the default) only tensors, dicts, lists and
-    plain values are accepted; anything else is an error rather than code run
-    from the file. Pass ``trust_pickle=True`` only for files you trust."""
+    plain values are accepted; a file that needs other Python objects is an
+    AxisSteerError naming them and the opt-in, ``trust_pickle=True`` (pass it
+    only for files you trust). A corrupt or truncated file (or one declaring
+    more data than it holds) is a ValueError that says so."""
     torch = _torch()
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+    path = regular_file(path, "path")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:  # the unpickler's errors vary by torch version
-        if trust_pickle:
-            raise
-        raise AxisSteerError(
-            f"{path}: cannot be read as plain tensors and containers ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). It needs Python objects from pickle; "
-            "if you trust the file, pass trust_pickle=True to run that code knowingly."
+        text = str(exc)
+        needs = None if trust_pickle else _PICKLE_GLOBAL.search(text)
+        if needs is not None:
+            raise AxisSteerError(
+                f"{path}: cannot be read as plain tensors and containers: it needs the Python object "
+                f"{needs.group(1)} from pickle. If you trust the file, pass trust_pickle=True to run that "
+                "code knowingly."
+            ) from exc
+        first = text.splitlines()[0] if text else ""
+        raise ValueError(
+            f"{path}: a corrupt or truncated file, not a readable .pt ({type(exc).__name__}: {first[:200]})"
         ) from exc
 
 
+# what torch's weights-only unpickler says when a file names a global it will not load
+_PICKLE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*) was not")
+
+
 def _as_matrix(t: Any, path: Path, what: str) -> Any:
+    """A float tensor ``(n_layers, d)`` read from ``path``, as float32."""
     torch = _torch()
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{path}: {what} is a {type(t).__name__} (expected a tensor (n_layers, d))")
-    if t.dim() != 2:
-        raise ValueError(f"{path}: {what} has shape {tuple(t.shape)} (expected (n_layers, d))")
+    if not t.is_floating_point():
+        raise ValueError(
+            f"{path}: {what} has dtype {str(t.dtype).replace('torch.', '')} (expected a float tensor "
+            "(n_layers, d): float32, bfloat16, float16 or float64)"
+        )
+    if t.dim() != 2 or 0 in t.shape:
+        raise ValueError(f"{path}: {what} has shape {tuple(t.shape)} (expected (n_layers, d), neither empty)")
     return t.detach().to(torch.float32).contiguous()
 
 
@@ -94,10 +122,12 @@ class Axis:
 
     def __post_init__(self) -> None:
         torch = _torch()
-        v = torch.as_tensor(self.vectors)
-        if v.dim() != 2:
-            raise ValueError(f"vectors: shape {tuple(v.shape)} (expected (n_layers, d))")
-        self.vectors = v.detach().to(torch.float32).contiguous()
+        v = as_float_array(self.vectors, "axis", (None, None), narrow=True, expected="shape (n_layers, d)")
+        if 0 in v.shape:
+            raise ValueError(f"axis: shape {tuple(v.shape)} (expected (n_layers, d) with at least one layer)")
+        self.vectors = torch.as_tensor(v).contiguous()
+        if not isinstance(self.metadata, dict):
+            raise TypeError(f"metadata = {show(self.metadata)} (expected a dict)")
 
     @property
     def n_layers(self) -> int:
@@ -114,8 +144,8 @@ class Axis:
     def unit(self, layer: int) -> Any:
         """``axis[layer] / ||axis[layer]||`` as float32 ``(d,)``; raises for a zero
         or non-finite row."""
-        if not -self.n_layers <= layer < self.n_layers:
-            raise ValueError(f"layer {layer} is out of range (the axis has {self.n_layers} layers)")
+        n = self.n_layers
+        layer = as_int(layer, "layer", min=-n, max=n - 1, expected=f"a layer index 0..{n - 1}: the axis has {n} layers")
         return unit_vector(self.vectors[layer], f"axis[{layer}]", "; was this layer left out when the axis was computed?")
 
     def save(self, path: str | Path) -> Path:
@@ -128,7 +158,7 @@ class Axis:
 def load_axis(path: str | Path, *, trust_pickle: bool = False) -> Axis:
     """Reads an axis: axis_steer's ``.safetensors``, or a reference ``.pt`` (a raw
     tensor, or ``{"axis": tensor, "metadata": dict}``). Always float32."""
-    path = Path(path)
+    path = regular_file(path, "path")
     if path.suffix == ".safetensors":
         tensors, meta = load_tensors(path)
         if "axis" not in tensors:
@@ -138,7 +168,8 @@ def load_axis(path: str | Path, *, trust_pickle: bool = False) -> Axis:
     if isinstance(obj, dict):
         if "axis" not in obj:
             raise ValueError(f"{path}: a dict without an 'axis' entry (keys: {sorted(map(str, obj))})")
-        meta = obj.get("metadata") or {}
+        meta = obj.get("metadata")
+        meta = {} if meta is None else meta
         if not isinstance(meta, dict):
             raise ValueError(f"{path}: 'metadata' is a {type(meta).__name__} (expected a dict)")
         return Axis(_as_matrix(obj["axis"], path, "'axis'"), dict(meta, source=str(path)))
@@ -160,21 +191,24 @@ class RoleVector:
 
 def load_vector(path: str | Path, *, trust_pickle: bool = False) -> RoleVector:
     """Reads a reference role/default/trait vector ``.pt`` (raw or dict)."""
-    path = Path(path)
+    path = regular_file(path, "path")
     obj = load_pt(path, trust_pickle=trust_pickle)
     if isinstance(obj, dict):
         if "vector" not in obj:
             raise ValueError(f"{path}: a dict without a 'vector' entry (keys: {sorted(map(str, obj))})")
+        for key in ("type", "role"):
+            if not isinstance(obj.get(key), (str, type(None))):
+                raise ValueError(f"{path}: {key!r} = {show(obj[key])} (expected a string)")
         return RoleVector(_as_matrix(obj["vector"], path, "'vector'"), obj.get("type"), obj.get("role"))
     return RoleVector(_as_matrix(obj, path, "the tensor"), None, path.stem)
 
 
 def load_vectors(folder: str | Path, *, trust_pickle: bool = False) -> dict[str, RoleVector]:
     """Every ``*.pt`` vector in a folder, by file stem."""
-    folder = Path(folder)
-    files = sorted(folder.glob("*.pt"))
+    where = as_folder(folder, "folder")
+    files = sorted(where.glob("*.pt"))
     if not files:
-        raise FileNotFoundError(f"{folder}: no .pt vector files")
+        raise FileNotFoundError(f"{where}: no .pt vector files")
     return {f.stem: load_vector(f, trust_pickle=trust_pickle) for f in files}
 
 
@@ -187,7 +221,7 @@ def response_key(prompt_index: int, question_index: int) -> str:
 
 
 def parse_response_key(key: str) -> tuple[int, int]:
-    m = _RESPONSE_KEY.match(key)
+    m = _RESPONSE_KEY.match(key) if isinstance(key, str) else None
     if not m:
         raise ValueError(f"{key!r} is not a response key (expected 'pos_p<prompt>_q<question>')")
     return int(m.group(1)), int(m.group(2))
@@ -196,7 +230,7 @@ def parse_response_key(key: str) -> tuple[int, int]:
 def load_activations(path: str | Path, *, trust_pickle: bool = False) -> dict[str, Any]:
     """Per-response activations: ``{"pos_p{p}_q{q}": (n_layers, d)}`` (reference
     ``.pt``, or axis_steer's ``.safetensors`` with the same keys)."""
-    path = Path(path)
+    path = regular_file(path, "path")
     if path.suffix == ".safetensors":
         tensors, _ = load_tensors(path)
         obj = tensors
@@ -204,10 +238,19 @@ def load_activations(path: str | Path, *, trust_pickle: bool = False) -> dict[st
         obj = load_pt(path, trust_pickle=trust_pickle)
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: a {type(obj).__name__} (expected a dict of response activations)")
-    out = {}
+    out: dict[str, Any] = {}
     for key, t in obj.items():
-        parse_response_key(str(key))
-        out[str(key)] = _as_matrix(t, path, repr(key))
+        try:
+            parse_response_key(key)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        out[key] = _as_matrix(t, path, repr(key))
+        first = next(iter(out.values()))
+        if out[key].shape != first.shape:
+            raise ValueError(
+                f"{path}: {key!r} has shape {tuple(out[key].shape)} but the first response has "
+                f"{tuple(first.shape)} (expected one shape (n_layers, d) for all)"
+            )
     return out
 
 
@@ -227,16 +270,16 @@ def save_activations(path: str | Path, acts: dict[str, Any], metadata: dict | No
 
 def load_scores(path: str | Path) -> dict[str, int]:
     """Judge scores ``{"pos_p{p}_q{q}": 0..3}`` (3 = fully in role)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    path = regular_file(path, "path")
+    data = _read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a {type(data).__name__} (expected an object of scores)")
     out = {}
     for key, v in data.items():
-        parse_response_key(key)
+        try:
+            parse_response_key(key)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 3:
             raise ValueError(f"{path}: score {key} = {v!r} (expected an integer 0..3)")
         out[key] = v
@@ -256,17 +299,40 @@ RESPONSE_FIELDS = ("system_prompt", "prompt_index", "question_index", "question"
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
     """``(line number, object)`` for each non-blank line of a JSONL file; a
     line that is not JSON is a ValueError naming the file and line."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    path = regular_file(path, "path")
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = _utf8(raw, path, lineno)
             if not line.strip():
                 continue
             try:
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+            except RecursionError:
+                raise ValueError(f"{path}:{lineno}: JSON nested too deeply") from None
+
+
+def _utf8(raw: bytes, path: Path, lineno: int | None = None) -> str:
+    """``raw`` decoded as UTF-8, or a ValueError naming the file (and line)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = f"{path}:{lineno}" if lineno is not None else str(path)
+        raise ValueError(
+            f"{where}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start}; expected a UTF-8 JSON file)"
+        ) from None
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON value of a UTF-8 file, or a ValueError naming the file and what is wrong."""
+    text = _utf8(path.read_bytes(), path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
 
 
 def read_responses(path: str | Path) -> Iterator[dict]:
@@ -276,10 +342,30 @@ def read_responses(path: str | Path) -> Iterator[dict]:
         missing = [k for k in RESPONSE_FIELDS if not isinstance(obj, dict) or k not in obj]
         if missing:
             raise ValueError(f"{path}:{lineno}: missing {missing} (expected fields {list(RESPONSE_FIELDS)})")
-        conv = obj["conversation"]
-        if not isinstance(conv, list) or not conv or conv[-1].get("role") != "assistant":
-            raise ValueError(f"{path}:{lineno}: 'conversation' must be a list of messages ending with the assistant's")
+        check_messages(obj["conversation"], f"{path}:{lineno}: 'conversation'", last="assistant")
         yield obj
+
+
+MESSAGE_ROLES = ("system", "user", "assistant")
+
+
+def check_messages(conv: Any, where: str, *, last: str | None = None) -> list[dict]:
+    """A chat message list: a non-empty list of ``{"role", "content"}`` dicts, each
+    role one of :data:`MESSAGE_ROLES` and each content a string; ``last``, when
+    given, is the role the list must end with. Raises ValueError starting with
+    ``where``."""
+    if not isinstance(conv, (list, tuple)) or not conv:
+        raise ValueError(f"{where} = {show(conv)} (expected a non-empty list of {{'role', 'content'}} messages)")
+    for i, m in enumerate(conv):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise ValueError(f"{where}[{i}] = {show(m)} (expected a {{'role', 'content'}} message)")
+        if m["role"] not in MESSAGE_ROLES:
+            raise ValueError(f"{where}[{i}]: role = {show(m['role'])} (expected one of {list(MESSAGE_ROLES)})")
+        if not isinstance(m["content"], str):
+            raise ValueError(f"{where}[{i}]: content = {show(m['content'])} (expected a string)")
+    if last is not None and conv[-1]["role"] != last:
+        raise ValueError(f"{where}: ends with a {conv[-1]['role']!r} message (expected the {last}'s last)")
+    return list(conv)
 
 
 def write_responses(path: str | Path, rows: Iterable[dict], *, append: bool = False) -> Path:
@@ -342,24 +428,56 @@ def _json_float(x: float) -> float | str:
     return x if math.isfinite(x) else ("inf" if x > 0 else "-inf" if x < 0 else "nan")
 
 
-def _from_json_float(x: Any) -> float:
+_JSON_SPECIALS = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def _from_json_float(x: Any, where: str) -> float:
+    """A float written by :func:`_json_float`: a JSON number, or "inf" / "-inf" / "nan"."""
+    if isinstance(x, str) and x in _JSON_SPECIALS:
+        return _JSON_SPECIALS[x]
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ValueError(f"{where} = {show(x)} (expected a number, or 'inf' / '-inf')")
     return float(x)
 
 
 def load_caps(path: str | Path) -> CapConfig:
-    """Reads axis_steer's own capping file (``CapConfig.save``)."""
-    path = Path(path)
+    """Reads axis_steer's own capping file (``CapConfig.save``), checked: one
+    entry ``{"layer": int >= 0, "lo", "hi", "name"}`` per row of a float
+    ``(n_entries, d)`` ``directions`` tensor of finite values, and bounds that
+    :func:`~axis_steer.runtime.checks.check_bounds` accepts."""
+    torch = _torch()
     tensors, meta = load_tensors(path)
+    path = Path(path)
     if meta.get("kind") != "caps" or "directions" not in tensors:
         raise ValueError(f"{path}: not an axis_steer capping file (kind={meta.get('kind')!r})")
     dirs = tensors["directions"]
-    rows = meta.get("entries", [])
+    if not dirs.is_floating_point() or dirs.dim() != 2 or 0 in dirs.shape:
+        raise ValueError(
+            f"{path}: 'directions' has dtype {str(dirs.dtype).replace('torch.', '')} and shape "
+            f"{tuple(dirs.shape)} (expected a float tensor (n_entries, d))"
+        )
+    dirs = dirs.float()
+    if not torch.isfinite(dirs).all():
+        raise ValueError(f"{path}: 'directions' holds NaN or infinite values (expected finite vectors)")
+    rows = meta.get("entries")
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: metadata 'entries' = {show(rows)} (expected a list of caps)")
     if len(rows) != dirs.shape[0]:
-        raise ValueError(f"{path}: {len(rows)} entries for {dirs.shape[0]} directions")
-    entries = [
-        CapEntry(int(r["layer"]), dirs[i].float(), _from_json_float(r["lo"]), _from_json_float(r["hi"]), r.get("name", ""))
-        for i, r in enumerate(rows)
-    ]
+        raise ValueError(f"{path}: {len(rows)} entries for {dirs.shape[0]} directions (expected one entry per direction)")
+    entries = []
+    for i, r in enumerate(rows):
+        where = f"{path}: entries[{i}]"
+        if not isinstance(r, dict) or not {"layer", "lo", "hi"} <= set(r):
+            raise ValueError(f"{where} = {show(r)} (expected {{'layer', 'lo', 'hi', 'name'}})")
+        try:
+            layer = as_int(r["layer"], f"{where}.layer", min=0)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+        lo, hi = check_bounds(_from_json_float(r["lo"], f"{where}.lo"), _from_json_float(r["hi"], f"{where}.hi"), where)
+        name = r.get("name", "")
+        if not isinstance(name, str):
+            raise ValueError(f"{where}.name = {show(name)} (expected a string)")
+        entries.append(CapEntry(layer, dirs[i], lo, hi, name))
     meta = {k: v for k, v in meta.items() if k != "entries"}
     return CapConfig(entries, meta)
 
@@ -389,32 +507,50 @@ class ReferenceCappingConfig:
         return [str(e.get("id", i)) for i, e in enumerate(self.experiments)]
 
     def experiment(self, which: str | int) -> CapConfig:
-        """The caps of one experiment, by id or list index. Interventions without
-        a ``"cap"`` are not capping and are skipped (their names are listed in
-        the metadata)."""
-        if isinstance(which, int):
+        """The caps of one experiment, by id (a string) or list index (an
+        integer, NumPy's included). Interventions without a ``"cap"`` are not
+        capping and are skipped (their names are listed in the metadata)."""
+        if not isinstance(self.experiments, list):
+            raise ValueError(
+                f"experiments: a {type(self.experiments).__name__} (expected a list of {{'id', 'interventions'}} dicts)"
+            )
+        if isinstance(which, numbers.Integral) and not isinstance(which, bool):
+            which = int(which)
             if not -len(self.experiments) <= which < len(self.experiments):
                 raise ValueError(
                     f"experiment index {which} is out of range ({len(self.experiments)} experiments)"
                 )
             exp = self.experiments[which]
-        else:
-            found = [e for e in self.experiments if e.get("id") == which]
+        elif isinstance(which, str):
+            found = [e for e in self.experiments if isinstance(e, dict) and e.get("id") == which]
             if not found:
                 ids = self.experiment_ids()
                 shown = ", ".join(ids[:12]) + (" ..." if len(ids) > 12 else "")
                 raise ValueError(f"experiment {which!r} not found (ids: {shown})")
             exp = found[0]
+        else:
+            raise ValueError(f"experiment: {which!r} (expected an id string or a list index)")
+        where = f"experiment {exp.get('id')!r}" if isinstance(exp, dict) else f"experiment {which!r}"
+        interventions = exp.get("interventions", []) if isinstance(exp, dict) else None
+        if not isinstance(interventions, list):
+            raise ValueError(
+                f"{where}: 'interventions' is a {type(interventions).__name__} (expected a list of "
+                "{'vector': name, 'cap': number} dicts)"
+            )
         entries, skipped = [], []
-        for j, iv in enumerate(exp.get("interventions", [])):
+        for j, iv in enumerate(interventions):
+            if not isinstance(iv, dict):
+                raise ValueError(f"{where} intervention {j}: a {type(iv).__name__} (expected a {{'vector', 'cap'}} dict)")
             name = iv.get("vector")
-            if name not in self.vectors:
-                raise ValueError(f"experiment {exp.get('id')!r} intervention {j}: unknown vector {name!r}")
+            if not isinstance(name, str) or name not in self.vectors:
+                raise ValueError(f"{where} intervention {j}: unknown vector {name!r}")
             if "cap" not in iv or iv["cap"] is None:
                 skipped.append(name)
                 continue
             vec, layer = self.vectors[name]
-            entries.append(CapEntry(int(layer), unit_vector(vec, f"vector {name!r}"), -math.inf, float(iv["cap"]), name))
+            cap = _reference_number(iv["cap"], f"{where} intervention {j} ('cap')")
+            layer = _reference_layer(layer, f"vectors[{name!r}]['layer']")
+            entries.append(CapEntry(layer, unit_vector(vec, f"vector {name!r}"), -math.inf, cap, name))
         meta = {
             "kind": "caps",
             "side": "ceiling",
@@ -437,13 +573,41 @@ class ReferenceCappingConfig:
         return path
 
 
+def _reference_layer(value: Any, what: str) -> int:
+    """A layer index of a reference config: an integer (never a float, a string or a bool)."""
+    torch = _torch()
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point() and value.dtype != torch.bool:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{what} = {value!r}: expected an integer layer index")
+    return int(value)
+
+
+def _reference_number(value: Any, what: str) -> float:
+    """A cap of a reference config: a real number, not NaN (never a string or a bool)."""
+    torch = _torch()
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and value.dtype != torch.bool:
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what} = {value!r}: expected a number")
+    if math.isnan(float(value)):
+        raise ValueError(f"{what} is NaN: expected a number")
+    return float(value)
+
+
 def load_capping_config(path: str | Path, *, trust_pickle: bool = False) -> ReferenceCappingConfig:
-    """Reads a reference ``capping_config.pt`` (see :class:`ReferenceCappingConfig`)."""
+    """Reads a reference ``capping_config.pt`` (see :class:`ReferenceCappingConfig`),
+    checking its structure: a malformed field is an error that names it."""
     torch = _torch()
     path = Path(path)
     obj = load_pt(path, trust_pickle=trust_pickle)
     if not isinstance(obj, dict) or "vectors" not in obj or "experiments" not in obj:
         raise ValueError(f"{path}: expected a dict with 'vectors' and 'experiments' (a reference capping config)")
+    if not isinstance(obj["vectors"], dict):
+        raise ValueError(
+            f"{path}: 'vectors' is a {type(obj['vectors']).__name__} (expected a dict "
+            "{name: {'vector': tensor (d,), 'layer': int}})"
+        )
     vectors = {}
     for name, spec in obj["vectors"].items():
         if not isinstance(spec, dict) or "vector" not in spec or "layer" not in spec:
@@ -451,11 +615,31 @@ def load_capping_config(path: str | Path, *, trust_pickle: bool = False) -> Refe
         v = spec["vector"]
         if not isinstance(v, torch.Tensor) or v.dim() != 1:
             raise ValueError(f"{path}: vectors[{name!r}]['vector'] must be a 1-D tensor (d,)")
-        vectors[str(name)] = (v.detach().to(torch.float32), int(spec["layer"]))
+        layer = _reference_layer(spec["layer"], f"{path}: vectors[{name!r}]['layer']")
+        vectors[str(name)] = (v.detach().to(torch.float32), layer)
+    if not isinstance(obj["experiments"], list):
+        raise ValueError(
+            f"{path}: 'experiments' is a {type(obj['experiments']).__name__} (expected a list of "
+            "{'id': str, 'interventions': [...]} dicts)"
+        )
     experiments = list(obj["experiments"])
     for i, e in enumerate(experiments):
         if not isinstance(e, dict) or "interventions" not in e:
             raise ValueError(f"{path}: experiments[{i}] needs an 'interventions' list")
+        ivs = e["interventions"]
+        if not isinstance(ivs, list):
+            raise ValueError(
+                f"{path}: experiments[{i}]['interventions'] is a {type(ivs).__name__} (expected a list of "
+                "{'vector': name, 'cap': number} dicts)"
+            )
+        for j, iv in enumerate(ivs):
+            where = f"{path}: experiments[{i}]['interventions'][{j}]"
+            if not isinstance(iv, dict):
+                raise ValueError(f"{where} is a {type(iv).__name__} (expected a {{'vector', 'cap'}} dict)")
+            if iv.get("vector") not in vectors:
+                raise ValueError(f"{where}: unknown vector {iv.get('vector')!r}")
+            if iv.get("cap") is not None:
+                _reference_number(iv["cap"], f"{where}['cap']")
     return ReferenceCappingConfig(vectors, experiments, str(path))
 
 
@@ -522,26 +706,110 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Any], dict]:
     """Reads a ``.safetensors`` file: (tensors on the CPU, axis_steer metadata)."""
     from safetensors import safe_open
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+    path = regular_file(path, "path")
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
-    meta = json.loads(raw[_META_KEY]) if _META_KEY in raw else {}
-    return tensors, meta
+        raise ValueError(f"{path}: a corrupt or truncated file, not a readable safetensors file ({exc})") from exc
+    return tensors, _header_meta(raw, path)
+
+
+def _header_meta(raw: dict, path: Path) -> dict:
+    """axis_steer's JSON description from a safetensors header: a JSON object."""
+    if _META_KEY not in raw:
+        return {}
+    try:
+        meta = json.loads(raw[_META_KEY])
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{path}: the {_META_KEY!r} metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"{path}: the {_META_KEY!r} metadata is a JSON {type(meta).__name__} (expected a JSON object)"
+        )
+    return meta
+
+
+class Fields:
+    """Typed reads of the metadata of an axis_steer file, each error a ValueError
+    naming the file and the field: ``Fields(meta, path).ints("layers")``."""
+
+    _MISSING = object()
+
+    def __init__(self, meta: dict, path: str | Path) -> None:
+        self.meta, self.path = meta, Path(path)
+
+    def _get(self, key: str, default: Any) -> Any:
+        if key in self.meta:
+            return self.meta[key]
+        if default is Fields._MISSING:
+            raise ValueError(f"{self.path}: metadata has no {key!r} (expected it in an axis_steer file of this kind)")
+        return default
+
+    def _int(self, v: Any, what: str, min: int | None) -> int:
+        try:
+            return as_int(v, what, min=min)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+
+    def int(self, key: str, *, min: int | None = 0, default: Any = _MISSING) -> int:
+        return self._int(self._get(key, default), f"{self.path}: metadata {key!r}", min)
+
+    def ints(self, key: str, *, min: int | None = 0, n: int | None = None, default: Any = _MISSING) -> list[int]:
+        v = self._list(key, n, default)
+        return [self._int(x, f"{self.path}: metadata {key}[{i}]", min) for i, x in enumerate(v)]
+
+    def strs(self, key: str, *, n: int | None = None, default: Any = _MISSING) -> list[str]:
+        v = self._list(key, n, default)
+        for i, x in enumerate(v):
+            if not isinstance(x, str):
+                raise ValueError(f"{self.path}: metadata {key}[{i}] = {show(x)} (expected a string)")
+        return list(v)
+
+    def counts(self, key: str, *, default: Any = _MISSING) -> dict[str, int]:
+        v = self._get(key, default)
+        if not isinstance(v, dict):
+            raise ValueError(f"{self.path}: metadata {key!r} = {show(v)} (expected an object of counts)")
+        return {str(k): self._int(x, f"{self.path}: metadata {key}[{k!r}]", 0) for k, x in v.items()}
+
+    def _list(self, key: str, n: int | None, default: Any) -> list:
+        v = self._get(key, default)
+        if not isinstance(v, list):
+            raise ValueError(f"{self.path}: metadata {key!r} = {show(v)} (expected a list)")
+        if n is not None and len(v) != n:
+            raise ValueError(f"{self.path}: metadata {key!r} has {len(v)} items for {n} rows of data (expected {n})")
+        return v
+
+
+def tensor_of(tensors: dict, key: str, path: str | Path, shape: tuple) -> Any:
+    """``tensors[key]`` as float32, checked to be a float tensor of ``shape``
+    (``None`` for a free size); a ValueError naming the file otherwise."""
+    t = tensors.get(key)
+    torch = _torch()
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{path}: no {key!r} tensor (found {sorted(tensors)})")
+    bad_shape = t.dim() != len(shape) or any(n is not None and g != n for g, n in zip(t.shape, shape))
+    if not t.is_floating_point() or bad_shape:
+        want = "(" + ", ".join("*" if n is None else str(n) for n in shape) + ")"
+        raise ValueError(
+            f"{path}: {key!r} has dtype {str(t.dtype).replace('torch.', '')} and shape {tuple(t.shape)} "
+            f"(expected a float tensor of shape {want})"
+        )
+    return t.float()
+
+
+def kind_path(path: str | Path, in_folder: str) -> Path:
+    """The file :func:`load_kind` reads: ``path``, or ``path / in_folder`` for a run folder."""
+    path = Path(path)
+    return path / in_folder if path.is_dir() else path
 
 
 def load_kind(path: str | Path, kind: str, what: str, in_folder: str) -> tuple[dict[str, Any], dict]:
     """Reads an axis_steer file of one ``kind`` (its metadata's ``"kind"``): ``path`` is
     the file, or a run folder holding it at ``in_folder``. Another kind is a ValueError
     that says the file is not ``what``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / in_folder
+    path = kind_path(path, in_folder)
     tensors, meta = load_tensors(path)
     if meta.get("kind") != kind:
         raise ValueError(f"{path}: not {what} (kind={meta.get('kind')!r})")
@@ -552,9 +820,13 @@ def read_metadata(path: str | Path) -> dict:
     """The JSON description of an axis_steer file, without loading tensors."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
-        shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
-    meta = json.loads(raw[_META_KEY]) if _META_KEY in raw else {}
+    path = regular_file(path, "path")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:
+        raise ValueError(f"{path}: a corrupt or truncated file, not a readable safetensors file ({exc})") from exc
+    meta = _header_meta(raw, path)
     meta["tensors"] = shapes
     return meta

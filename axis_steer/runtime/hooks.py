@@ -27,11 +27,21 @@ recompiles once).
 
 Which tokens: the backbone (the module that runs the blocks) gets a forward
 pre-hook that reads, once per forward call, the batch size, the number of new
-tokens ``S``, the past length (from the cache) and the 2-D ``attention_mask``;
-the last ``S`` columns of the mask mark padding, which is never capped, steered
-or recorded. During ``generate`` the prefill call sees the prompt and each
-decode call one token; capping applies to all of them. Pass ``attention_mask``
-with padded batches: without it every position counts as a real token.
+tokens ``S`` (from its ``input_ids``, ``inputs_embeds`` or hidden states), the
+padding and the past length (:mod:`axis_steer.runtime.masks`: the backbone's
+2-D ``attention_mask``, else the 2-D mask the top-level model got in the same
+call, which a pre-hook on it keeps, else a 4-D mask or a dict of them, else
+none). Padding is never capped, steered or recorded. During ``generate`` the
+prefill call sees the prompt and each decode call one token; capping applies to
+all of them. Pass ``attention_mask`` with padded batches: without any mask
+every position counts as a real token.
+
+Threads: the per-forward state is per thread, so one attachment serves
+forwards running at once from several threads (a web server's, an evaluation
+harness's), each with its own padding. Attaching, detaching and retuning are not
+thread-safe: do them from one thread while no forward runs. A monitor records
+one thread's sequences at a time and refuses, loudly, a forward from another
+thread that would mix into them.
 
 Composition: two attachments on one model share the same hooks (one per
 layer); at each layer they run in the order they were attached.
@@ -48,6 +58,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -58,9 +69,30 @@ from torch import nn
 
 from axis_steer.errors import AxisSteerError
 from axis_steer.runtime import _torch_ops  # registers torch.ops.axis_steer.*
-from axis_steer.runtime.checks import check_bounds, unit_vector
-from axis_steer.runtime.formats import Axis, CapConfig
-from axis_steer.runtime.models import Layers, block_hidden, find_layers, module_device, unwrap
+from axis_steer.runtime.checks import (
+    as_choice,
+    as_direction,
+    as_float,
+    as_float_array,
+    as_layer,
+    as_layers,
+    as_mask,
+    as_positive_int,
+    as_real,
+    check_bounds,
+    show,
+    unit_vector,
+)
+from axis_steer.runtime.formats import Axis, CapConfig, CapEntry
+from axis_steer.runtime.masks import cache_past, read_padding
+from axis_steer.runtime.models import (
+    Layers,
+    block_hidden,
+    describe,
+    find_layers,
+    module_device,
+    unwrap,
+)
 from axis_steer.runtime.monitor import Monitor, static_buffer
 from axis_steer.runtime.steps import CLAMP, PROJECT, SET, SIDES, STEER
 
@@ -74,9 +106,10 @@ _UNITS = ("axis", "residual")
 
 
 class _ForwardState:
-    """What one forward call of the backbone looks like, for the layer hooks."""
+    """What one forward call of the backbone looks like, for the layer hooks.
+    One per thread (see :class:`_ModelHooks`)."""
 
-    __slots__ = ("batch", "seq", "mask", "past", "_mask_on", "active")
+    __slots__ = ("batch", "seq", "mask", "past", "_mask_on", "active", "top_mask", "top_ids", "source")
 
     def __init__(self) -> None:
         self.batch = 0
@@ -85,6 +118,9 @@ class _ForwardState:
         self.past: int | torch.Tensor = 0
         self._mask_on: dict[torch.device, torch.Tensor] = {}
         self.active = False
+        self.top_mask: torch.Tensor | None = None  # the top-level model's 2-D mask, during its call
+        self.top_ids: torch.Tensor | None = None
+        self.source = ""  # where the last call's padding was read from (masks.read_padding)
 
     def mask_on(self, device: torch.device) -> torch.Tensor | None:
         m = self.mask
@@ -97,26 +133,57 @@ class _ForwardState:
         return cached
 
 
+# names under which backbones take what the pre-hook reads
+_SIZE_ARGS = ("input_ids", "inputs_embeds", "hidden_states")
+_CACHE_ARGS = ("past_key_values", "cache_params", "past_key_value")
+
+
 # ---- one model's hooks, shared by its attachments -------------------------------------------
 
 
 class _ModelHooks:
-    """The hooks on one model: a pre-hook on the backbone and one forward hook
-    per decoder block that has work, running every attachment in order."""
+    """The hooks on one model: a pre-hook (and an always-called forward hook)
+    on the backbone, one forward hook per block that has work, running every
+    attachment in order, and a pre-hook on the top-level model that keeps its
+    2-D attention mask for the backbone's call inside it.
+
+    Threads: the per-forward state is per thread (``threading.local``), so
+    forwards running at once from several threads each see their own batch,
+    padding and cache. Compiled code reads one shared state (dynamo cannot
+    trace thread-local storage); run compiled forwards from one thread. A
+    :class:`~axis_steer.runtime.monitor.Monitor` records one thread's sequences
+    at a time and refuses a forward from another thread that would mix into them."""
 
     def __init__(self, layers: Layers) -> None:
         self.layers = layers
         self.attachments: list[Attachment] = []
-        self.state = _ForwardState()
+        self._local = threading.local()
+        self._shared = _ForwardState()  # the state of compiled code
+        self._last = self._shared  # the last call's, for recomputation on autograd's threads
         self.enabled = True  # compiled code is guarded on this (see module docs)
         self.layer_handles: dict[int, Any] = {}
-        self.pre_handle = None
+        self.backbone_handles: list[Any] = []
         self.offsets: dict[torch.device, torch.Tensor] = {}
-        self._arg_names = [
-            p
-            for p in inspect.signature(layers.backbone.forward).parameters
-            if p not in ("self",)
-        ]
+        self._arg_names = _arg_names(layers.backbone)
+        if not any(n in self._arg_names for n in _SIZE_ARGS) and not _has_positional(layers.backbone):
+            raise AxisSteerError(
+                f"{type(layers.backbone).__name__}.forward (which runs the blocks at {layers.path}) takes none of "
+                f"{', '.join(_SIZE_ARGS)}: axis_steer cannot tell the batch and sequence length of its calls. "
+                "Name other blocks with layers=..."
+            )
+        self._seen = _TokensSeen()
+        self._top = layers.model if layers.model is not layers.backbone else None
+        self._top_names = _arg_names(self._top) if self._top is not None else []
+
+    @property
+    def state(self) -> _ForwardState:
+        """This thread's per-forward state (the shared one in compiled code)."""
+        if torch.compiler.is_compiling():
+            return self._shared
+        st = getattr(self._local, "state", None)
+        if st is None:
+            st = self._local.state = _ForwardState()
+        return st
 
     # -- registration
 
@@ -136,19 +203,26 @@ class _ModelHooks:
                 self.layer_handles[i] = self.layers.blocks[i].register_forward_hook(
                     _LayerHook(self, i), prepend=True
                 )
-        if self.pre_handle is None and wanted:
-            self.pre_handle = self.layers.backbone.register_forward_pre_hook(
-                self.pre_hook, with_kwargs=True, prepend=True
-            )
+        if not self.backbone_handles and wanted:
+            backbone = self.layers.backbone
+            self.backbone_handles = [
+                backbone.register_forward_pre_hook(self.pre_hook, with_kwargs=True, prepend=True),
+                backbone.register_forward_hook(self.post_hook, always_call=True),
+            ]
+            if self._top is not None:
+                self.backbone_handles += [
+                    self._top.register_forward_pre_hook(self.top_pre_hook, with_kwargs=True, prepend=True),
+                    self._top.register_forward_hook(self.top_post_hook, always_call=True),
+                ]
 
     def remove_all(self) -> None:
         self.enabled = False
         for h in self.layer_handles.values():
             h.remove()
         self.layer_handles.clear()
-        if self.pre_handle is not None:
-            self.pre_handle.remove()
-            self.pre_handle = None
+        for h in self.backbone_handles:
+            h.remove()
+        self.backbone_handles = []
 
     def offset_on(self, device: torch.device) -> torch.Tensor:
         off = self.offsets.get(device)
@@ -157,37 +231,63 @@ class _ModelHooks:
             self.offsets[device] = off
         return off
 
-    # -- the backbone pre-hook
+    # -- the top-level model's hooks: its 2-D mask, for the backbone call inside it
+
+    def top_pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if not self.enabled:
+            return None
+        named = _bind(self._top_names, args, kwargs)
+        st = self.state
+        mask = named.get(self.layers.mask_arg)
+        ids = named.get(self.layers.ids_arg)
+        st.top_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        st.top_ids = ids if isinstance(ids, torch.Tensor) and ids.dim() == 2 else None
+        return None
+
+    def top_post_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+        st = self.state
+        st.top_mask = st.top_ids = None
+        return None
+
+    # -- the backbone's hooks
 
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if not self.enabled:
             return None
-        named = dict(kwargs)
-        for name, value in zip(self._arg_names, args):
-            named.setdefault(name, value)
+        named = _bind(self._arg_names, args, kwargs)
+        st = self.state
         ids = named.get("input_ids")
-        embeds = named.get("inputs_embeds")
-        ref = ids if ids is not None else embeds
+        ref = next((named[n] for n in _SIZE_ARGS if isinstance(named.get(n), torch.Tensor)), None)
         if ref is None:
+            ref = next((a for a in args if isinstance(a, torch.Tensor) and a.dim() == 3), None)
+        if ref is None or ref.dim() < 2:
             raise AxisSteerError(
-                f"{type(module).__name__}.forward was called without input_ids or inputs_embeds; "
+                f"{type(module).__name__}.forward was called without input_ids, inputs_embeds or hidden states; "
                 "axis_steer needs one of them to know the batch and sequence length"
             )
-        st = self.state
         st.batch, st.seq = int(ref.shape[0]), int(ref.shape[1])
-        am = named.get("attention_mask")
-        if isinstance(am, torch.Tensor) and am.dim() == 2 and am.shape[-1] >= st.seq:
-            st.mask = am[:, am.shape[-1] - st.seq :].bool()
-        else:
-            st.mask = None
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+            # the backbone got embeddings: the token ids are the top-level call's, if any
+            top = st.top_ids
+            fits = top is not None and top.shape[0] == st.batch and top.shape[1] >= st.seq
+            ids = top[:, top.shape[1] - st.seq :] if fits else None
+        cache = next((named[n] for n in _CACHE_ARGS if named.get(n) is not None), None)
+        eager = not torch.compiler.is_compiling()
+        past = cache_past(cache)
+        if past is None and cache is not None and eager:
+            past = self._seen.past(cache)
+        st.mask, st.past, st.source = read_padding(
+            named.get("attention_mask"), st.top_mask, st.batch, st.seq, past, check=eager
+        )
         st._mask_on = {}
-        cache = named.get("past_key_values")
-        st.past = _past_length(cache)
         st.active = True
         for att in self.attachments:
             att._check_batch(st.batch)
             for mon in att._monitors:
                 mon._begin_forward(st, ids, cache)
+        self._last = st
+        if cache is not None and eager and not isinstance(st.past, torch.Tensor):
+            self._seen.note(cache, st.past + st.seq)
         for off in self.offsets.values():
             if isinstance(st.past, torch.Tensor):
                 off.copy_(st.past)
@@ -195,19 +295,57 @@ class _ModelHooks:
                 off.fill_(st.past)
         return None
 
+    def post_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if torch.compiler.is_compiling():
+            return None
+        for att in self.attachments:
+            for mon in att._monitors:
+                mon._end_forward()
+        return None
 
-def _past_length(cache: Any) -> int | torch.Tensor:
-    """Tokens already in the cache: a host int for dynamic caches, a device
-    counter for static ones (read without a host synchronisation)."""
-    if cache is None:
-        return 0
-    get = getattr(cache, "get_seq_length", None)
-    if callable(get):
-        n = get()
-        return n if isinstance(n, torch.Tensor) else int(n)
-    if isinstance(cache, (tuple, list)) and cache and isinstance(cache[0], (tuple, list)):
-        return int(cache[0][0].shape[-2])
-    return 0
+
+class _TokensSeen:
+    """Tokens that went through each cache object while attached: the past
+    length of recurrent caches that cannot count their own (Mamba's, xLSTM's
+    raise on ``get_seq_length``), used when no 2-D mask gives it."""
+
+    def __init__(self) -> None:
+        self._n: dict[int, tuple[Any, int]] = {}
+
+    def past(self, cache: Any) -> int | None:
+        fresh = getattr(cache, "has_previous_state", None)
+        if callable(fresh):
+            try:
+                if not fresh():
+                    return 0
+            except Exception:  # a cache with no recurrent layer
+                pass
+        entry = self._n.get(id(cache))
+        return entry[1] if entry is not None and entry[0]() is cache else None
+
+    def note(self, cache: Any, n: int) -> None:
+        key = id(cache)
+        try:
+            ref = weakref.ref(cache, lambda _, key=key: self._n.pop(key, None))
+        except TypeError:  # lists, tuples: no weak references (and no use: they are rebuilt per step)
+            return
+        self._n[key] = (ref, int(n))
+
+
+def _arg_names(module: nn.Module) -> list[str]:
+    return [p for p in inspect.signature(module.forward).parameters if p != "self"]
+
+
+def _has_positional(module: nn.Module) -> bool:
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    return any(p.kind in kinds for p in inspect.signature(module.forward).parameters.values())
+
+
+def _bind(names: list[str], args: tuple, kwargs: dict) -> dict:
+    named = dict(kwargs)
+    for name, value in zip(names, args):
+        named.setdefault(name, value)
+    return named
 
 
 _REGISTRY: weakref.WeakKeyDictionary[nn.ModuleList, _ModelHooks] = weakref.WeakKeyDictionary()
@@ -228,10 +366,13 @@ class _LayerHook:
         hooks = self.hooks
         if not hooks.enabled:
             return None
-        hidden = _hidden_of(output, hooks, self.index)
-        st = hooks.state
+        hidden = block_hidden(output, self.index)
         grad = torch.is_grad_enabled() and hidden.requires_grad
         recompute = grad and torch._C._current_graph_task_id() != -1
+        st = hooks.state
+        if recompute and not st.active:  # checkpointing recomputes on autograd's device threads
+            st = hooks._last
+        _check_shape(hidden, st, hooks.layers.hidden_size, self.index)
         eager = not torch.compiler.is_compiling()
         result = hidden
         for att in hooks.attachments:
@@ -262,24 +403,23 @@ class _LayerHook:
         return _repack(output, result)
 
 
-def _hidden_of(output: Any, hooks: _ModelHooks, index: int) -> torch.Tensor:
-    """The block's residual stream (models.block_hidden), checked against the
-    forward call's batch, length and hidden size."""
-    hidden = block_hidden(output, index)
-    st = hooks.state
-    d = hooks.layers.hidden_size
+def _check_shape(hidden: torch.Tensor, st: _ForwardState, d: int, index: int) -> None:
+    """The block's residual stream against the forward call's batch, length and hidden size."""
     if hidden.shape[-1] != d or (st.active and tuple(hidden.shape[:2]) != (st.batch, st.seq)):
         raise AxisSteerError(
             f"block {index} output has shape {tuple(hidden.shape)}; expected (batch, seq, hidden) = "
-            f"({st.batch}, {st.seq}, {d}). The block's output layout is not one axis_steer understands; "
-            "name the right blocks with layers=..."
+            f"({st.batch}, {st.seq}, {d}) for this call. Either these blocks do not carry the residual stream "
+            "(name the right ones with layers=...), or the model's own forward changes the batch or the length "
+            "between its input and its blocks (transformers' RWKV decode step broadcasts a batch of B to B x B "
+            "rows, say: its batched generate is wrong with or without axis_steer; generate one sequence at a time)"
         )
-    return hidden
 
 
 def _repack(output: Any, hidden: torch.Tensor) -> Any:
     if isinstance(output, torch.Tensor):
         return hidden
+    if isinstance(output, list):
+        return [hidden, *output[1:]]
     if isinstance(output, tuple) and not hasattr(output, "to_tuple"):
         return (hidden, *output[1:])
     first = next(iter(output.keys()))
@@ -396,7 +536,7 @@ class Steer(_Intervention):
         layers = [e.layer for e in self._entries]
         per_layer = self._att._per_layer(layers, coef, "coef")
         for e, c in zip(self._entries, per_layer):
-            e.a = self._att._row_values(c, "coef") * self._scale[e.layer]
+            e.a = self._att._finite_rows(c, f"coef at layer {e.layer}") * self._scale[e.layer]
         self._att._write_params(set(layers))
 
 
@@ -407,7 +547,7 @@ class Ablation(_Intervention):
         layers = [e.layer for e in self._entries]
         per_layer = self._att._per_layer(layers, target, "target")
         for e, t in zip(self._entries, per_layer):
-            e.a = self._att._row_values(t, "target")
+            e.a = self._att._finite_rows(t, f"target at layer {e.layer}")
         self._att._write_params(set(layers))
 
 
@@ -420,14 +560,19 @@ class Attachment:
     ``axis`` is an :class:`~axis_steer.runtime.formats.Axis` or a raw ``(n_layers, d)``
     tensor pointing toward the Assistant (stored raw; its unit rows are used for
     projections). It may be omitted when only explicit directions are used
-    (:meth:`cap_config`). ``layers`` overrides decoder-block discovery."""
+    (:meth:`cap_config`). ``layers`` overrides block discovery
+    (:func:`axis_steer.runtime.models.find_layers`); ``stack`` chooses the stack
+    of an encoder-decoder model: ``"decoder"`` (default) or ``"encoder"``.
+    :meth:`describe` says what was found."""
 
-    def __init__(self, model: nn.Module, axis: Axis | torch.Tensor | None = None, *, layers: Any = None) -> None:
+    def __init__(
+        self, model: nn.Module, axis: Axis | torch.Tensor | None = None, *, layers: Any = None, stack: str | None = None
+    ) -> None:
         self.model = model
-        self._layers = find_layers(model, layers)
+        self._layers = find_layers(model, layers, stack=stack)
         n, d = len(self._layers), self._layers.hidden_size
         if axis is not None and not isinstance(axis, Axis):
-            axis = Axis(torch.as_tensor(axis))
+            axis = Axis(axis)
         if axis is not None:
             if tuple(axis.vectors.shape) != (n, d):
                 raise ValueError(
@@ -445,6 +590,15 @@ class Attachment:
         self._rows: int | None = None  # batch size of per-row control, None = per layer only
         self._units: dict[int, torch.Tensor] = {}
 
+    def describe(self) -> str:
+        """Which blocks are hooked (path, count, stack), how each call's padding
+        is read, and, once a forward has run, where the last one's was read from."""
+        text = str(describe(self._layers))
+        hooks = self._hooks
+        if hooks is not None and hooks.state.source:
+            text += f"\nlast call (this thread): {hooks.state.batch} x {hooks.state.seq} tokens, padding from {hooks.state.source}"
+        return text
+
     # -- helpers for arguments
 
     @property
@@ -452,19 +606,7 @@ class Attachment:
         return len(self._layers)
 
     def _layer_list(self, layers: int | Iterable[int] | None, what: str) -> list[int]:
-        if layers is None:
-            raise ValueError(f"{what}: layers is required (an int, a range or a list of layer indices)")
-        out = [layers] if isinstance(layers, int) else list(layers)
-        if not out:
-            raise ValueError(f"{what}: layers is empty")
-        for layer in out:
-            if not isinstance(layer, (int, np.integer)) or not 0 <= int(layer) < self.n_layers:
-                raise ValueError(
-                    f"{what}: layer {layer!r} is out of range (the model has {self.n_layers} layers, 0..{self.n_layers - 1})"
-                )
-        if len(set(out)) != len(out):
-            raise ValueError(f"{what}: layers {out} repeat a layer")
-        return [int(x) for x in out]
+        return as_layers(layers, f"{what}: layers", self.n_layers)
 
     def _unit_axis(self, layer: int) -> torch.Tensor:
         if self.axis is None:
@@ -476,53 +618,69 @@ class Attachment:
         return u
 
     def _direction(self, direction: Any, layer: int, unit: bool, what: str) -> torch.Tensor:
-        d = self._layers.hidden_size
-        v = torch.as_tensor(direction.vectors[layer] if isinstance(direction, Axis) else direction)
-        if v.dim() == 2:
-            v = v[layer]
-        if v.dim() != 1 or v.shape[0] != d:
-            raise ValueError(f"{what}: direction of shape {tuple(v.shape)} (expected ({d},) or (n_layers, {d}))")
-        v = v.detach().to(torch.float32).cpu()
+        """A direction given by the user: ``(d,)``, or ``(n_layers, d)`` (an
+        :class:`Axis` too) whose row ``layer`` is taken; any float dtype."""
+        n, d = self.n_layers, self._layers.hidden_size
+        if isinstance(direction, Axis):
+            direction = direction.vectors
+        name = f"{what}: direction"
+        if getattr(direction, "ndim", 1) == 2:
+            v = as_float_array(direction, name, (n, d), narrow=True, expected=f"shape ({d},) or (n_layers, {d}) = ({n}, {d})")[layer]
+        else:
+            v = as_direction(direction, name, d, narrow=True)
+        v = torch.as_tensor(v).detach().cpu()
         u = unit_vector(v, f"{what}: direction at layer {layer}")
         return u if unit else v
 
     def _per_layer(self, layers: list[int], values: Any, what: str) -> list[Any]:
         """One value per layer from a scalar, a sequence over ``layers``, a
         ``{layer: value}`` mapping, a per-layer sequence over all layers, or a
-        ``(batch, len(layers))`` per-row tensor."""
+        ``(batch, len(layers))`` per-row tensor (or array). The values
+        themselves are checked by the caller."""
+        expected = (
+            f"a number, one value per layer given ({len(layers)}), one per model layer ({self.n_layers}), "
+            "a {layer: value} dict, or a (batch, n_layers_given) tensor"
+        )
+        if values is None or isinstance(values, (str, bytes, set, frozenset)):
+            raise TypeError(f"{what} = {show(values)} (expected {expected})")
         if isinstance(values, Mapping):
             missing = [layer for layer in layers if layer not in values]
             if missing:
-                raise ValueError(f"{what}: no value for layers {missing}")
+                raise ValueError(f"{what}: no value for layers {missing} (keys: {sorted(values, key=str)[:12]})")
             return [values[layer] for layer in layers]
-        if isinstance(values, (int, float, np.floating, np.integer)) or (
-            isinstance(values, torch.Tensor) and values.dim() == 0
-        ):
-            return [values] * len(layers)
-        if isinstance(values, torch.Tensor) and values.dim() == 2:
-            if values.shape[1] != len(layers):
-                raise ValueError(
-                    f"{what}: per-row tensor of shape {tuple(values.shape)} (expected (batch, {len(layers)}))"
-                )
-            return [values[:, j] for j in range(len(layers))]
+        if isinstance(values, np.ndarray):
+            values = torch.as_tensor(as_real(values, what)) if values.ndim else values[()]
+        if isinstance(values, torch.Tensor):
+            if values.dim() == 0:
+                return [values] * len(layers)
+            if values.dim() == 2:
+                if values.shape[1] != len(layers):
+                    raise ValueError(
+                        f"{what}: per-row tensor of shape {tuple(values.shape)} (expected (batch, {len(layers)}))"
+                    )
+                return [values[:, j] for j in range(len(layers))]
+            if values.dim() != 1:
+                raise ValueError(f"{what}: shape {tuple(values.shape)} (expected {expected})")
+        elif not hasattr(values, "__iter__"):
+            return [values] * len(layers)  # a scalar; the caller checks it is a number
         seq = list(values)
         if len(seq) == len(layers):
             return seq
         if len(seq) == self.n_layers:
             return [seq[layer] for layer in layers]
-        raise ValueError(
-            f"{what}: {len(seq)} values for {len(layers)} layers (expected a scalar, one per layer given, "
-            f"one per model layer ({self.n_layers}), or a {{layer: value}} dict)"
-        )
+        raise ValueError(f"{what}: {len(seq)} values for {len(layers)} layers (expected {expected})")
 
     def _row_values(self, value: Any, what: str, dtype: torch.dtype = torch.float32) -> Any:
-        """A scalar stays a Python value; a sequence/tensor is one value per batch
-        row and switches the attachment to per-row control."""
-        if isinstance(value, (bool, np.bool_)) and dtype == torch.bool:
-            return bool(value)
-        if isinstance(value, (int, float, np.floating, np.integer)) and dtype != torch.bool:
-            return float(value)
-        t = torch.as_tensor(value).detach().cpu()
+        """A number stays a Python value (a float, or a bool for flags); per-row
+        values (a sequence, an array or a tensor) are one value per batch row and
+        switch the attachment to per-row control. Checked as
+        :func:`~axis_steer.runtime.checks.as_real` (flags: ``as_mask``) does."""
+        if dtype == torch.bool and value is None:
+            raise TypeError(f"{what} is None (expected True, False, or one flag per batch row)")
+        v = as_mask(value, what) if dtype == torch.bool else as_real(value, what)
+        if isinstance(v, (bool, float)):
+            return v
+        t = torch.as_tensor(v).detach().cpu()
         if t.dim() == 0:
             return bool(t) if dtype == torch.bool else float(t)
         if t.dim() != 1:
@@ -535,9 +693,12 @@ class Attachment:
         self._rows = int(t.shape[0])
         return t.to(dtype)
 
+    def _finite_rows(self, value: Any, what: str) -> Any:
+        """:meth:`_row_values` of a finite coefficient or target."""
+        return self._row_values(as_real(value, what, finite=True), what)
+
     def _bounds(self, layers: list[int], thresholds: Any, side: str) -> list[tuple[Any, Any]]:
-        if side not in SIDES:
-            raise ValueError(f"side={side!r} (expected one of {SIDES})")
+        as_choice(side, "side", SIDES)
         if side == "band":
             if isinstance(thresholds, tuple) and len(thresholds) == 2:
                 los = self._per_layer(layers, thresholds[0], "thresholds[0]")
@@ -553,9 +714,9 @@ class Attachment:
             his = vals if side == "ceiling" else [math.inf] * len(layers)
         out = []
         for layer, lo, hi in zip(layers, los, his):
-            lo_v, hi_v = self._row_values(lo, "thresholds"), self._row_values(hi, "thresholds")
-            check_bounds(lo_v, hi_v, f"thresholds at layer {layer}")
-            out.append((lo_v, hi_v))
+            where = f"thresholds at layer {layer}"
+            lo, hi = check_bounds(lo, hi, where)
+            out.append((self._row_values(lo, where), self._row_values(hi, where)))
         return out
 
     # -- building
@@ -592,14 +753,22 @@ class Attachment:
         in list order. A reference experiment (``ReferenceCappingConfig.experiment``)
         is a ceiling at ``cap`` on each normalised stored vector — with the
         released ``v = -axis`` vectors, a floor at ``-cap`` on the +axis."""
+        if not isinstance(config, CapConfig):
+            raise TypeError(
+                f"config = {show(config)} (expected a CapConfig: formats.load_caps(path), or "
+                "load_capping_config(path).experiment(id))"
+            )
         if not config.entries:
             raise ValueError("config: no capping entries (was every intervention without a 'cap'?)")
         entries = []
         for j, e in enumerate(config.entries):
-            (layer,) = self._layer_list([e.layer], f"config entry {j}")
+            if not isinstance(e, CapEntry):
+                raise TypeError(f"config entry {j} = {show(e)} (expected a CapEntry)")
+            layer = as_layer(e.layer, f"config entry {j}: layer", self.n_layers)
             u = self._direction(e.direction, layer, True, f"config entry {j}")
-            lo, hi = float(e.lo), float(e.hi)
-            check_bounds(lo, hi, f"config entry {j} (layer {layer})")
+            lo, hi = check_bounds(e.lo, e.hi, f"config entry {j} (layer {layer})")
+            if not isinstance(lo, float) or not isinstance(hi, float):
+                raise TypeError(f"config entry {j} (layer {layer}): lo and hi must be numbers (got per-row values)")
             on_axis = self.axis is not None and bool(torch.equal(u, self._unit_axis(layer)))
             entries.append(_Entry(layer, CLAMP, u, lo, hi, True, on_axis))
         side = config.metadata.get("side", "band")
@@ -623,8 +792,7 @@ class Attachment:
         :func:`axis_steer.pipeline.extract.residual_norms`), so ``coef`` is a fraction of a typical
         activation (the paper's convention). Negative ``coef`` steers away
         from the Assistant."""
-        if units not in _UNITS:
-            raise ValueError(f"units={units!r} (expected 'axis' or 'residual')")
+        as_choice(units, "units", _UNITS)
         layers = self._layer_list(layers, "steer")
         coefs = self._per_layer(layers, coef, "coef")
         norms = None
@@ -647,14 +815,11 @@ class Attachment:
                 s = 1.0
             else:
                 w = self._unit_axis(layer) if direction is None else self._direction(direction, layer, True, "steer")
-                s = float(norms[j])
-                if not math.isfinite(s) or s <= 0:
-                    raise ValueError(f"residual_norms at layer {layer} = {s} (expected a positive number)")
+                s = as_float(norms[j], f"residual_norms at layer {layer}", min=0.0, min_open=True)
             if not torch.isfinite(w).all():
                 raise ValueError(f"steer: the vector at layer {layer} holds NaN or inf")
             scale[layer] = s
-            value = self._row_values(c, "coef")
-            _check_finite(value, "coef", layer)
+            value = self._finite_rows(c, f"coef at layer {layer}")
             entries.append(_Entry(layer, STEER, w, value * s, 0.0, True, False))
         return self._add(Steer(self, entries, units, scale))
 
@@ -668,8 +833,7 @@ class Attachment:
         for layer, t in zip(layers, targets):
             on_axis = direction is None
             u = self._unit_axis(layer) if on_axis else self._direction(direction, layer, True, "ablate")
-            value = self._row_values(t, "target")
-            _check_finite(value, "target", layer)
+            value = self._finite_rows(t, f"target at layer {layer}")
             entries.append(_Entry(layer, SET, u, value, 0.0, True, on_axis))
         return self._add(Ablation(self, entries))
 
@@ -682,8 +846,7 @@ class Attachment:
         if layers is None:
             layers = [self.n_layers // 2]
         layers = self._layer_list(layers, "monitor")
-        if capacity < 1:
-            raise ValueError(f"capacity={capacity} (expected a positive number of tokens)")
+        capacity = as_positive_int(capacity, "monitor: capacity")
         mon = Monitor(self, layers, capacity)
         self._monitors.append(mon)
         self._rebuild()
@@ -849,11 +1012,6 @@ class Attachment:
 
     def __exit__(self, *exc: Any) -> None:
         self.detach()
-
-
-def _check_finite(v: Any, what: str, layer: int) -> None:
-    if not torch.isfinite(torch.as_tensor(v, dtype=torch.float64)).all():
-        raise ValueError(f"{what} at layer {layer}: {v!r} (expected finite values)")
 
 
 def _compiled_marker(model: nn.Module, base: nn.Module) -> str:

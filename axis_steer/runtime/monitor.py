@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -177,7 +178,17 @@ class Monitor:
     projection on the layer's unit axis before the layer's interventions
     (``p_in``), after them (``p_out``) and whether a cap fired. Recorded on
     the device during the forward pass with no host synchronisation; memory is
-    three scalars per token and layer. Read with :meth:`readings`."""
+    three scalars per token and layer. Read with :meth:`readings`.
+
+    Position ``t`` is column ``t`` of the (left-padded) sequence: a call's
+    first new token sits after its past, read from the 2-D mask's width, the
+    cache's length or, for recurrent caches that cannot count (Mamba's), the
+    tokens that went through that cache object.
+
+    Threads: a monitor records one thread's sequences at a time. A forward
+    from another thread while one records, or one that continues a sequence
+    after another thread started a new one, raises :class:`AxisSteerError`
+    rather than mix the readings."""
 
     def __init__(self, att: Attachment, layers: list[int], capacity: int) -> None:
         self._att = att
@@ -191,6 +202,9 @@ class Monitor:
         self._end: torch.Tensor | None = None  # device end position when the host cannot know it
         self._seen = False  # a forward went through the hooks (set, never read, in traced code)
         self._count: torch.Tensor | None = None  # forwards recorded, on the device (no guard, no sync)
+        self._lock = threading.Lock()
+        self._owner: int | None = None  # the thread whose sequence the buffers hold
+        self._busy: int | None = None  # the thread whose forward is recording now
 
     # -- buffers
 
@@ -220,9 +234,36 @@ class Monitor:
         self._batch, self.capacity = batch, capacity
         self._att._bind_records()
 
+    def _claim(self, new_sequence: bool) -> None:
+        """One thread's sequences at a time: a forward from another thread while
+        one is in flight, or one that continues a sequence another thread
+        started, is refused (its readings would mix into the other's)."""
+        me = threading.get_ident()
+        with self._lock:
+            if self._busy is not None and self._busy != me:
+                raise AxisSteerError(
+                    "this Monitor is recording a forward call of another thread; a Monitor records one thread's "
+                    "sequences at a time (readings from concurrent calls would interleave). Monitor from one "
+                    "thread, or give each thread its own model."
+                )
+            if not new_sequence and self._owner is not None and self._owner != me:
+                raise AxisSteerError(
+                    "this Monitor's current sequence was started by another thread; its readings would mix with "
+                    "this thread's. Monitor from one thread, or give each thread its own model."
+                )
+            if new_sequence:
+                self._owner = me
+            self._busy = me
+
+    def _end_forward(self) -> None:
+        if self._busy == threading.get_ident():
+            self._busy = None
+
     def _begin_forward(self, st: Any, ids: torch.Tensor | None, cache: Any) -> None:
         device = ids.device if ids is not None else self._att._layers.device(0)
         past = st.past
+        if not torch.compiler.is_compiling():
+            self._claim(not isinstance(past, torch.Tensor) and past == 0)
         if isinstance(past, torch.Tensor):
             need = cache_capacity(cache) or self.capacity
         else:

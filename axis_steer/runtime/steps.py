@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple, Sequence
 
-from axis_steer.runtime.checks import check_bounds
+from axis_steer.runtime.checks import as_real, check_bounds, show
 
 __all__ = ["CLAMP", "OP_NAMES", "PROJECT", "SET", "SIDES", "STEER", "Step", "normalize_steps"]
 
@@ -61,31 +61,34 @@ class Step(NamedTuple):
 def normalize_steps(steps: Sequence[Any]) -> list[tuple[int, Any, Any, Any]]:
     """``[(code, dir, a, b)]`` for ``steps`` (Step objects or 2- to 4-tuples), with
     the defaults filled in (clamp bounds ``-inf`` / ``+inf``, 0 for unused
-    parameters) and scalar bounds checked. Raises ValueError naming
-    ``steps[k]`` for an unknown op, a missing target or alpha, or a bad bound."""
+    parameters) and the parameters checked and converted as
+    :func:`~axis_steer.runtime.checks.as_real` does: clamp bounds by
+    :func:`~axis_steer.runtime.checks.check_bounds`, a set step's target and a
+    steer step's alpha must be given and finite. Errors name ``steps[k]``.
+    Directions are checked by the caller, which knows ``d``."""
     if steps is None or isinstance(steps, (str, bytes)) or not hasattr(steps, "__len__"):
-        raise TypeError(f"steps: {type(steps).__name__} (expected a list of Step tuples)")
+        raise TypeError(f"steps = {show(steps)} (expected a list of Step tuples)")
     if len(steps) == 0:
         raise ValueError("steps: empty (expected at least one Step)")
     out = []
     for k, s in enumerate(steps):
         if not isinstance(s, (tuple, list)) or not 2 <= len(s) <= 4:
             raise TypeError(
-                f"steps[{k}]: {s!r} (expected Step(op, dir, a, b): a tuple of 2 to 4 items)"
+                f"steps[{k}] = {show(s)} (expected Step(op, dir, a, b): a tuple of 2 to 4 items)"
             )
         s = Step(*s)
-        if not isinstance(s.op, str) or s.op not in OP_NAMES:
+        if not isinstance(s.op, str):
+            raise TypeError(f"steps[{k}].op = {show(s.op)} (expected an op name, one of {sorted(OP_NAMES)})")
+        if s.op not in OP_NAMES:
             raise ValueError(f"steps[{k}].op = {s.op!r} (expected one of {sorted(OP_NAMES)})")
         code = OP_NAMES[s.op]
         if code == CLAMP:
-            a = -INF if s.a is None else s.a
-            b = INF if s.b is None else s.b
-            check_bounds(a, b, f"steps[{k}]")
+            a, b = check_bounds(-INF if s.a is None else s.a, INF if s.b is None else s.b, f"steps[{k}]")
         elif code in (SET, STEER):
+            what = "target" if code == SET else "alpha"
             if s.a is None:
-                what = "target" if code == SET else "alpha"
                 raise ValueError(f"steps[{k}]: a {s.op!r} step needs its {what} as a (got None)")
-            a, b = s.a, 0.0
+            a, b = as_real(s.a, f"steps[{k}].a ({what})", finite=True), 0.0
         else:
             a, b = 0.0, 0.0
         out.append((code, s.dir, a, b))

@@ -21,26 +21,9 @@ from axis_steer import _C
 from axis_steer.errors import AxisSteerError
 from axis_steer.runtime import reference as ref
 
+from helpers import DTYPES, STORE_TOL, from_storage, proj_tol, to_storage, unit_vector
+
 # ---- helpers -------------------------------------------------------------------
-
-DTYPES = ["float32", "float16", "bfloat16"]
-# worst relative error of one store, and an absolute floor, per dtype
-STORE = {"float32": (2.0**-23, 1e-6), "float16": (2.0**-10, 1e-3), "bfloat16": (2.0**-7, 1e-2)}
-
-
-def unit(rng, d):
-    v = rng.standard_normal(d)
-    return (v / np.linalg.norm(v)).astype(np.float32)
-
-
-def f32_to_bf16_bits(x):
-    """Round-to-nearest-even float32 -> bfloat16 bits (finite values)."""
-    b = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16)
-
-
-def bf16_bits_to_f32(b):
-    return (np.asarray(b, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
 def make_h(rng, shape, dtype, scale=1.0):
@@ -51,25 +34,12 @@ def make_h(rng, shape, dtype, scale=1.0):
     if dtype == "float16":
         h = x.astype(np.float16)
         return h, None, h.astype(np.float64)
-    bits = f32_to_bf16_bits(x).reshape(shape)
-    return bits, "bfloat16", bf16_bits_to_f32(bits).astype(np.float64)
-
-
-def values(h, dtype):
-    """The float64 values of h as stored."""
-    if dtype == "bfloat16":
-        return bf16_bits_to_f32(h).astype(np.float64)
-    return h.astype(np.float64)
-
-
-def dot_tol(h64, u):
-    """Bound on |float32 kernel dot - exact dot|, per row."""
-    d = h64.shape[-1]
-    return (d / 16 + 24) * np.finfo(np.float32).eps * np.abs(h64 * u).sum(-1) + 1e-30
+    bits = to_storage(x, "bfloat16").reshape(shape)
+    return bits, "bfloat16", from_storage(bits, "bfloat16")
 
 
 def assert_rows_close(got64, want64, dtype, x0=None):
-    rel, floor = STORE[dtype]
+    rel, floor = STORE_TOL[dtype]
     scale = np.abs(want64) + (0 if x0 is None else np.abs(x0))
     err = np.abs(got64 - want64)
     bad = err > rel * scale + floor
@@ -107,11 +77,11 @@ SHAPES = [(48,), (9, 48), (3, 5, 48)]
 def test_project_matches_reference(dtype, shape):
     rng = np.random.default_rng(1)
     h, dt, h64 = make_h(rng, shape, dtype)
-    u = unit(rng, shape[-1])
+    u = unit_vector(rng, shape[-1])
     p = _C.project(h, u, dtype=dt)
     assert p.dtype == np.float32 and p.shape == shape[:-1]
     want = ref.project(h64, u)
-    assert np.all(np.abs(p - want) <= dot_tol(h64, u))
+    assert np.all(np.abs(p - want) <= proj_tol(h64, u))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -119,7 +89,7 @@ def test_project_matches_reference(dtype, shape):
 def test_clamp_matches_reference(dtype, shape):
     rng = np.random.default_rng(2)
     h, dt, h64 = make_h(rng, shape, dtype)
-    u = unit(rng, shape[-1])
+    u = unit_vector(rng, shape[-1])
     rows = shape[:-1]
     lo = (rng.standard_normal(rows) * 0.5 - 0.3).astype(np.float32)
     hi = (lo + np.abs(rng.standard_normal(rows)) + 0.05).astype(np.float32)
@@ -128,12 +98,12 @@ def test_clamp_matches_reference(dtype, shape):
     h0 = h.copy()
     _C.clamp_(h, u, lo, hi, p_before=pb, p_after=pa, changed=ch, dtype=dt)
     r = ref.clamp(h64, u, lo, hi)
-    assert np.all(np.abs(pb - r.p_before[0]) <= dot_tol(h64, u))
+    assert np.all(np.abs(pb - r.p_before[0]) <= proj_tol(h64, u))
     np.testing.assert_array_equal(ch, r.changed[0])
     # rows inside the bounds are bit-for-bit the same; the others match the formula
     inside = ~np.asarray(r.changed[0])
     np.testing.assert_array_equal(h0[inside], h[inside])
-    assert_rows_close(values(h, dtype), r.out, dtype, h64)
+    assert_rows_close(from_storage(h, dtype), r.out, dtype, h64)
     # p_after is the projection of what was stored
     np.testing.assert_array_equal(pa, _C.project(h, u, dtype=dt))
 
@@ -142,16 +112,16 @@ def test_clamp_matches_reference(dtype, shape):
 def test_set_projection_matches_reference(dtype):
     rng = np.random.default_rng(3)
     h, dt, h64 = make_h(rng, (4, 6, 40), dtype)
-    u = unit(rng, 40)
+    u = unit_vector(rng, 40)
     target = rng.standard_normal((4, 1)).astype(np.float32)
     pb = np.empty((4, 6), np.float32)
     _C.set_projection_(h, u, target, p_before=pb, dtype=dt)
     r = ref.set_projection(h64, u, target)
-    assert np.all(np.abs(pb - r.p_before[0]) <= dot_tol(h64, u))
-    assert_rows_close(values(h, dtype), r.out, dtype, h64)
+    assert np.all(np.abs(pb - r.p_before[0]) <= proj_tol(h64, u))
+    assert_rows_close(from_storage(h, dtype), r.out, dtype, h64)
     # ablation: target 0 leaves (almost) nothing along u
     _C.set_projection_(h, u, 0.0, dtype=dt)
-    assert np.abs(_C.project(h, u, dtype=dt)).max() < 40 * STORE[dtype][0] * 4
+    assert np.abs(_C.project(h, u, dtype=dt)).max() < 40 * STORE_TOL[dtype][0] * 4
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -178,7 +148,7 @@ def test_bfloat16_bits_match_torch():
     _C.steer_(bits, w, np.float32(0.37), dtype="bfloat16")
     np.testing.assert_array_equal(bits, want.view(torch.int16).numpy().view(np.uint16))
     # and our own rounding helper agrees with torch on the input
-    np.testing.assert_array_equal(f32_to_bf16_bits(x), t.view(torch.int16).numpy().view(np.uint16))
+    np.testing.assert_array_equal(to_storage(x, "bfloat16"), t.view(torch.int16).numpy().view(np.uint16))
 
 
 def test_bfloat16_needs_dtype_for_uint16():
@@ -204,10 +174,10 @@ def test_ml_dtypes_bfloat16_by_name():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((3, 4, 24)).astype(np.float32)
     h = x.astype(ml_dtypes.bfloat16)
-    u = unit(rng, 24)
+    u = unit_vector(rng, 24)
     p = _C.project(h, u)
     h64 = h.astype(np.float64)
-    assert np.all(np.abs(p - h64 @ u) <= dot_tol(h64, u))
+    assert np.all(np.abs(p - h64 @ u) <= proj_tol(h64, u))
     bits = h.view(np.uint16).copy()
     _C.clamp_(h, u, 0.2)
     _C.clamp_(bits, u, 0.2, dtype="bfloat16")
@@ -218,7 +188,7 @@ def test_apply_matches_one_call_per_step():
     rng = np.random.default_rng(7)
     shape, d = (3, 10, 32), 32
     h = rng.standard_normal(shape).astype(np.float32)
-    u1, u2 = unit(rng, d), unit(rng, d)
+    u1, u2 = unit_vector(rng, d), unit_vector(rng, d)
     w = (0.1 * rng.standard_normal(d)).astype(np.float32)
     lo = rng.standard_normal((3, 10)).astype(np.float32) * 0.5 - 0.2
     hi = lo + 0.6
@@ -264,7 +234,7 @@ def test_apply_matches_one_call_per_step():
 def test_apply_broadcast_params_and_project_step():
     rng = np.random.default_rng(8)
     h = rng.standard_normal((5, 16)).astype(np.float32)
-    u = unit(rng, 16)
+    u = unit_vector(rng, 16)
     h0 = h.copy()
     params = np.array([[[0.0], [0.0]], [[-0.1], [0.1]]], np.float32)  # (K=2, 2, 1)
     p_in = np.empty(5, np.float32)
@@ -281,7 +251,7 @@ def test_apply_broadcast_params_and_project_step():
 def test_per_row_values_broadcast():
     rng = np.random.default_rng(9)
     h = rng.standard_normal((4, 6, 20)).astype(np.float32)
-    u = unit(rng, 20)
+    u = unit_vector(rng, 20)
     cases = [
         (np.float32(-0.1), 0.3),
         (rng.standard_normal((4, 1)).astype(np.float32) - 1.0, np.inf),  # per sequence
@@ -323,7 +293,7 @@ def test_strided_rows_and_untouched_padding():
     big = rng.standard_normal((3, 7, 40)).astype(np.float32)
     before = big.copy()
     h = big[:, 1:6, :32]  # padded rows, strided outer and inner
-    u = unit(rng, 32)
+    u = unit_vector(rng, 32)
     want = ref.clamp(h.astype(np.float64), u, 0.2).out
     _C.clamp_(h, u, 0.2)
     assert_rows_close(h.astype(np.float64), want, "float32", before[:, 1:6, :32].astype(np.float64))
@@ -333,7 +303,7 @@ def test_strided_rows_and_untouched_padding():
     # seq-major memory seen as (batch, seq, d): outer stride < inner stride
     mem = rng.standard_normal((6, 2, 16)).astype(np.float32)
     hb = mem.transpose(1, 0, 2)
-    v = unit(rng, 16)
+    v = unit_vector(rng, 16)
     np.testing.assert_allclose(_C.project(hb, v), hb.astype(np.float64) @ v, atol=1e-5)
     _C.set_projection_(hb, v, 0.0)
     assert np.abs(hb.astype(np.float64) @ v).max() < 1e-5
@@ -496,7 +466,7 @@ def test_output_errors():
 def test_overlap_errors_name_the_argument():
     rng = np.random.default_rng(11)
     h = rng.standard_normal((4, 8)).astype(np.float32)
-    u = unit(rng, 8)
+    u = unit_vector(rng, 8)
     p = np.empty(4, np.float32)
     with pytest.raises(ValueError, match="outputs p_before and p_after overlap"):
         _C.clamp_(h, u, 0.0, p_before=p, p_after=p)
@@ -542,7 +512,7 @@ def test_read_only_h():
 def test_mask():
     rng = np.random.default_rng(12)
     h = rng.standard_normal((3, 5, 16)).astype(np.float32)
-    u = unit(rng, 16)
+    u = unit_vector(rng, 16)
     mask = rng.random((3, 5)) > 0.3
     for m in (mask, mask.astype(np.uint8)):
         got = h.copy()
@@ -580,7 +550,7 @@ def test_nan_rows_are_left_alone():
     h = rng.standard_normal((4, 12)).astype(np.float32)
     h[1, 3] = np.nan
     h[2, 0] = np.inf
-    u = unit(rng, 12)
+    u = unit_vector(rng, 12)
     h0 = h.copy()
     ch = np.empty(4, bool)
     pb = np.empty(4, np.float32)
@@ -639,7 +609,7 @@ def test_apply_errors():
 def test_thread_count_does_not_change_bits():
     rng = np.random.default_rng(14)
     h = rng.standard_normal((2, 300, 256)).astype(np.float32)  # above PARALLEL_MIN_ELEMS
-    u = unit(rng, 256)
+    u = unit_vector(rng, 256)
     outs = []
     for threads in (1, 2, 4):
         g = h.copy()
@@ -656,7 +626,7 @@ def test_gil_is_released_two_threads():
     deadlock), while the main thread keeps running Python code."""
     rng = np.random.default_rng(15)
     hs = [rng.standard_normal((512, 512)).astype(np.float32) for _ in range(2)]
-    u = unit(rng, 512)
+    u = unit_vector(rng, 512)
     done, errors = [], []
 
     def work(h):
@@ -747,7 +717,7 @@ def _calls(h, u, lo, pb, ch, mask, dirs, params, bad_u, long_u):
 def _fixture():
     rng = np.random.default_rng(16)
     h = rng.standard_normal((6, 16)).astype(np.float32)
-    u = unit(rng, 16)
+    u = unit_vector(rng, 16)
     return dict(
         h=h,
         u=u,
@@ -857,9 +827,9 @@ def test_updates_whose_intermediate_overflows_stay_finite():
     _C.steer_(got, np.array([2e38, 0.0, 1.0, 0.0], np.float32), 3.0)
     np.testing.assert_allclose(got, [[3e38, 0.0, 3.0, 0.0]], rtol=1e-6)
     # in bfloat16 storage too (same range as float32)
-    bits = f32_to_bf16_bits(h[:1])
+    bits = to_storage(h[:1], "bfloat16")
     _C.clamp_(bits, u, 2e38, dtype="bfloat16")
-    np.testing.assert_allclose(bf16_bits_to_f32(bits)[0], [2e38, 0, 0, 0], rtol=2.0**-8)
+    np.testing.assert_allclose(from_storage(bits, "bfloat16")[0], [2e38, 0, 0, 0], rtol=2.0**-8)
 
 
 def test_value_arguments_refuse_what_would_change_their_meaning():

@@ -34,6 +34,21 @@ def test_top_level_help_lists_the_steps(capsys):
         assert step in out
 
 
+def test_info_describes_the_blocks_of_a_model_from_its_config(tmp_path, capsys):
+    import transformers
+
+    folder = tmp_path / "t5"
+    transformers.T5Config(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=4, num_decoder_layers=2,
+                          num_heads=4).save_pretrained(folder)
+    assert main(["info", "--model", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "stack:    decoder" in out and "2 at decoder.block (T5Block)" in out and "decoder_attention_mask" in out
+    assert main(["info", "--model", str(folder), "--stack", "encoder"]) == 0
+    assert "4 at encoder.block" in capsys.readouterr().out
+    assert main(["info"]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
 def test_errors_name_the_file_and_exit_2(tmp_path, capsys):
     assert main(["info", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors" in capsys.readouterr().err

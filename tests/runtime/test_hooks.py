@@ -4,6 +4,7 @@ random-weight models of every supported architecture."""
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -11,11 +12,14 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from torch._dynamo.utils import counters  # noqa: E402
+from transformers import CompileConfig  # noqa: E402
+
 from axis_steer.errors import AxisSteerError  # noqa: E402
 from axis_steer.pipeline.extract import residual_norms  # noqa: E402
 from axis_steer.runtime import formats  # noqa: E402
 from axis_steer.runtime.hooks import Attachment  # noqa: E402
-from axis_steer.runtime.models import find_layers  # noqa: E402
+from axis_steer.runtime.models import describe, find_layers  # noqa: E402
 from axis_steer.runtime.reference import reference_style_cap_hook  # noqa: E402
 
 from zoo import (  # noqa: E402
@@ -32,6 +36,14 @@ from zoo import (  # noqa: E402
 )
 
 torch.set_num_threads(1)
+
+#: projections of the same tokens computed in two ways (a batch and each row
+#: alone, with and without a cache) agree to within this on each device
+ATOL = {"cpu": 2e-5, "cuda": 1e-4}
+
+
+def _model_on(device, arch="llama"):
+    return tiny_model(arch).to(device)
 
 
 def unit(v):
@@ -134,31 +146,40 @@ def test_tokens_above_the_floor_are_untouched():
     assert not torch.equal(capped[~above], base[~above])
 
 
-def test_generation_with_and_without_cache_is_identical():
-    model = tiny_model("llama")
+def test_generation_with_and_without_cache_is_identical(device):
+    model = _model_on(device)
     axis = random_axis()
-    taus = thresholds_from(model, axis, [1, 2, 3])
-    ids, am = batch(3)
+    layers = [1, 2, 3]
+    taus = thresholds_from(model, axis, layers)
+    ids, am = batch(3, device=device)
     att = Attachment(model, axis)
-    att.cap([1, 2, 3], taus)
+    att.cap(layers, taus)
     mon = att.monitor([2])
+    assert att._programs[1].dirs.device.type == device.type
     with att:
+        seen = Capture(model, layers)  # registered after: sees the capped outputs
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=am)
+        seen.close()
+        for i in layers:
+            p = seen.cat(i) @ unit(axis[i]).to(device)
+            assert bool((p[am.bool()] >= taus[i] - 1e-4).all()), i
         a = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=8, do_sample=False)
         ra = mon.readings()
         b = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=8, do_sample=False, use_cache=False)
         rb = mon.readings()
     assert torch.equal(a, b)
-    np.testing.assert_allclose(ra.p_in, rb.p_in, atol=2e-5, equal_nan=True)
-    assert ra.fired.any()
+    np.testing.assert_allclose(ra.p_in, rb.p_in, atol=ATOL[device.type], equal_nan=True)
+    assert ra.fired.any() and np.isnan(ra.p_in[0, :, :2]).all()
 
 
-def test_left_padded_batch_equals_each_sequence_alone():
-    model = tiny_model("qwen2")
+def test_left_padded_batch_equals_each_sequence_alone(device):
+    model = _model_on(device, "qwen2")
     axis = random_axis()
     taus = thresholds_from(model, axis, [1, 2])
     g = torch.Generator().manual_seed(9)
     seqs = [torch.randint(3, VOCAB, (n,), generator=g) for n in (5, 9, 7)]
-    ids, am = left_padded(seqs)
+    ids, am = left_padded(seqs, device)
     width = ids.shape[1]
     att = Attachment(model, axis)
     att.cap([1, 2], taus)
@@ -167,12 +188,13 @@ def test_left_padded_batch_equals_each_sequence_alone():
         out = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=6, do_sample=False)
         rb = mon.readings()
         for r, s in enumerate(seqs):
-            alone = model.generate(input_ids=s[None], attention_mask=torch.ones(1, len(s), dtype=torch.long),
+            alone = model.generate(input_ids=s[None].to(device),
+                                   attention_mask=torch.ones(1, len(s), dtype=torch.long, device=device),
                                    max_new_tokens=6, do_sample=False)
             ra = mon.readings()
             assert torch.equal(alone[0, len(s):], out[r, width:]), r
-            np.testing.assert_allclose(ra.row(0, 1), rb.row(r, 1), atol=2e-5)
-            np.testing.assert_allclose(ra.row(0, 2, "p_out"), rb.row(r, 2, "p_out"), atol=2e-5)
+            np.testing.assert_allclose(ra.row(0, 1), rb.row(r, 1), atol=ATOL[device.type])
+            np.testing.assert_allclose(ra.row(0, 2, "p_out"), rb.row(r, 2, "p_out"), atol=ATOL[device.type])
             assert np.array_equal(ra.row(0, 2, "fired"), rb.row(r, 2, "fired"))
     assert rb.valid.sum(1).tolist() == [len(s) + 5 for s in seqs]
 
@@ -533,3 +555,275 @@ def test_per_row_values_must_match_the_batch():
     att.clear_rows()
     with att, torch.no_grad():
         model(input_ids=torch.randint(3, VOCAB, (5, 4)))
+
+
+# ---- compiled generation on each device ---------------------------------------------------------
+
+
+def test_compiled_static_generate_matches_eager_without_breaks_or_recompiles(device):
+    """generate(cache_implementation="static") compiles the decode step (on
+    CUDA: inductor with CUDA graphs). Hooks attached before the first call;
+    retuning thresholds and switching capping off and on between calls must
+    not recompile, and every output equals eager capping (greedy, float32),
+    monitoring readings included."""
+    model = _model_on(device)
+    axis = random_axis()
+    layers = [1, 2]
+    taus = thresholds_from(model, axis, layers)
+    taus2 = {i: t + 0.25 for i, t in taus.items()}
+    ids, am = batch(4, b=2, s=6, pad=(0, 0), device=device)
+    n_new = 10
+    if device.type == "cuda":
+        cfg = CompileConfig()  # inductor, mode="reduce-overhead"
+    else:  # the CPU: dynamo only, forced on
+        cfg = CompileConfig(backend="eager", mode=None)
+        cfg._compile_all_devices = True
+    att = Attachment(model, axis)
+    cap = att.cap(layers, taus)
+    mon = att.monitor([2]).prepare(batch=2, capacity=ids.shape[1] + n_new, device=device)
+    kw = dict(input_ids=ids, attention_mask=am, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False)
+    torch._dynamo.reset()
+    counters.clear()
+    with att:
+        eager = {}
+        eager["taus"] = model.generate(**kw)
+        eager_readings = mon.readings()
+        cap.set_thresholds(taus2)
+        eager["taus2"] = model.generate(**kw)
+        cap.disable()
+        eager["off"] = model.generate(**kw)
+        cap.enable()
+        cap.set_thresholds(taus)
+        compiled = {"taus": model.generate(**kw, cache_implementation="static", compile_config=cfg)}
+        compiled_readings = mon.readings()
+        graphs = counters["stats"]["unique_graphs"]
+        assert graphs >= 1, "generate did not compile the decode step"
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            cap.set_thresholds(taus2)
+            compiled["taus2"] = model.generate(**kw, cache_implementation="static", compile_config=cfg)
+            cap.disable()
+            compiled["off"] = model.generate(**kw, cache_implementation="static", compile_config=cfg)
+            cap.enable()
+            cap.set_thresholds(taus)
+            compiled["again"] = model.generate(**kw, cache_implementation="static", compile_config=cfg)
+    breaks = sum(counters["graph_break"].values())
+    assert breaks == 0, f"graph breaks: {dict(counters['graph_break'])}"
+    assert counters["stats"]["unique_graphs"] == graphs, "retuning recompiled"
+    assert not torch.equal(eager["taus"], eager["off"]), "capping changed nothing: the test proves nothing"
+    for k in ("taus", "taus2", "off"):
+        assert torch.equal(compiled[k], eager[k]), k
+    assert torch.equal(compiled["again"], eager["taus"])
+    for field in ("p_in", "p_out"):
+        np.testing.assert_allclose(getattr(compiled_readings, field), getattr(eager_readings, field), atol=2e-4,
+                                   equal_nan=True)
+    assert np.array_equal(compiled_readings.fired, eager_readings.fired)
+    torch._dynamo.reset()
+
+
+# ---- which tokens: masks of every form, caches, threads ---------------------------------------
+
+
+def _capped_run(model, att, **kw):
+    """Logits, readings, and the capped blocks' outputs of one forward."""
+    cap = Capture(model, [1, 2])
+    with att, torch.no_grad():
+        logits = model(**kw).logits
+    cap.close()
+    return logits, att._monitors[0].readings() if att._monitors else None, {i: cap.cat(i) for i in (1, 2)}
+
+
+def test_a_4d_additive_mask_reads_as_its_2d_mask():
+    """A pipeline's own 4-D mask (additive float, or boolean) marks the same pads as the 2-D mask."""
+    model = tiny_model("llama")
+    axis = random_axis()
+    taus = thresholds_from(model, axis, [1, 2])
+    ids, am = batch(14, b=3, pad=(3, 0, 1))
+    n = ids.shape[1]
+    allowed = torch.tril(torch.ones(n, n, dtype=torch.bool))[None, None] & am.bool()[:, None, None, :]
+    four_d = {
+        "additive": torch.where(allowed, 0.0, torch.finfo(torch.float32).min),
+        "bool": allowed,
+    }
+    att = Attachment(model, axis)
+    att.cap([1, 2], taus)
+    att.monitor([1, 2])
+    want_logits, want, want_h = _capped_run(model, att, input_ids=ids, attention_mask=am)
+    for name, m in four_d.items():
+        logits, got, h = _capped_run(model, att, input_ids=ids, attention_mask=m)
+        assert np.array_equal(got.valid, am.bool().numpy()), name
+        np.testing.assert_allclose(got.p_in, want.p_in, atol=1e-5, equal_nan=True, err_msg=name)
+        real = am.bool()
+        for i in (1, 2):
+            torch.testing.assert_close(h[i][real], want_h[i][real])
+            assert torch.equal(h[i][~real], want_h[i][~real]) or name  # pads as the model left them
+        torch.testing.assert_close(logits[real], want_logits[real], atol=1e-5, rtol=1e-5)
+
+
+def test_static_cache_generation_reads_padding_from_the_4d_mask():
+    """generate(cache_implementation="static") hands every step a 4-D mask over the
+    whole cache; the pads stay uncapped and unrecorded, as with a dynamic cache."""
+    model = tiny_model("llama")
+    axis = random_axis()
+    taus = thresholds_from(model, axis, [1, 2])
+    ids, am = batch(15, b=2, pad=(3, 0))
+    att = Attachment(model, axis)
+    att.cap([1, 2], taus)
+    mon = att.monitor([1]).prepare(batch=2, capacity=16)
+    kw = dict(input_ids=ids, attention_mask=am, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    compile_cfg = CompileConfig(backend="eager", mode=None)
+    compile_cfg._compile_all_devices = True  # compile the decode step on the CPU too (dynamo only)
+    torch._dynamo.reset()
+    counters.clear()
+    with att:
+        dyn = model.generate(**kw)
+        r_dyn = mon.readings()
+        for compiled in (False, True):
+            extra = {"compile_config": compile_cfg} if compiled else {"disable_compile": True}
+            static = model.generate(**kw, cache_implementation="static", **extra)
+            r_static = mon.readings()
+            assert torch.equal(dyn, static), compiled
+            assert np.array_equal(r_dyn.valid, r_static.valid) and not r_static.valid[0, :3].any()
+            np.testing.assert_allclose(r_dyn.p_in, r_static.p_in, atol=2e-5, equal_nan=True)
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]
+    torch._dynamo.reset()
+
+
+def test_threads_running_forwards_with_different_padding_equal_serial_runs():
+    model = tiny_model("qwen2")
+    axis = random_axis()
+    taus = thresholds_from(model, axis, [1, 2])
+    att = Attachment(model, axis)
+    att.cap([1, 2], taus)
+    inputs = [batch(20 + k, b=2, s=6 + k, pad=(k, 0)) for k in range(4)]
+    with att, torch.no_grad():
+        serial = [model(input_ids=i, attention_mask=m).logits for i, m in inputs]
+        results: dict[int, list] = {k: [] for k in range(4)}
+        start = threading.Barrier(4)
+
+        def work(k):
+            start.wait()
+            for _ in range(10):
+                results[k].append(model(input_ids=inputs[k][0], attention_mask=inputs[k][1]).logits)
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for k, (_, m) in enumerate(inputs):
+        assert len(results[k]) == 10
+        for out in results[k]:
+            assert torch.equal(out[m.bool()], serial[k][m.bool()]), k
+
+
+def test_a_monitor_refuses_a_second_thread_while_it_records():
+    model = tiny_model("llama")
+    att = Attachment(model, random_axis())
+    mon = att.monitor([1])
+    blocks = find_layers(model).blocks
+    inside, release = threading.Event(), threading.Event()
+    ids, am = batch(21)
+
+    def hold(mod, args, out):
+        if threading.current_thread() is not threading.main_thread():
+            inside.set()
+            release.wait(10)
+
+    handle = blocks[2].register_forward_hook(hold)
+    errors = []
+
+    def first():
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=am)
+
+    with att:
+        t = threading.Thread(target=first)
+        t.start()
+        assert inside.wait(10)
+        with pytest.raises(AxisSteerError, match="another thread"), torch.no_grad():
+            model(input_ids=ids, attention_mask=am)  # the main thread, while the other records
+        release.set()
+        t.join()
+        handle.remove()
+        r = mon.readings()  # the other thread's forward, complete
+        assert np.array_equal(r.valid, am.bool().numpy())
+        # a thread that continues a sequence another thread replaced is refused too
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=am, use_cache=True)
+
+        def other():
+            try:
+                with torch.no_grad():
+                    model(input_ids=ids, attention_mask=am)
+            except AxisSteerError as exc:  # pragma: no cover - must not happen
+                errors.append(exc)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        step = torch.full((2, 1), 5)
+        with pytest.raises(AxisSteerError, match="started by another thread"), torch.no_grad():
+            model(input_ids=step, attention_mask=torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1),
+                  past_key_values=out.past_key_values)
+    assert not errors
+
+
+# ---- stacks, discovery report, refusals ---------------------------------------------------------
+
+
+def _t5(encoder_layers=4, decoder_layers=2):
+    cfg = transformers.T5Config(vocab_size=VOCAB, d_model=HIDDEN, d_kv=8, d_ff=64, num_layers=encoder_layers,
+                                num_decoder_layers=decoder_layers, num_heads=4, decoder_start_token_id=0)
+    torch.manual_seed(0)
+    return transformers.T5ForConditionalGeneration(cfg).eval()
+
+
+def test_encoder_decoder_models_cap_the_decoder_unless_told_the_encoder():
+    model = _t5()
+    dec = Attachment(model, random_axis(2, HIDDEN))
+    assert dec._layers.blocks is model.decoder.block and dec._layers.stack == "decoder"
+    enc = Attachment(model, random_axis(4, HIDDEN), stack="encoder")
+    assert enc._layers.blocks is model.encoder.block and enc._layers.stack == "encoder"
+    with pytest.raises(ValueError, match="does not fit"):
+        Attachment(model, random_axis(4, HIDDEN))  # an encoder-length axis does not pick the encoder
+    with pytest.raises(ValueError, match="'decoder' or 'encoder'"):
+        Attachment(model, stack="middle")
+    with pytest.raises(ValueError, match="not an encoder-decoder"):
+        Attachment(tiny_model("llama"), stack="encoder")
+    # the decoder reads the decoder's mask, not the encoder's
+    ids, am = batch(22, b=2, s=7, pad=(2, 0))
+    dec_ids, dam = batch(23, b=2, s=5, pad=(0, 1))
+    mon = dec.monitor([0, 1])
+    with dec, torch.no_grad():
+        model(input_ids=ids, attention_mask=am, decoder_input_ids=dec_ids, decoder_attention_mask=dam)
+    assert np.array_equal(mon.readings().valid, dam.bool().numpy())
+    mon = enc.monitor([0])
+    with enc, torch.no_grad():
+        model(input_ids=ids, attention_mask=am, decoder_input_ids=dec_ids, decoder_attention_mask=dam)
+    assert np.array_equal(mon.readings().valid, am.bool().numpy())
+
+
+def test_describe_says_what_is_hooked_and_how_padding_is_read():
+    model = tiny_model("llama")
+    text = str(describe(model))
+    assert "4 at model.layers (LlamaDecoderLayer)" in text and "the only stack" in text
+    assert "2-D attention_mask LlamaModel.forward gets" in text and "4-D" in text
+    d = describe(_t5(), stack="encoder").to_dict()
+    assert d["stack"] == "encoder" and d["path"] == "encoder.block" and d["n_layers"] == 4
+    assert "the 2-D attention_mask that T5ForConditionalGeneration.forward gets" in " ".join(d["padding"])
+    assert "decoder_attention_mask" in " ".join(describe(_t5()).padding)
+    att = Attachment(model, random_axis())
+    att.cap(1, 0.0)
+    ids, am = batch(24)
+    with att, torch.no_grad():
+        model(input_ids=ids, attention_mask=am)
+        assert "last call (this thread): 2 x 7 tokens, padding from the backbone's 2-D attention_mask" in att.describe()
+
+
+def test_layouts_without_one_residual_stream_are_refused_at_attach_time():
+    cfg = transformers.XLNetConfig(vocab_size=VOCAB, d_model=HIDDEN, n_layer=2, n_head=4, d_inner=64)
+    with pytest.raises(AxisSteerError, match="XLNetLMHeadModel .* is not supported: its blocks are sequence-first"):
+        Attachment(transformers.XLNetLMHeadModel(cfg))
+    cfg = transformers.XLMConfig(vocab_size=VOCAB, emb_dim=HIDDEN, n_layers=2, n_heads=4)
+    with pytest.raises(AxisSteerError, match="parallel lists .*layers='transformer.layer_norm2'"):
+        Attachment(transformers.XLMWithLMHeadModel(cfg))

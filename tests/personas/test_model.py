@@ -28,7 +28,7 @@ from axis_steer.personas import (
     style_score,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_persona_data():
