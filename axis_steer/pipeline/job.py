@@ -248,7 +248,11 @@ class JobSummary:
                 "steps (wall s / CPU s / load): "
                 + ", ".join(
                     f"{k} {self.timings[k]:.0f}"
-                    + (f"/{self.cpu_seconds[k]:.0f}/{self.load_average[k]:.1f}" if k in self.cpu_seconds else "")
+                    + (
+                        f"/{self.cpu_seconds[k]:.0f}/{self.load_average.get(k, math.nan):.1f}"
+                        if k in self.cpu_seconds
+                        else ""
+                    )
                     for k in steps
                 )
             )
@@ -886,7 +890,7 @@ def main_job(
             name = model_name_of(m)
             judge = EmbeddingJudge(builtin_roles(), self_names=[name] if name else ())
         scorer = JudgeScorer(judge, labelled_answers())
-        load_s, load_cpu = time.perf_counter() - t0, time.process_time() - c0
+        load_s, load_cpu, load_avg = time.perf_counter() - t0, time.process_time() - c0, _load_average()
         summary = run_job(
             m, tok, out, data=main_data(quick), judge=judge, scorer=scorer, settings=settings, device=device,
             model_label=str(model),
@@ -895,6 +899,7 @@ def main_job(
         torch.set_num_threads(threads_before)
     summary.timings = {"load": round(load_s, 1), **summary.timings}
     summary.cpu_seconds = {"load": round(load_cpu, 1), **summary.cpu_seconds}
+    summary.load_average = {"load": round(load_avg, 2), **summary.load_average}
     summary.seconds = time.perf_counter() - t0
     (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=1, default=str))
     return summary

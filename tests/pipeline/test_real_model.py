@@ -78,7 +78,8 @@ def test_the_whole_path_ran_and_wrote_its_files(job):
     assert s.window == (22, 25) and s.layer == 15  # the library's defaults for 30 layers
     for step in ("load", "axis", "heldout", "calibrate", "steering", "capped", "capability"):
         assert js["timings"][step] >= 0 and js["cpu_seconds"][step] >= 0, step
-    assert set(js["load_average"]) == set(js["cpu_seconds"]) - {"load"}
+    assert set(js["load_average"]) == set(js["cpu_seconds"])
+    assert any(line.startswith("steps (wall s / CPU s / load): ") for line in s.lines())
     assert all(t["tokens"] > 0 and t["batch_size"] >= 1 and t["cpu_share"] > 0 for t in js["throughput"])
     assert js["cpu_seconds"]["axis"] <= 2 * js["timings"]["axis"] * max(js["threads"].values()) + 1
     lines = s.lines()
