@@ -18,7 +18,7 @@ TEST_CFLAGS = -std=c11 -Wall -Wextra -Werror -ffp-contract=off -fno-fast-math -f
 ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -g -O1 -fno-omit-frame-pointer
 
 CORE_SRC = csrc/core/validate.c csrc/core/programs.c csrc/core/cpu.c
-CORE_HDR = csrc/axis_steer.h csrc/core/internal.h csrc/core/convert.h
+CORE_HDR = csrc/axis_steer.h csrc/core/internal.h csrc/core/convert.h csrc/core/latch.h
 TEST_SRC = csrc/tests/test_core.c
 
 .PHONY: test-core test-core-asan test-cuda-emulated clean-core

@@ -3,7 +3,7 @@
 # errors, for the architectures the build targets, then links the objects
 # with the C core they share code with (csrc/core/*.c: validate.c,
 # programs.c and what they call) into a shared object with --no-undefined, to
-# prove that every axs_ symbol resolves and that the five CUDA entry points of
+# prove that every axs_ symbol resolves and that the six CUDA entry points of
 # csrc/axis_steer.h are exported. Needs nvcc, not a GPU: nothing built here is run.
 #
 #   AXIS_STEER_CUDA_ARCHS  CUDA architectures, "80;90" by default (as setup.py)
@@ -85,7 +85,7 @@ if [ -n "$undefined" ]; then
   echo "$undefined" >&2
   exit 1
 fi
-cuda_entries=(axs_project_cuda axs_clamp_cuda_ axs_set_projection_cuda_ axs_steer_cuda_ axs_apply_cuda_)
+cuda_entries=(axs_project_cuda axs_clamp_cuda_ axs_set_projection_cuda_ axs_steer_cuda_ axs_apply_cuda_ axs_latch_apply_cuda_)
 for sym in "${cuda_entries[@]}"; do
   if ! nm -D --defined-only "$so" | awk '{print $NF}' | grep -qx "$sym"; then
     echo "check_cuda: $sym is not exported by the shared object" >&2

@@ -7,12 +7,17 @@ so that drift in the machine's speed hits them all alike:
 * ``none``       no hooks;
 * ``axis_steer`` capping 4 layers with :class:`axis_steer.runtime.hooks.Attachment`;
 * ``+monitor``   the same plus monitoring those layers;
+* ``+latch``     the same caps under a drift policy (``att.latch`` at the first
+  capped layer, window 8, k 3, with a threshold every sequence crosses at once,
+  so the caps run on every token after the third, as plain capping does): the
+  latch's scan runs in the first layer's fused call;
 * ``reference``  reference-style hooks on the same 4 layers (einsum projection,
   clamp, einsum outer product, subtract: the released code's formula).
 
 Printed: median time per token of each, the time each adds over ``none``, and
 the ratios of added time (targets: axis_steer's added time <= 1/3 of the
-reference's; with monitoring <= 1/2).
+reference's; with monitoring <= 1/2; with a drift policy within 10% of plain
+capping's added time).
 
 Both the end-to-end figures and an isolated measurement are printed: the
 isolated one calls the hooks directly on decode-shaped tensors many times (the
@@ -53,7 +58,7 @@ def build(hidden: int, layers: int, vocab: int) -> torch.nn.Module:
     return model
 
 
-def isolated_costs(model, att, att_mon, ref_hooks, capped, ids, calls: int = 4000) -> dict:
+def isolated_costs(model, atts: dict, ref_hooks, capped, ids, calls: int = 4000) -> dict:
     """Microseconds per decode step that each configuration's hooks add: the
     backbone pre-hook (once per step) and the layer hooks (once per capped
     layer), called directly on decode-shaped tensors, many times."""
@@ -61,7 +66,15 @@ def isolated_costs(model, att, att_mon, ref_hooks, capped, ids, calls: int = 400
     d = found.hidden_size
     out = {}
     x = torch.randn(1, 1, d)
-    kwargs = {"input_ids": ids[:, :1], "attention_mask": torch.ones(1, ids.shape[1] + 1, dtype=torch.long)}
+    past = ids.shape[1]
+    cache = transformers.DynamicCache()
+    with torch.no_grad():  # a cache holding the prompt: the calls are decode steps
+        model(input_ids=ids, past_key_values=cache, use_cache=True)
+    kwargs = {
+        "input_ids": ids[:, :1],
+        "attention_mask": torch.ones(1, past + 1, dtype=torch.long),
+        "past_key_values": cache,
+    }
 
     def timed(fn) -> float:
         for _ in range(200):
@@ -82,7 +95,7 @@ def isolated_costs(model, att, att_mon, ref_hooks, capped, ids, calls: int = 400
 
         return step
 
-    for name, a in (("axis_steer", att), ("+monitor", att_mon)):
+    for name, a in atts.items():
         with a, torch.no_grad():
             pairs = [(found.blocks[i], h) for i in capped for h in found.blocks[i]._forward_hooks.values()]
             out[name] = timed(ours(a._hooks, pairs))
@@ -128,6 +141,9 @@ def main() -> None:
     att_mon = Attachment(model, axis)
     att_mon.cap(capped, taus)
     att_mon.monitor(capped)
+    att_latch = Attachment(model, axis)
+    pol = att_latch.latch(capped[0], 1e6, k=3, window=8)  # every token is below: latched from the fourth
+    att_latch.cap(capped, taus, policy=pol)
     blocks = find_layers(model).blocks
     ref_hooks = [(i, reference_style_cap_hook([(-axis[i], -taus[i])])) for i in capped]
 
@@ -152,6 +168,9 @@ def main() -> None:
         if name == "+monitor":
             with att_mon:
                 return generate()
+        if name == "+latch":
+            with att_latch:
+                return generate()
         handles = [blocks[i].register_forward_hook(h) for i, h in ref_hooks]
         try:
             return generate()
@@ -159,8 +178,8 @@ def main() -> None:
             for h in handles:
                 h.remove()
 
-    isolated = isolated_costs(model, att, att_mon, ref_hooks, capped, ids)
-    names = ["none", "axis_steer", "+monitor", "reference"]
+    isolated = isolated_costs(model, {"axis_steer": att, "+monitor": att_mon, "+latch": att_latch}, ref_hooks, capped, ids)
+    names = ["none", "axis_steer", "+monitor", "+latch", "reference"]
     for name in names:  # warm-up
         run(name)
     times = {n: [] for n in names}
@@ -180,15 +199,19 @@ def main() -> None:
     ref = added["reference"]
     r1 = added["axis_steer"] / ref if ref > 0 else float("nan")
     r2 = added["+monitor"] / ref if ref > 0 else float("nan")
-    print(f"end to end: axis_steer added / reference added = {r1:.2f}; with monitoring {r2:.2f} "
+    r3 = added["+latch"] / added["axis_steer"] if added["axis_steer"] > 0 else float("nan")
+    print(f"end to end: axis_steer added / reference added = {r1:.2f}; with monitoring {r2:.2f}; "
+          f"latched / plain capping added {r3:.2f} "
           f"(paired medians over {args.rounds} rounds; the step time's noise is of the order of the added time)")
     print()
     print("isolated, per decode step (the hooks called on a (1, 1, d) output, as generate calls them):")
-    for n in ("axis_steer", "+monitor", "reference"):
+    for n in ("axis_steer", "+monitor", "+latch", "reference"):
         print(f"{n:>11} | {isolated[n]:>8.1f} us/token added ({isolated[n] / (1e6 * med['none']) * 100:.3f}% of a step)")
     i1 = isolated["axis_steer"] / isolated["reference"]
     i2 = isolated["+monitor"] / isolated["reference"]
+    i3 = isolated["+latch"] / isolated["axis_steer"]
     print(f"axis_steer added / reference added = {i1:.2f} (target <= 0.33); with monitoring {i2:.2f} (target <= 0.50)")
+    print(f"with a drift policy / plain capping added = {i3:.2f} (target <= 1.10)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -198,6 +221,7 @@ def main() -> None:
                     "added_us_isolated": isolated,
                     "ratio": i1,
                     "ratio_monitor": i2,
+                    "ratio_latch_to_capping": i3,
                 },
                 f,
                 indent=1,

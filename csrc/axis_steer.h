@@ -22,7 +22,14 @@
  *   steer            h[r] <- h[r] + alpha * w        (w any vector)
  *
  * and axs_apply_, which runs a short program of these steps on each row in
- * one pass, each step seeing the result of the previous one.
+ * one pass, each step seeing the result of the previous one. A step may be
+ * gated: on a row whose gate byte is 0 it is skipped (axs_gate).
+ *
+ * Drift latches (axs_latch_apply_) keep a small state per sequence (per
+ * outer index o) across calls and decide, token by token, whether gated
+ * steps run: a latch watches the projection of each real token on a
+ * detection direction and opens its gate once the sequence has drifted
+ * below a threshold (see "Drift latches" below).
  *
  * Rules shared by every operation
  * -------------------------------
@@ -68,11 +75,64 @@
  * space). Calls whose extents overflow are rejected (AXS_EINVAL) before any
  * memory is touched; the arithmetic that checks them cannot overflow.
  *
- * Entry points: the CPU and CUDA halves have the same five, with the same
+ * Entry points: the CPU and CUDA halves have the same six, with the same
  * arguments and the same contract; the CPU ones end in n_threads, the CUDA
  * ones in a stream and a _cuda infix. The four single operations are
  * one-step programs of apply_, defined once for both halves
- * (csrc/core/programs.c).
+ * (csrc/core/programs.c); apply_ is latch_apply_ without latches, and the
+ * latches' state machine is one piece of code both halves compile
+ * (csrc/core/latch.h).
+ *
+ * Drift latches
+ * -------------
+ * A latch (axs_latch) belongs to a call of axs_latch_apply_ and runs before
+ * its steps. Its columns: token (o, i) of the call is column c = *offset + i
+ * of the latch's history arrays p and gate ((n_outer, capacity) each);
+ * *offset is the number of tokens the sequences held before this call (the
+ * cache's past length), so successive calls - a prompt, then one token per
+ * decode step - append to the same arrays. Tokens whose column falls outside
+ * [0, capacity) are neither recorded nor scanned, and their gate reads 0.
+ *
+ * 1. Reset: a call with *offset == 0 starts new sequences, and every
+ *    sequence's state is reset first (the reset values are listed with the
+ *    state slots below).
+ * 2. Detection: each real token's projection on the latch's unit direction,
+ *    x = <h[o][i], dir> (float32, the projection steps compute), is stored at
+ *    p[o][c]; padding stores NaN. h is read before any step of the call.
+ * 3. Scan: each sequence then goes through its real tokens of the call in
+ *    order (padding is skipped: it never advances the state and its gate is
+ *    0). For a real token at column c:
+ *      gate[o][c] = latched && phase_open        (the state BEFORE token c)
+ *    and then the state advances with the token's signal s:
+ *      window W == 1: s = x;
+ *      W > 1: s = the mean of the last W finite x of the sequence, once W
+ *             have been seen since the reset (NaN before); a non-finite x
+ *             leaves the window as it is and gives s = NaN. The mean is a
+ *             running float64 sum, sum = (sum + x) - x_oldest (sum + x
+ *             while filling), divided by W;
+ *      no direction (dir == NULL): s = NaN (the state never changes).
+ *    if not latched:  run = s < threshold ? run + 1 : 0;
+ *                     if run >= k: latched = 1, run = up = 0, count += 1,
+ *                     and latched_at = c if it was -1;
+ *    if latched:      up = s > release ? up + 1 : 0;
+ *                     if up >= release_k: latched = 0, run = up = 0.
+ *    Comparisons are in float64 with the float32 parameters; NaN compares
+ *    false, so a NaN signal resets the counter it meets, a NaN threshold
+ *    never latches and a NaN release never releases. So a step gated by the
+ *    latch runs on a token only once the latch fired on an EARLIER token:
+ *    from the next token on.
+ * 4. Phase: a call is a decode step when it holds one token per sequence
+ *    (n_inner == 1) and continues sequences (*offset > 0); any other call is
+ *    a prompt. phase_open is params[AXS_LATCH_GENERATED] on decode steps and
+ *    params[AXS_LATCH_PROMPT] on prompts (nonzero = open).
+ *
+ * Consequently a step at the same call reading the latch's gate (axs_gate
+ * with the latch's gate array, offset and capacity) sees, for every token,
+ * whether the sequence had latched before it, whatever the number of tokens
+ * per call: a prompt processed in one call or token by token gives the same
+ * gates (when the two phases are open alike). State, parameters and histories are caller-owned
+ * memory (device memory for CUDA calls), so they survive from call to call and nothing changes on
+ * the host between decode steps.
  */
 #ifndef AXIS_STEER_H
 #define AXIS_STEER_H
@@ -84,10 +144,13 @@ extern "C" {
 #endif
 
 #define AXS_VERSION_MAJOR 0
-#define AXS_VERSION_MINOR 2
+#define AXS_VERSION_MINOR 3
 
 /* Most steps one axs_apply_ call runs on each row. */
 #define AXS_MAX_STEPS 16
+
+/* Most latches one axs_latch_apply_ call runs. */
+#define AXS_MAX_LATCHES 4
 
 /* Rows below this many elements (n_rows * d) run on one thread: an OpenMP
  * parallel region costs more than the work. */
@@ -144,19 +207,37 @@ typedef struct {
   int64_t stride_outer, stride_inner;
 } axs_bout;
 
+/* A byte per row that switches a step on (nonzero) or off (0) there. Row
+ * (o, i) reads data[o * stride_outer + c * stride_inner] with c = i, or,
+ * with an offset (a single int64 in the same memory as h), c = *offset + i
+ * in a gate of `capacity` columns; a column outside [0, capacity) reads 0.
+ * A latch's gate is read with the latch's offset and capacity. data == NULL
+ * means "no gate": the step runs on every row. */
+typedef struct {
+  const uint8_t *data;
+  int64_t stride_outer, stride_inner;
+  const int64_t *offset;
+  int64_t capacity;
+} axs_gate;
+
 /* One step of a program. dir: (d,) float32, unit norm for PROJECT, CLAMP
  * and SET (checked on the CPU: | ||dir|| - 1 | <= AXS_UNIT_TOL), any finite
  * vector for STEER. Per-step outputs are optional:
  *   p_before  <h, dir> when the step starts
  *   p_after   <h, dir> when it ends (recomputed from the stored row when
  *             the step wrote it, so it includes the storage rounding)
- *   changed   1 where the step wrote the row */
+ *   changed   1 where the step wrote the row
+ * gate: optional. On a row whose gate reads 0 the step is skipped: it does
+ * not write the row or fire, its changed flag is 0, and its p_before and
+ * p_after both report the row's projection on dir at that point (computed
+ * only when one of them, or the record's p_in for step 0, is wanted). */
 typedef struct {
   axs_op op;
   const float *dir;
   axs_fin a, b;
   axs_fout p_before, p_after;
   axs_bout changed;
+  axs_gate gate;
 } axs_step;
 
 /* What monitoring records, about the direction of step 0:
@@ -182,6 +263,67 @@ typedef struct {
 
 #define AXS_UNIT_TOL 1e-3f
 
+/* A drift latch (see "Drift latches" at the top). All arrays are float32 /
+ * int64 / bytes in the memory of h (device memory for CUDA calls); row o of
+ * a per-sequence array starts at element o * its stride.
+ *   dir       (d,) unit detection direction, or NULL (no detection: the
+ *             state keeps its reset values; with params[AXS_LATCH_START] = 1
+ *             that gates by phase alone)
+ *   params    AXS_LATCH_NPARAMS float32 values, indexed by axs_latch_param
+ *   state     (n_outer, AXS_LATCH_NSTATE) int64, read and written
+ *   ring      (n_outer, window) float32, the window's values (window > 1
+ *             only; may be NULL when window == 1)
+ *   p         (n_outer, capacity) float32 detection projections, written
+ *             at the call's columns (required with a direction)
+ *   gate      (n_outer, capacity) bytes 0 / 1, written at the call's columns
+ *   offset    the column of the call's first token (required)
+ * The latch's arrays must not overlap h, each other, or any output. */
+typedef struct {
+  const float *dir;
+  const float *params;
+  int64_t *state;
+  int64_t state_stride;
+  float *ring;
+  int64_t ring_stride;
+  int64_t window;
+  float *p;
+  int64_t p_stride;
+  uint8_t *gate;
+  int64_t gate_stride;
+  const int64_t *offset;
+  int64_t capacity;
+} axs_latch;
+
+/* The float32 parameters of a latch, params[AXS_LATCH_...]. k and
+ * release_k are whole numbers >= 1 (checked on the CPU; on the device a
+ * value below 1 or NaN acts as 1, a fraction is rounded down); the phase
+ * and start flags are 0 or 1 (checked on the CPU; nonzero is 1 on the
+ * device). */
+typedef enum {
+  AXS_LATCH_THRESHOLD = 0, /* a token is low when its signal < threshold       */
+  AXS_LATCH_K = 1,         /* latch after k consecutive low tokens              */
+  AXS_LATCH_RELEASE = 2,   /* a token is high when its signal > release         */
+  AXS_LATCH_RELEASE_K = 3, /* release after release_k consecutive high tokens   */
+  AXS_LATCH_PROMPT = 4,    /* 1: the gate may open on prompt calls              */
+  AXS_LATCH_GENERATED = 5, /* 1: the gate may open on decode steps              */
+  AXS_LATCH_START = 6,     /* 1: a sequence starts latched after a reset        */
+  AXS_LATCH_NPARAMS = 8    /* (slot 7 is reserved, 0)                           */
+} axs_latch_param;
+
+/* The int64 state of one sequence, state[o * state_stride + AXS_LATCH_S_...],
+ * with its reset values. */
+typedef enum {
+  AXS_LATCH_S_RUN = 0,        /* consecutive low tokens while not latched (0)      */
+  AXS_LATCH_S_UP = 1,         /* consecutive high tokens while latched (0)          */
+  AXS_LATCH_S_LATCHED = 2,    /* 1 while latched (params[AXS_LATCH_START])          */
+  AXS_LATCH_S_SEEN = 3,       /* values in the window, at most W (0)                */
+  AXS_LATCH_S_POS = 4,        /* the window slot the next value goes to (0)         */
+  AXS_LATCH_S_LATCHED_AT = 5, /* column of the token that first latched (-1)        */
+  AXS_LATCH_S_SUM = 6,        /* the window's float64 sum, as its bits (bits of 0.0) */
+  AXS_LATCH_S_COUNT = 7,      /* times latched since the reset (0)                  */
+  AXS_LATCH_NSTATE = 8
+} axs_latch_slot;
+
 /* What the arguments of a call are called in its error messages, so that a
  * message names what the caller passed ("params[1, 0]", "rec_offset") rather
  * than the core's own names. Every field is optional: NULL keeps the default
@@ -201,6 +343,8 @@ typedef struct {
   const char *p_out;    /* ["p_out"]        rec.p_out          */
   const char *fired;    /* ["fired"]        rec.fired          */
   const char *offset;   /* ["record offset"] rec.offset        */
+  const char *gate;     /* ["gate[%d]"]     steps[k].gate      */
+  const char *latch;    /* ["latches[%d]"]  latches[j] (its fields follow: "latches[0].state") */
 } axs_names;
 
 /* The message explaining the last failure on this thread ("" if none). */
@@ -239,6 +383,16 @@ axs_status axs_steer_(axs_rows h, const float *w, axs_fin alpha, axs_bin mask, i
 axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
                       const axs_names *names, int n_threads);
 
+/* Runs latches[0 .. n_latches) (see "Drift latches": reset, detection,
+ * scan) and then steps[0 .. n_steps) on every row as axs_apply_ does; a step
+ * whose gate is a latch's gate reads what that latch has just written.
+ * 0 <= n_latches <= AXS_MAX_LATCHES, 0 <= n_steps <= AXS_MAX_STEPS, and at
+ * least one of the two. mask and rec as in axs_apply_ (the mask also tells
+ * the latches which tokens are real). */
+axs_status axs_latch_apply_(axs_rows h, const axs_latch *latches, int n_latches,
+                            const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
+                            const axs_names *names, int n_threads);
+
 /* ---- CUDA (declared always, defined only in builds with CUDA) ------------
  * The same five contracts on device pointers: h, directions, parameters,
  * masks, outputs and the record offset all live on the current device;
@@ -246,10 +400,11 @@ axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin ma
  * enqueue work: they never synchronise, never allocate, and read no device
  * memory on the host, so they can be captured in a CUDA graph. Consequently
  * the checks that need device data (unit norm of a direction, per-row
- * lo <= hi, mask values 0 / 1) are the caller's job; the kernels apply the
- * rules above to whatever they are given (a per-row lo > hi takes hi, a
- * non-zero mask byte runs the row). AXS_EDEVICE reports a launch failure
- * (its message names the CUDA error). */
+ * lo <= hi, mask values 0 / 1, latch parameters) are the caller's job; the
+ * kernels apply the rules above to whatever they are given (a per-row
+ * lo > hi takes hi, a non-zero mask byte runs the row). AXS_EDEVICE reports
+ * a launch failure (its message names the CUDA error). A latch's scan runs
+ * one thread per sequence through its tokens in order. */
 axs_status axs_project_cuda(axs_rows h, const float *u, axs_bin mask, axs_fout out, void *stream);
 
 axs_status axs_clamp_cuda_(axs_rows h, const float *u, axs_fin lo, axs_fin hi, axs_bin mask,
@@ -262,6 +417,10 @@ axs_status axs_steer_cuda_(axs_rows h, const float *w, axs_fin alpha, axs_bin ma
 
 axs_status axs_apply_cuda_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
                            axs_record rec, const axs_names *names, void *stream);
+
+axs_status axs_latch_apply_cuda_(axs_rows h, const axs_latch *latches, int n_latches,
+                                 const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
+                                 const axs_names *names, void *stream);
 
 #ifdef __cplusplus
 }

@@ -3,7 +3,8 @@ persona-llama``): :func:`axis_steer.pipeline.job.run_job` on PersonaLlama, with
 its own role set, its vocabulary judge and its evaluation data.
 
 The steps are the job's (axis, held-out checks, calibration, steering,
-capped vs uncapped, capability); what is PersonaLlama's own:
+capped vs uncapped, no caps / always-on / latched caps, capability); what is
+PersonaLlama's own:
 
 * the judge of the axis responses is :func:`~axis_steer.personas.judge.style_judge`,
   and replies are scored by the vocabulary measures (:class:`StyleScorer`):
@@ -112,6 +113,8 @@ def run_demo(
         min_count=max(5, n_q * 5 // 2),
         sampling=None,
         threads=1 if device == "cpu" else "auto",
+        compare_role_prompts=8 if quick else 24,
+        compare_drift=4 if quick else 8,
         seed=seed,
     )
     return run_job(

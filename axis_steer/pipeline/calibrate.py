@@ -25,6 +25,13 @@ The reference config stores ``v = -axis[L]`` with cap ``-threshold``: the
 reference code applies a ceiling there, which is a floor at ``threshold`` on
 the +axis (formats.reference_config_from_thresholds).
 
+Drift policies (``latch=True``, the default): a detection threshold for a
+latch at ``latch_layer`` (:mod:`axis_steer.pipeline.policies`): the highest at
+which at most ``latch_max_rate`` of the held-out default conversations would
+ever latch, with the fraction of role conversations that would; in the report
+under ``"latch"``, with the latch rates over a range of thresholds and a grid
+of windows and ``k``.
+
 The report: on held-out default-Assistant responses, per response token, how
 often the projection is below each threshold (the fraction of tokens a cap at
 that layer would move), per layer and for "any layer of the window"; each
@@ -49,9 +56,10 @@ import torch
 
 from axis_steer.pipeline import _dist
 from axis_steer.pipeline.extract import iter_response_means, token_projections
+from axis_steer.pipeline.policies import LatchCalibration, calibrate_latch
 from axis_steer.pipeline.roles import DEFAULT_ROLE
 from axis_steer.pipeline.runs import RunFolder, iter_run_responses
-from axis_steer.runtime.checks import as_float, as_int, as_positive_int
+from axis_steer.runtime.checks import as_flag, as_float, as_int, as_layer, as_positive_int
 from axis_steer.runtime.formats import (
     Axis,
     CapConfig,
@@ -197,6 +205,7 @@ class CalibrationSummary:
     in_sample: bool
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    latch: LatchCalibration | None = None  #: detection thresholds for a drift policy (pipeline.policies)
 
     def table(self) -> str:
         """Thresholds and firing rates per window layer, as text."""
@@ -232,6 +241,7 @@ class CalibrationSummary:
             f"from {self.n_reference} role responses; windows {wins}; at p{q:g} {fw} of "
             f"{'in-sample' if self.in_sample else 'held-out'} default tokens fall below a window floor "
             f"-> {self.out_dir / 'calibration'}"
+            + (f"\ncalibrate: {self.latch}" if self.latch is not None else "")
         )
 
 
@@ -249,6 +259,12 @@ def calibrate(
     batch_size: int = 8,
     max_length: int | None = None,
     progress: bool = True,
+    latch: bool = True,
+    latch_layer: int | None = None,
+    latch_window: int = 8,
+    latch_k: int = 3,
+    latch_max_rate: float = 0.02,
+    latch_per_role: int = 5,
 ) -> CalibrationSummary:
     """Thresholds, capping configs and a firing report for a run (see the module docs).
 
@@ -268,6 +284,14 @@ def calibrate(
         include_default: also count default responses as reference responses.
         max_per_role: use at most this many responses per role (the first by
             prompt and question) for the thresholds.
+        latch: also propose a detection threshold for a drift policy
+            (:func:`axis_steer.pipeline.policies.calibrate_latch`) at
+            ``latch_layer`` (default the first window's first layer, the
+            latest layer that can gate the whole window), with
+            ``latch_window`` and ``latch_k``: the highest threshold at which at
+            most ``latch_max_rate`` of the held-out default conversations
+            would ever latch, with the fraction of role conversations
+            (``latch_per_role`` per role) that would.
 
     Returns:
         A :class:`CalibrationSummary`; ``print(summary.table())`` shows the table.
@@ -293,6 +317,13 @@ def calibrate(
                 f"windows: [{a}, {b}) includes layers {missing} that were not extracted (extracted: "
                 f"{layers[0]}..{layers[-1]} of {len(layers)}); pick a window inside them or extract those layers"
             )
+    latch = as_flag(latch, "latch")
+    if latch:
+        latch_layer = windows[0][0] if latch_layer is None else as_layer(latch_layer, "latch_layer", axis.n_layers)
+        latch_window = as_positive_int(latch_window, "latch_window")
+        latch_k = as_positive_int(latch_k, "latch_k")
+        latch_max_rate = as_float(latch_max_rate, "latch_max_rate", min=0.0, max=1.0)
+        latch_per_role = as_positive_int(latch_per_role, "latch_per_role")
     units = _unit_rows(axis, layers)  # (L, d) float32
 
     # reference projections: every role response's mean activation on the unit axis
@@ -405,6 +436,26 @@ def calibrate(
         n_tok,
         in_sample,
     )
+    if latch and held and _dist.world()[0] == 0:
+        per_role: dict[str, int] = {}
+        role_convs = []
+        for role, row in sorted(ref_rows, key=lambda rr: (rr[0], rr[1]["prompt_index"], rr[1]["question_index"])):
+            if role != DEFAULT_ROLE and per_role.get(role, 0) < latch_per_role:
+                role_convs.append(row["conversation"])
+                per_role[role] = per_role.get(role, 0) + 1
+        summary.latch = calibrate_latch(
+            model,
+            tokenizer,
+            axis,
+            latch_layer,
+            [c for _, c in held],
+            role_convs,
+            window=latch_window,
+            k=latch_k,
+            max_rate=latch_max_rate,
+            batch_size=batch_size,
+            max_length=max_length,
+        )
     if _dist.world()[0] == 0:
         summary.files = _write(
             out_dir,
@@ -423,6 +474,8 @@ def calibrate(
     summary.seconds = time.perf_counter() - t0
     if progress and _dist.world()[0] == 0:
         print(summary.table())
+        if summary.latch is not None:
+            print(summary.latch.table())
         print(summary)
     return summary
 
@@ -552,6 +605,7 @@ def _write(
             }
             for j, x in enumerate(layers)
         },
+        "latch": summary.latch.to_dict() if summary.latch is not None else None,
     }
     p = run.calibration_report
     p.write_text(json.dumps(finite_or_none(report), indent=1, default=str) + "\n")

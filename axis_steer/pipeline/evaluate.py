@@ -33,6 +33,13 @@ tokens), never by token.
 
 The result is an :class:`EvalReport`: a printable table, a JSON report and
 plots. The CLI is ``axis-steer eval``.
+
+:func:`compare_interventions` sets several conditions side by side on the
+same inputs — no caps, always-on caps, caps under a drift policy — on default
+prompts (how often the caps fire, whether the greedy reply changes), role
+prompts and drift conversations (a score of the replies: is the persona
+held), with bootstrap intervals and paired differences between conditions
+(:mod:`axis_steer.pipeline.intervals`).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -50,7 +57,16 @@ import torch.nn.functional as F
 from axis_steer.errors import AxisSteerError
 from axis_steer.pipeline.batching import input_device, pad_batch, pad_id
 from axis_steer.pipeline.instructions import check_reply
-from axis_steer.pipeline.replies import paired_replies
+from axis_steer.pipeline.intervals import Interval as ItemInterval
+from axis_steer.pipeline.intervals import bootstrap_mean
+from axis_steer.pipeline.intervals import paired_difference as paired_mean_difference
+from axis_steer.pipeline.replies import (
+    as_messages,
+    converse,
+    greedy_ids,
+    greedy_replies,
+    paired_replies,
+)
 from axis_steer.pipeline.sampling import eos_ids
 from axis_steer.pipeline.spans import prompt_ids, render_with_spans
 from axis_steer.pipeline.stats import (
@@ -646,3 +662,198 @@ def _multiple_choice(model, tokenizer, att, questions, batch_size, pad):
         answer_changed=float(np.mean([a != b for a, b in zip(pp, pi)])),
     )
     return summary, rows
+
+
+# ---- no caps / always-on caps / latched caps ----------------------------------------------------
+
+
+@dataclass
+class ArmResults:
+    """One condition of :func:`compare_interventions`, per item and as
+    intervals over items (:class:`~axis_steer.pipeline.intervals.Interval`).
+
+    On default prompts: ``fired`` (per prompt, the fraction of the real tokens
+    of prompt and plain greedy reply on which a cap moved the projection at
+    any capped layer), ``touched`` (1 where it moved any), ``changed`` (1
+    where the greedy reply differs from the plain model's), ``latched`` (1
+    where a drift policy of the attachment latched). On role prompts and drift
+    conversations: ``role_prompt`` / ``drift``, the mean ``score`` of the
+    replies (per prompt; per conversation over its turns)."""
+
+    name: str
+    per_item: dict[str, list[float]] = field(default_factory=dict)
+    intervals: dict[str, ItemInterval] = field(default_factory=dict)
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare_interventions` returns: ``arms`` in the order given
+    and ``differences[(a, b)][metric]``, the paired interval of ``a - b`` on
+    the same items, for each pair of arms."""
+
+    arms: list[ArmResults]
+    differences: dict[tuple[str, str], dict[str, ItemInterval]] = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+    def arm(self, name: str) -> ArmResults:
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise KeyError(f"{name!r} (arms: {[a.name for a in self.arms]})")
+
+    def to_dict(self) -> dict:
+        return {
+            "metadata": self.metadata,
+            "arms": {a.name: {"intervals": {m: asdict(v) for m, v in a.intervals.items()}, "per_item": a.per_item}
+                     for a in self.arms},
+            "differences": {f"{a} - {b}": {m: asdict(v) for m, v in d.items()} for (a, b), d in self.differences.items()},
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(finite_or_none(self.to_dict()), indent=1))
+        return path
+
+    def __str__(self) -> str:
+        metrics = [m for m in COMPARE_METRICS if any(m in a.intervals for a in self.arms)]
+        lines = ["mean [95% bootstrap interval] per condition".ljust(24) + "".join(f"{a.name:>26}" for a in self.arms)]
+        for m in metrics:
+            lines.append(f"{COMPARE_METRICS[m]:<24}" + "".join(f"{str(a.intervals.get(m, '-')):>26}" for a in self.arms))
+        for (a, b), d in self.differences.items():
+            for m in metrics:
+                if m in d:
+                    lines.append(f"  {a} - {b}, {COMPARE_METRICS[m]}: {d[m]} (paired)")
+        return "\n".join(lines)
+
+
+#: The metrics of a comparison, with their labels.
+COMPARE_METRICS = {
+    "fired": "default: tokens capped",
+    "touched": "default: any token capped",
+    "latched": "default: latched",
+    "changed": "default: reply changed",
+    "role_prompt": "role prompts: score",
+    "drift": "drift: score",
+}
+
+
+def _firing_per_row(model, att: Attachment, monitor, seqs: list[list[int]], pad: int, batch_size: int):
+    """Per sequence, teacher forced with ``att``: the fraction of its tokens on
+    which a cap moved the projection at any monitored layer, and whether any
+    of the attachment's drift policies latched on it."""
+    dev = input_device(model)
+    frac, latched = [], []
+    for start in range(0, len(seqs), batch_size):
+        chunk = seqs[start : start + batch_size]
+        ids, am = pad_batch(chunk, pad, side="right", device=dev)
+        with att, torch.no_grad():
+            model(input_ids=ids, attention_mask=am)
+        r = monitor.readings()
+        moved = r.fired.any(1) & r.valid
+        frac.extend((moved.sum(1) / np.maximum(r.valid.sum(1), 1)).tolist())
+        lat = np.zeros(r.batch, bool)
+        for pr in r.policies:
+            lat |= pr.latched_rows()
+        latched.extend(lat.astype(float).tolist())
+    return frac, latched
+
+
+def compare_interventions(
+    model: Any,
+    tokenizer: Any,
+    arms: dict[str, Attachment | None],
+    *,
+    default_prompts: Sequence[Sequence[dict] | str],
+    role_prompts: Sequence[Sequence[dict] | str] = (),
+    drift: Sequence[dict] = (),
+    score: Callable[[str], float] | None = None,
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Comparison:
+    """Several conditions on the same inputs: typically ``{"no caps": None,
+    "always-on": capped, "latched": capped under a drift policy}`` (detached
+    attachments; ``None``: the plain model).
+
+    ``default_prompts`` (default-Assistant chat prompts): how often and how
+    much the caps fire and whether the greedy reply changes (goal of a latch:
+    near zero). ``role_prompts`` (role system prompts) and ``drift`` (dicts
+    with ``system`` and ``user_turns``, replied to turn by turn): ``score`` of
+    the replies, a callable from a reply's text to a number (for example how
+    much role vocabulary it holds; lower = persona held better with such a
+    score). Every result per item, as a bootstrap interval over items, and
+    paired differences between arms on the same items
+    (:mod:`axis_steer.pipeline.intervals`). See :class:`ArmResults`."""
+    if not isinstance(arms, dict) or not arms:
+        raise TypeError(f"arms = {show(arms)} (expected a dict of names to Attachments or None, e.g. "
+                        "{'no caps': None, 'always-on': att})")
+    for name, att in arms.items():
+        if not isinstance(name, str):
+            raise TypeError(f"arms: key {show(name)} (expected a condition's name, a str)")
+        if att is not None and not isinstance(att, Attachment):
+            raise TypeError(f"arms[{name!r}] = {show(att)} (expected an axis_steer Attachment, or None for no caps)")
+        if att is not None and att.attached:
+            raise AxisSteerError(f"arms[{name!r}]: pass the attachment detached; it is attached for its passes")
+    if not default_prompts:
+        raise ValueError("default_prompts: empty (expected default-Assistant prompts, the conditions' shared inputs)")
+    if (role_prompts or drift) and score is None:
+        raise ValueError("score: needed for role_prompts and drift (expected a callable from a reply's text to a number)")
+    if score is not None and not callable(score):
+        raise TypeError(f"score = {show(score)} (expected a callable from a reply's text to a number)")
+    for i, d in enumerate(drift):
+        if not isinstance(d, dict) or not isinstance(d.get("user_turns"), (list, tuple)) or not d["user_turns"]:
+            raise ValueError(f"drift[{i}] = {show(d)} (expected a dict with 'user_turns', a non-empty list, and "
+                             "optionally 'system')")
+    max_new_tokens = as_positive_int(max_new_tokens, "max_new_tokens")
+    batch_size = as_positive_int(batch_size, "batch_size")
+    pad = pad_id(tokenizer)
+    prompts = list(default_prompts)
+    plain = greedy_ids(model, tokenizer, prompts, max_new_tokens, batch_size, pad)
+    seqs = [prompt_ids(tokenizer, as_messages(p)) + [t for t in r if t != pad] for p, r in zip(prompts, plain)]
+    results = []
+    for name, att in arms.items():
+        res = ArmResults(name)
+        if att is None:
+            ids = plain
+            res.per_item["fired"] = res.per_item["touched"] = res.per_item["latched"] = [0.0] * len(prompts)
+        else:
+            capped = sorted({layer for layer, p in att._programs.items() if CLAMP in p.ops})
+            if not capped or att.axis is None:
+                raise ValueError(f"arms[{name!r}]: no caps on the axis to compare (expected an Attachment with "
+                                 "att.cap or att.cap_config, made with the axis)")
+            mon = att.monitor(capped)
+            try:
+                frac, latched = _firing_per_row(model, att, mon, seqs, pad, batch_size)
+            finally:
+                mon.remove()
+            res.per_item["fired"] = frac
+            res.per_item["touched"] = [float(f > 0) for f in frac]
+            res.per_item["latched"] = latched
+            with att:
+                ids = greedy_ids(model, tokenizer, prompts, max_new_tokens, batch_size, pad)
+        res.per_item["changed"] = [float(a != b) for a, b in zip(ids, plain)]
+        if role_prompts:
+            replies = greedy_replies(model, tokenizer, list(role_prompts), att, max_new_tokens=max_new_tokens,
+                                     batch_size=batch_size)
+            res.per_item["role_prompt"] = [float(score(t)) for t in replies]
+        if drift:
+            res.per_item["drift"] = [
+                float(np.mean([score(t) for t in converse(model, tokenizer, d.get("system", ""), list(d["user_turns"]),
+                                                           att, max_new_tokens=max_new_tokens)[0]]))
+                for d in drift
+            ]
+        res.intervals = {m: bootstrap_mean(v, n_boot=n_boot, seed=seed) for m, v in res.per_item.items()}
+        results.append(res)
+    out = Comparison(results, metadata={"max_new_tokens": max_new_tokens, "n_boot": n_boot, "seed": seed,
+                                        "default_prompts": len(prompts), "role_prompts": len(role_prompts),
+                                        "drift": len(drift)})
+    for i, a in enumerate(results):
+        for b in results[i + 1 :]:
+            out.differences[(b.name, a.name)] = {
+                m: paired_mean_difference(b.per_item[m], a.per_item[m], n_boot=n_boot, seed=seed)
+                for m in b.per_item
+                if m in a.per_item
+            }
+    return out

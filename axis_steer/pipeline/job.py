@@ -18,7 +18,13 @@
    projection; persona-based jailbreaks (a system or user prompt that tells
    the model to drop its Assistant character); role system prompts; default
    prompts.
-6. **Capability.** :func:`~axis_steer.pipeline.evaluate.evaluate`:
+6. **No caps / always-on / latched.** The same caps under a drift latch
+   (detection threshold proposed by the calibration: at most 2% of held-out
+   default conversations latch), side by side with no caps and always-on caps
+   on the same default prompts (tokens capped, replies changed), role prompts
+   and drift conversations (the scorer's role rate of the replies), with
+   bootstrap intervals (:func:`~axis_steer.pipeline.evaluate.compare_interventions`).
+7. **Capability.** :func:`~axis_steer.pipeline.evaluate.evaluate`:
    perplexity and KL on default conversations, greedy agreement, multiple
    choice, verifiable instructions, how often the caps fired -- per item, with
    paired bootstrap intervals and a verdict on each.
@@ -53,7 +59,7 @@ import torch
 
 from axis_steer.pipeline.axis import compute_axis, load_persona_space
 from axis_steer.pipeline.calibrate import calibrate, default_window
-from axis_steer.pipeline.evaluate import evaluate, load_multiple_choice
+from axis_steer.pipeline.evaluate import compare_interventions, evaluate, load_multiple_choice
 from axis_steer.pipeline.extract import extract_activations, response_means
 from axis_steer.pipeline.generate import generate_responses
 from axis_steer.pipeline.instructions import load_instructions
@@ -109,6 +115,8 @@ class JobSettings:
     sampling: Sampling | None = None  #: persona replies (None: greedy); axis responses always sample
     threads: str | int = "auto"  #: CPU threads: "auto" (1 when the cores are busy), or a number
     n_boot: int = 2000
+    compare_role_prompts: int = 24  #: role prompts and drift conversations in the latched comparison
+    compare_drift: int = 8
     seed: int = 0
 
 
@@ -162,6 +170,9 @@ class JobSummary:
     mc: dict[str, float] = field(default_factory=dict)
     instructions: dict[str, float] = field(default_factory=dict)
     fire_rate: float = math.nan
+    latch: dict[str, Any] = field(default_factory=dict)  #: the calibrated drift latch
+    #: no caps / always-on / latched: ``{metric: {arm: [mean, low, high]}}``
+    comparison: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     intervals: dict[str, Interval] = field(default_factory=dict)
     verdicts: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -242,6 +253,7 @@ class JobSummary:
                 else ""
             ),
         ]
+        out += self._comparison_lines(lab)
         if self.timings:
             steps = [k for k in self.timings if "." not in k]
             out.append(
@@ -257,6 +269,32 @@ class JobSummary:
                 )
             )
         return out
+
+    def _comparison_lines(self, lab: dict) -> list[str]:
+        if not self.latch or not self.comparison:
+            return []
+        lt, c = self.latch, self.comparison
+
+        def cell(metric: str, arm: str, pct: bool = True) -> str:
+            m, lo, hi = c.get(metric, {}).get(arm, [math.nan] * 3)
+            f, d = (100.0, 0) if pct else (1.0, 3)
+            unit = "%" if pct else ""
+            return f"{f * m:.{d}f}{unit} [{f * lo:.{d}f}, {f * hi:.{d}f}]"
+
+        arms = ("always-on", "latched")
+        return [
+            f"latch at layer {lt['layer']} (window {lt['window']}, k {lt['k']}, threshold {lt['threshold']:.3f}): "
+            f"calibration says {100 * lt['default_rate']:.0f}% of default and {100 * lt['role_rate']:.0f}% of role "
+            "conversations latch",
+            "default prompts, tokens capped: "
+            + ", ".join(f"{a} {cell('fired', a)}" for a in arms)
+            + "; replies changed: "
+            + ", ".join(f"{a} {cell('changed', a)}" for a in arms),
+            f"{lab['role_rate']}, drift conversations: "
+            + ", ".join(f"{a} {cell('drift', a, False)}" for a in ("no caps", *arms))
+            + "; role prompts: "
+            + ", ".join(f"{a} {cell('role_prompt', a, False)}" for a in ("no caps", *arms)),
+        ]
 
     def _ppl(self) -> str:
         iv = self.intervals.get("ppl_change_conversations")
@@ -420,7 +458,7 @@ def run_job(
     bs = st.batch_size
     kw_rep = {"max_new_tokens": n_new, "batch_size": bs, "sampling": st.sampling}
     try:
-        clock.step("axis", "[1/6] the axis: generate, judge, extract, axis")
+        clock.step("axis", "[1/7] the axis: generate, judge, extract, axis")
         c0 = time.process_time()
         t = time.perf_counter()
         g = generate_responses(model, tok, data.roles, out, max_new_tokens=n_new, batch_size=bs, seed=st.seed)
@@ -436,7 +474,7 @@ def run_job(
         axis = load_axis(run.axis)
         space = load_persona_space(run.persona_space)
 
-        clock.step("heldout", "[2/6] checks on held-out questions")
+        clock.step("heldout", "[2/7] checks on held-out questions")
         mark = clock.mark()
         g = generate_responses(
             model, tok, data.heldout, out / "heldout", max_new_tokens=n_new, batch_size=bs, seed=st.seed + 1
@@ -461,12 +499,14 @@ def run_job(
         validation = scorer.validation()
         heldout_default = [c for c, r in zip(convs, labels) if r == DEFAULT_ROLE]
 
-        clock.step("calibrate", "[3/6] calibration")
-        calibrate(model, tok, out, percentiles=(st.percentile,), windows=[window], heldout=out / "heldout", batch_size=bs)
+        clock.step("calibrate", "[3/7] calibration")
+        cal = calibrate(
+            model, tok, out, percentiles=(st.percentile,), windows=[window], heldout=out / "heldout", batch_size=bs
+        )
         caps = load_caps(run.caps_file(window[0], window[1], st.percentile))
         thresholds = {e.layer: float(e.lo) for e in caps.entries}
 
-        clock.step("steering", "[4/6] steering along the axis")
+        clock.step("steering", "[4/7] steering along the axis")
         prompts = data.default_prompts
         role_convs = data.role_prompts
         role_prompts = [_messages(rc["system"], rc["user_turns"][:1]) for rc in role_convs]
@@ -524,7 +564,7 @@ def run_job(
             )
         )
 
-        clock.step("capped", "[5/6] capped vs uncapped")
+        clock.step("capped", "[5/7] capped vs uncapped")
         att = Attachment(model, axis)
         cap = att.cap_config(caps)
         mon = att.monitor([layer])
@@ -643,7 +683,45 @@ def run_job(
         default_style = {"uncapped": _mean(as_plain), "capped": _mean(as_capped)}
         mon.remove()
 
-        clock.step("capability", "[6/6] capability cost")
+        clock.step("latched", "[6/7] no caps / always-on caps / latched caps")
+        latch: dict[str, Any] = {}
+        comparison: dict[str, dict[str, list[float]]] = {}
+        lc = cal.latch
+        if lc is not None:
+            # the same caps under a drift latch (detection threshold from the
+            # calibration), side by side with no caps and always-on caps
+            latched = Attachment(model, axis)
+            pol = latched.latch(lc.layer, lc.proposed.threshold, k=lc.k, window=lc.window)
+            latched.cap_config(caps, policy=pol)
+            comp = compare_interventions(
+                model,
+                tok,
+                {"no caps": None, "always-on": att, "latched": latched},
+                default_prompts=prompts,
+                role_prompts=role_prompts[: st.compare_role_prompts],
+                drift=drift[: st.compare_drift],
+                score=lambda text: float(scorer.role_rate([text])[0]),
+                max_new_tokens=n_new,
+                batch_size=bs,
+                n_boot=st.n_boot,
+                seed=st.seed,
+            )
+            comp.save(out / "comparison.json")
+            print(comp)
+            latch = {
+                "layer": lc.layer,
+                "window": lc.window,
+                "k": lc.k,
+                "threshold": lc.proposed.threshold,
+                "default_rate": lc.proposed.default_rate,
+                "role_rate": lc.proposed.role_rate,
+            }
+            comparison = {
+                m: {a.name: [iv.mean, iv.lo, iv.hi] for a in comp.arms for mm, iv in a.intervals.items() if mm == m}
+                for m in ("fired", "touched", "latched", "changed", "role_prompt", "drift")
+            }
+
+        clock.step("capability", "[7/7] capability cost")
         if data.default_conversations is not None:
             default_convs = data.default_conversations
         else:
@@ -706,6 +784,8 @@ def run_job(
             if report.instructions
             else {},
             fire_rate=float(np.mean(fire)) if fire else math.nan,
+            latch=latch,
+            comparison=comparison,
             intervals=ivs,
             verdicts=_verdicts(ivs, scorer) + report.verdicts(),
             timings={k: round(v, 1) for k, v in clock.timings.items()},
@@ -877,13 +957,15 @@ def main_job(
         sampling=Sampling(0.7, 0.9, seed),
         threads=threads,
         n_boot=500 if quick else 2000,
+        compare_role_prompts=2 if quick else 8,
+        compare_drift=1 if quick else 4,
         seed=seed,
     )
     claim_folder(out, {"model": str(model), "quick": bool(quick), "seed": int(seed), "settings": _plain_settings(settings)})
     t0, c0 = time.perf_counter(), time.process_time()
     threads_before = torch.get_num_threads()
     try:
-        print(f"[0/6] loading {model} and the judge", flush=True)
+        print(f"[0/7] loading {model} and the judge", flush=True)
         m, tok = load_model(model, device=device, dtype=dtype)
         judge = judge_factory() if judge_factory is not None else None
         if judge is None:

@@ -26,7 +26,9 @@ from axis_steer.runtime.steps import CLAMP, SET
 WITH_CUDA = bool(_ops.WITH_CUDA)
 ops = torch.ops.axis_steer
 #: ``apply_`` without the dispatcher (eager only, no autograd, plain tensors):
-#: ``apply_direct_(h, dirs, ops_tuple, params, mask, p_in, p_out, fired, rec_offset)``
+#: ``apply_direct_(h, dirs, ops_tuple, params, mask, p_in, p_out, fired, rec_offset[, gates,
+#: gate_of[, latches]])``, latches a tuple of ``(params, state, ring, gate, dir, p)`` run first
+#: (``latch_`` each) in the same call
 apply_direct_ = _ops.apply_direct_
 
 
@@ -55,22 +57,29 @@ def _steer_fake(h, w, alpha, mask=None):
 
 
 @torch.library.register_fake("axis_steer::apply_")
-def _apply_inplace_fake(h, dirs, ops, params, mask=None, p_in=None, p_out=None, fired=None, rec_offset=None):
+def _apply_inplace_fake(
+    h, dirs, ops, params, mask=None, p_in=None, p_out=None, fired=None, rec_offset=None, gates=None, gate_of=None
+):
     return None
 
 
 @torch.library.register_fake("axis_steer::apply")
-def _apply_fake(h, dirs, ops, params, mask=None):
+def _apply_fake(h, dirs, ops, params, mask=None, gates=None, gate_of=None, gate_offset=None):
     out = torch.empty(h.shape, dtype=h.dtype, device=h.device)
     changed = h.new_empty((len(ops), *_rows(h)), dtype=torch.bool)
     return out, changed
+
+
+@torch.library.register_fake("axis_steer::latch_")
+def _latch_fake(h, params, offset, state, ring, gate, dir=None, p=None, mask=None):
+    return None
 
 
 # ---- autograd ------------------------------------------------------------------
 
 
 def _apply_setup(ctx, inputs, output):
-    h, dirs, ops_, params, mask = inputs
+    h, dirs, ops_, params = inputs[:4]
     _, changed = output
     if dirs.requires_grad or params.requires_grad:
         raise ValueError(
@@ -101,7 +110,9 @@ def apply_backward_h(
 
 def _apply_backward(ctx, grad_out, grad_changed):
     dirs, changed = ctx.saved_tensors
-    return apply_backward_h(grad_out, dirs, ctx.ops, changed), None, None, None, None
+    # one entry per argument the caller passed, a list of Nones for the gates
+    rest = [[None] * len(x) if isinstance(x, (list, tuple)) else None for x in ctx.needs_input_grad[1:]]
+    return (apply_backward_h(grad_out, dirs, ctx.ops, changed), *rest)
 
 
 torch.library.register_autograd("axis_steer::apply", _apply_backward, setup_context=_apply_setup)

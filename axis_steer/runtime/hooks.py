@@ -43,6 +43,11 @@ thread-safe: do them from one thread while no forward runs. A monitor records
 one thread's sequences at a time and refuses, loudly, a forward from another
 thread that would mix into them.
 
+Drift policies (:mod:`axis_steer.runtime.policies`): ``att.latch(...)`` watches
+the projection at a detection layer per sequence, and interventions made with
+``policy=`` run only on the rows (and from the token) where it latched; the
+latch's scan runs in the same fused call as the detection layer's program.
+
 Composition: two attachments on one model share the same hooks (one per
 layer); at each layer they run in the order they were attached.
 
@@ -60,7 +65,7 @@ import inspect
 import math
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -94,6 +99,7 @@ from axis_steer.runtime.models import (
     unwrap,
 )
 from axis_steer.runtime.monitor import Monitor, static_buffer
+from axis_steer.runtime.policies import Latch
 from axis_steer.runtime.steps import CLAMP, PROJECT, SET, SIDES, STEER
 
 _OPS = torch.ops.axis_steer
@@ -164,6 +170,8 @@ class _ModelHooks:
         self.layer_handles: dict[int, Any] = {}
         self.backbone_handles: list[Any] = []
         self.offsets: dict[torch.device, torch.Tensor] = {}
+        # (offset, its NumPy view for a CPU one, written in place in eager mode)
+        self.offset_items: list[tuple[torch.Tensor, np.ndarray | None]] = []
         self._arg_names = _arg_names(layers.backbone)
         if not any(n in self._arg_names for n in _SIZE_ARGS) and not _has_positional(layers.backbone):
             raise AxisSteerError(
@@ -194,6 +202,9 @@ class _ModelHooks:
             wanted.update(att._programs)
             for mon in att._monitors:
                 for layer in mon.layers:
+                    self.offset_on(self.layers.device(layer))
+            for layer, prog in att._programs.items():
+                if prog.latches or prog.gates:
                     self.offset_on(self.layers.device(layer))
         for i in list(self.layer_handles):
             if i not in wanted:
@@ -229,6 +240,7 @@ class _ModelHooks:
         if off is None:
             off = static_buffer(torch.zeros((), dtype=torch.int64, device=device))
             self.offsets[device] = off
+            self.offset_items.append((off, off.numpy() if off.device.type == "cpu" else None))
         return off
 
     # -- the top-level model's hooks: its 2-D mask, for the backbone call inside it
@@ -285,11 +297,17 @@ class _ModelHooks:
             att._check_batch(st.batch)
             for mon in att._monitors:
                 mon._begin_forward(st, ids, cache)
+            for pol in att._policies:
+                if pol.runs_at is not None:
+                    pol._begin_forward(st, cache)
         self._last = st
         if cache is not None and eager and not isinstance(st.past, torch.Tensor):
             self._seen.note(cache, st.past + st.seq)
-        for off in self.offsets.values():
-            if isinstance(st.past, torch.Tensor):
+        host = type(st.past) is int and eager
+        for off, view in self.offset_items:
+            if host and view is not None:
+                view[()] = st.past  # a CPU offset in eager mode: no operator call
+            elif isinstance(st.past, torch.Tensor):
                 off.copy_(st.past)
             else:
                 off.fill_(st.past)
@@ -380,20 +398,21 @@ class _LayerHook:
             if prog is None:
                 continue
             mask = st.mask_on(result.device) if st.mask is not None else None
+            if eager and not grad and type(result) is torch.Tensor:
+                # the operator's body without the dispatcher: the host time per
+                # call is what capping costs in eager generation
+                args = prog.direct if prog.direct_epoch == att._epoch else _direct_args(att, prog, result.device)
+                _DIRECT(result, prog.dirs, prog.codes, prog.params, mask, *args)
+                continue
             rec = None if recompute else prog.record
-            if grad:
+            if prog.latches or prog.gates:
+                result = _run_gated(att, prog, result, mask, rec, grad, recompute)
+            elif grad:
                 if rec is not None:
                     with torch.no_grad():
                         probe = result.detach().clone()
                         _OPS.apply_(probe, prog.dirs, prog.ops, prog.params, mask, *rec, hooks.offset_on(probe.device))
                 result, _ = _OPS.apply(result, prog.dirs, prog.ops, prog.params, mask)
-            elif eager and type(result) is torch.Tensor:
-                # the operator's body without the dispatcher: the host time per
-                # call is what capping costs in eager generation
-                if rec is None:
-                    _DIRECT(result, prog.dirs, prog.codes, prog.params, mask, None, None, None, None)
-                else:
-                    _DIRECT(result, prog.dirs, prog.codes, prog.params, mask, *rec, hooks.offset_on(result.device))
             elif rec is None:
                 _OPS.apply_(result, prog.dirs, prog.ops, prog.params, mask)
             else:
@@ -401,6 +420,69 @@ class _LayerHook:
         if result is hidden:
             return None
         return _repack(output, result)
+
+
+def _run_gated(
+    att: Attachment, prog: _Program, h: torch.Tensor, mask: Any, rec: Any, grad: bool, recompute: bool
+) -> torch.Tensor:
+    """A layer's program with drift policies, through the dispatcher (traced or
+    compiled code) or autograd: the latches whose detection layer this is
+    (their scan first), then the steps, gated steps reading their policy's
+    gate at the columns of this call. Under autograd the latches advance once
+    (not again when checkpointing recomputes the layer). Eager calls take the
+    direct entry point instead (_direct_args), latches and steps in one call."""
+    off = att._hooks.offset_on(h.device)
+    gates = [pol._gate_on(h.device) for pol in prog.gates]
+    gate_of = list(prog.gate_of) if prog.gates else None
+    record = rec if rec is not None else (None, None, None)
+    if grad:
+        with torch.no_grad():
+            if not recompute:
+                for pol in prog.latches:
+                    params, state, ring, gate, u, p = pol._latch_args()
+                    _OPS.latch_(h.detach(), params, off, state, ring, gate, u, p, mask)
+            if rec is not None and prog.ops:
+                probe = h.detach().clone()
+                _OPS.apply_(probe, prog.dirs, prog.ops, prog.params, mask, *rec, off, gates, gate_of)
+        if prog.ops:
+            h, _ = _OPS.apply(h, prog.dirs, prog.ops, prog.params, mask, gates, gate_of, off)
+        return h
+    for pol in prog.latches:
+        params, state, ring, gate, u, p = pol._latch_args()
+        _OPS.latch_(h, params, off, state, ring, gate, u, p, mask)
+    if prog.ops:
+        _OPS.apply_(h, prog.dirs, prog.ops, prog.params, mask, *record, off, gates, gate_of)
+    return h
+
+
+def _direct_args(att: Attachment, prog: _Program, device: torch.device) -> tuple:
+    """The direct entry point's arguments after the mask, for ``prog`` on
+    ``device`` (record outputs, offset, gates, latches): kept on the program
+    while the attachment's buffers stay (the attachment's epoch), except where
+    a gate is copied from another device in every forward call."""
+    if not (prog.gates or prog.latches):
+        args = (None, None, None, None) if prog.record is None else (*prog.record, att._hooks.offset_on(device))
+    else:
+        record = prog.record if prog.record is not None else (None, None, None)
+        gates = tuple(pol._gate_on(device) for pol in prog.gates)
+        latches = tuple(_shared_direction(prog, pol._latch_args()) for pol in prog.latches)
+        args = (*record, att._hooks.offset_on(device), gates, prog.gate_of or (), latches)
+    if all(pol.device == device for pol in prog.gates):
+        prog.direct, prog.direct_epoch = args, att._epoch
+    return args
+
+
+def _shared_direction(prog: _Program, latch: tuple) -> tuple:
+    """A latch's arguments with its direction replaced by the same direction
+    in the program's ``dirs`` when a projecting step uses it: the core then
+    checks the direction once."""
+    u = latch[4]
+    if u is None:
+        return latch
+    for k, op in enumerate(prog.ops):
+        if op != STEER and torch.equal(prog.dirs[k], u):
+            return (*latch[:4], prog.dirs[k], latch[5])
+    return latch
 
 
 def _check_shape(hidden: torch.Tensor, st: _ForwardState, d: int, index: int) -> None:
@@ -443,6 +525,7 @@ class _Entry:
     b: Any = 0.0
     enabled: Any = True  # bool, or (batch,) bool tensor per row
     on_axis: bool = False  # a unit-axis CLAMP/SET step, usable as the monitor's step 0
+    policy: Latch | None = None  # runs only where this drift policy's gate is open
 
 
 @dataclass
@@ -455,6 +538,11 @@ class _Program:
     params: torch.Tensor  # (K, 2) or (K, 2, batch, 1) float32
     entries: list[_Entry | None]  # None for the monitor's own PROJECT step
     record: tuple | None = None  # (p_in, p_out, fired) monitor buffers
+    latches: list[Latch] = field(default_factory=list)  # policies detecting here, run first
+    gates: list[Latch] = field(default_factory=list)  # policies whose gates the steps read
+    gate_of: tuple[int, ...] | None = None  # per step, its index in gates (-1: ungated)
+    direct: tuple | None = None  # the direct entry's arguments, valid while direct_epoch is current
+    direct_epoch: int = -1
 
 
 def _disabled_values(op: int) -> tuple[float, float]:
@@ -494,6 +582,11 @@ class _Intervention:
     @property
     def enabled(self) -> Any:
         return self._entries[0].enabled if self._entries else False
+
+    @property
+    def policy(self) -> Latch | None:
+        """The drift policy this intervention runs under (None: unconditional)."""
+        return self._entries[0].policy if self._entries else None
 
     def remove(self) -> None:
         """Takes the intervention out of the attachment (re-registers hooks as
@@ -589,6 +682,8 @@ class Attachment:
         self._entered = False
         self._rows: int | None = None  # batch size of per-row control, None = per layer only
         self._units: dict[int, torch.Tensor] = {}
+        self._policies: list[Latch] = []
+        self._epoch = 0  # bumped whenever a buffer a program's call reads may have moved
 
     def describe(self) -> str:
         """Which blocks are hooked (path, count, stack), how each call's padding
@@ -728,6 +823,7 @@ class Attachment:
         *,
         side: str = "floor",
         direction: Any = None,
+        policy: Latch | None = None,
     ) -> Cap:
         """Caps the projection on the unit axis (or ``direction``) at ``layers``.
 
@@ -737,17 +833,19 @@ class Attachment:
         or a ``{layer: value}`` dict. Per batch row: a ``(batch, n_layers_given)``
         tensor, or ``(batch,)`` tensors as the values of the dict. Units: the
         residual stream's (a projection on a unit vector). ``±inf`` on the open
-        side means no bound."""
+        side means no bound. ``policy``: a drift policy of this attachment
+        (:meth:`latch`); the cap then runs only where it has latched."""
         layers = self._layer_list(layers, "cap")
+        self._check_policy(policy, layers, "cap")
         bounds = self._bounds(layers, thresholds, side)
         entries = []
         for layer, (lo, hi) in zip(layers, bounds):
             on_axis = direction is None
             u = self._unit_axis(layer) if on_axis else self._direction(direction, layer, True, "cap")
-            entries.append(_Entry(layer, CLAMP, u, lo, hi, True, on_axis))
+            entries.append(_Entry(layer, CLAMP, u, lo, hi, True, on_axis, policy))
         return self._add(Cap(self, entries, side))
 
-    def cap_config(self, config: CapConfig) -> Cap:
+    def cap_config(self, config: CapConfig, *, policy: Latch | None = None) -> Cap:
         """Applies a capping configuration exactly: each entry keeps
         ``<h, direction>`` within ``[lo, hi]`` at its layer, several on one layer
         in list order. A reference experiment (``ReferenceCappingConfig.experiment``)
@@ -770,7 +868,8 @@ class Attachment:
             if not isinstance(lo, float) or not isinstance(hi, float):
                 raise TypeError(f"config entry {j} (layer {layer}): lo and hi must be numbers (got per-row values)")
             on_axis = self.axis is not None and bool(torch.equal(u, self._unit_axis(layer)))
-            entries.append(_Entry(layer, CLAMP, u, lo, hi, True, on_axis))
+            entries.append(_Entry(layer, CLAMP, u, lo, hi, True, on_axis, policy))
+        self._check_policy(policy, [e.layer for e in entries], "cap_config")
         side = config.metadata.get("side", "band")
         return self._add(Cap(self, entries, side if side in SIDES else "band"))
 
@@ -782,6 +881,7 @@ class Attachment:
         units: str = "axis",
         residual_norms: Mapping[int, float] | Sequence[float] | None = None,
         direction: Any = None,
+        policy: Latch | None = None,
     ) -> Steer:
         """Adds the axis (or ``direction``) to the residual stream at ``layers``.
 
@@ -794,6 +894,7 @@ class Attachment:
         from the Assistant."""
         as_choice(units, "units", _UNITS)
         layers = self._layer_list(layers, "steer")
+        self._check_policy(policy, layers, "steer")
         coefs = self._per_layer(layers, coef, "coef")
         norms = None
         if units == "residual":
@@ -820,22 +921,129 @@ class Attachment:
                 raise ValueError(f"steer: the vector at layer {layer} holds NaN or inf")
             scale[layer] = s
             value = self._finite_rows(c, f"coef at layer {layer}")
-            entries.append(_Entry(layer, STEER, w, value * s, 0.0, True, False))
+            entries.append(_Entry(layer, STEER, w, value * s, 0.0, True, False, policy))
         return self._add(Steer(self, entries, units, scale))
 
-    def ablate(self, layers: int | Iterable[int], *, target: Any = 0.0, direction: Any = None) -> Ablation:
+    def ablate(
+        self, layers: int | Iterable[int], *, target: Any = 0.0, direction: Any = None, policy: Latch | None = None
+    ) -> Ablation:
         """Sets the projection on the unit axis (or ``direction``) to ``target``
         at ``layers``: ``h += â (target - <h, â>)``; ``target=0`` removes the
         component (directional ablation)."""
         layers = self._layer_list(layers, "ablate")
+        self._check_policy(policy, layers, "ablate")
         targets = self._per_layer(layers, target, "target")
         entries = []
         for layer, t in zip(layers, targets):
             on_axis = direction is None
             u = self._unit_axis(layer) if on_axis else self._direction(direction, layer, True, "ablate")
             value = self._finite_rows(t, f"target at layer {layer}")
-            entries.append(_Entry(layer, SET, u, value, 0.0, True, on_axis))
+            entries.append(_Entry(layer, SET, u, value, 0.0, True, on_axis, policy))
         return self._add(Ablation(self, entries))
+
+    def latch(
+        self,
+        layer: int,
+        threshold: float,
+        *,
+        k: int = 3,
+        window: int | None = None,
+        release: float | None = None,
+        release_k: int = 3,
+        phases: str = "both",
+        direction: Any = None,
+        capacity: int = 1024,
+        name: str | None = None,
+    ) -> Latch:
+        """A drift policy watching ``layer`` (see :mod:`axis_steer.runtime.policies`).
+
+        A sequence latches once its projection on the unit axis (or
+        ``direction``) at ``layer`` stays below ``threshold`` for ``k``
+        consecutive real tokens (with ``window=W``: once the mean of its last
+        ``W`` projections does); interventions made with ``policy=`` this
+        latch then run on it from the next token on. With ``release``, a
+        latched sequence lets go after ``release_k`` consecutive tokens above
+        ``release`` (>= ``threshold``). ``phases``: ``"both"``, ``"prompt"`` or
+        ``"generated"``, the calls on which the gate may open. Units: the
+        residual stream's, like cap thresholds. Parameters are retuned with
+        :meth:`Latch.configure` (tensors only)."""
+        layer = as_layer(layer, "latch: layer", self.n_layers)
+        if direction is None:
+            u = self._unit_axis(layer)
+        else:
+            u = self._direction(direction, layer, True, "latch")
+        pol = Latch(
+            self,
+            layer,
+            u,
+            threshold=threshold,
+            k=k,
+            window=1 if window is None else window,
+            release=release,
+            release_k=release_k,
+            phases=phases,
+            start=False,
+            capacity=capacity,
+            name=name or f"latch{len(self._policies)}",
+        )
+        self._policies.append(pol)
+        self._rebuild()
+        return pol
+
+    def phases(self, phases: str = "generated", *, capacity: int = 1024, name: str | None = None) -> Latch:
+        """A policy of phases alone: interventions made with ``policy=`` it run
+        only on prefill calls (``"prompt"``) or only on decode steps
+        (``"generated"``: one token per row after a prefill). It runs at the
+        first layer it gates and watches nothing."""
+        pol = Latch(
+            self,
+            None,
+            None,
+            threshold=None,
+            k=1,
+            window=1,
+            release=None,
+            release_k=1,
+            phases=phases,
+            start=True,
+            capacity=capacity,
+            name=name or f"phases{len(self._policies)}",
+        )
+        self._policies.append(pol)
+        return pol
+
+    def _check_policy(self, policy: Latch | None, layers: list[int], what: str) -> None:
+        if policy is None:
+            return
+        if not isinstance(policy, Latch) or policy._att is not self:
+            raise ValueError(f"{what}: policy={policy!r} (expected a policy of this attachment, from att.latch(...))")
+        if policy not in self._policies:
+            raise ValueError(f"{what}: policy {policy.name} was removed from this attachment")
+        if policy.layer is not None:
+            early = [x for x in layers if x < policy.layer]
+            if early:
+                raise ValueError(
+                    f"{what}: layers {early} come before the policy's detection layer {policy.layer}; a gated "
+                    "intervention must sit at the detection layer or after it (a token's gate is known once the "
+                    "detection layer has seen the tokens before it, and later layers cannot move what it reads). "
+                    f"Detect at layer {min(layers)} or earlier, or gate layers >= {policy.layer} only"
+                )
+
+    def _gate(self, item: _Intervention, policy: Latch | None) -> None:
+        """Puts ``item`` under ``policy`` (None: unconditional again)."""
+        self._check_policy(policy, item.layers, "gate")
+        for e in item._entries:
+            e.policy = policy
+        self._rebuild()
+
+    def _remove_policy(self, policy: Latch) -> None:
+        if policy in self._policies:
+            self._policies.remove(policy)
+        for item in self._interventions:
+            for e in item._entries:
+                if e.policy is policy:
+                    e.policy = None
+        self._rebuild()
 
     def monitor(self, layers: int | Iterable[int] | None = None, *, capacity: int = 1024) -> Monitor:
         """Records drift readings at ``layers`` (default: the middle layer).
@@ -891,16 +1099,30 @@ class Attachment:
             for e in item._entries:
                 by_layer.setdefault(e.layer, []).append(e)
         monitored = {layer for m in self._monitors for layer in m.layers}
+        for pol in self._policies:  # a policy of phases alone runs at the first layer it gates
+            gated = [e.layer for item in self._interventions for e in item._entries if e.policy is pol]
+            pol.runs_at = pol.layer if pol.layer is not None else (min(gated) if gated else None)
+            if pol.runs_at is not None:
+                pol._place()
+        detecting = {pol.runs_at for pol in self._policies if pol.runs_at is not None}
         programs: dict[int, _Program] = {}
-        for layer in sorted(set(by_layer) | monitored):
+        for layer in sorted(set(by_layer) | monitored | detecting):
             entries = sorted(by_layer.get(layer, []), key=lambda e: _KIND_ORDER[e.op])
             steps: list[_Entry | None] = list(entries)
             if layer in monitored and not (entries and entries[0].on_axis):
                 steps.insert(0, None)  # PROJECT on the unit axis
             dev = self._layers.device(layer)
-            dirs = static_buffer(torch.stack([self._unit_axis(layer) if s is None else s.direction for s in steps]).to(dev))
+            rows = [self._unit_axis(layer) if s is None else s.direction for s in steps]
+            dirs = torch.stack(rows) if rows else torch.zeros((0, self._layers.hidden_size))
+            dirs = static_buffer(dirs.to(dev))
             ops = [PROJECT if s is None else s.op for s in steps]
             prog = _Program(dirs, ops, tuple(ops), torch.empty(0), steps)
+            prog.latches = [pol for pol in self._policies if pol.runs_at == layer]
+            for s in steps:
+                if s is not None and s.policy is not None and s.policy not in prog.gates:
+                    prog.gates.append(s.policy)
+            if prog.gates:
+                prog.gate_of = tuple(-1 if s is None or s.policy is None else prog.gates.index(s.policy) for s in steps)
             programs[layer] = prog
         self._programs = programs
         self._write_params(set(programs))
@@ -909,6 +1131,7 @@ class Attachment:
             self._hooks.refresh()
 
     def _bind_records(self) -> None:
+        self._epoch += 1
         if self._hooks is not None:
             for mon in self._monitors:
                 for layer in mon.layers:
@@ -942,6 +1165,7 @@ class Attachment:
                 prog.params.copy_(host)
             else:
                 prog.params = static_buffer(host.to(prog.dirs.device))
+                self._epoch += 1
 
     def _check_batch(self, batch: int) -> None:
         if self._rows is not None and batch != self._rows:
@@ -971,6 +1195,7 @@ class Attachment:
             hooks = _ModelHooks(self._layers)
             _REGISTRY[blocks] = hooks
         self._hooks = hooks
+        self._epoch += 1  # the offsets the programs' calls read are these hooks'
         hooks.attachments.append(self)
         hooks.enabled = True
         self._entered = True

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -34,7 +34,10 @@ class Readings:
     ``(batch, n_monitored_layers, T)``; ``valid`` (False on padding) and
     ``tokens`` (token ids, -1 where unknown) are ``(batch, T)``; position ``t``
     is the ``t``-th position of the (left-padded) sequence, prompt then
-    generated tokens. Padding positions hold NaN and are never counted."""
+    generated tokens. Padding positions hold NaN and are never counted.
+    ``policies``: the decisions of the attachment's drift policies, one
+    :class:`~axis_steer.runtime.policies.PolicyReadings` each (per token
+    whether the gate was open, per row where it latched), same positions."""
 
     layers: list[int]
     p_in: np.ndarray
@@ -42,6 +45,7 @@ class Readings:
     fired: np.ndarray
     valid: np.ndarray
     tokens: np.ndarray
+    policies: list = field(default_factory=list)
 
     @property
     def batch(self) -> int:
@@ -110,6 +114,10 @@ class Readings:
             "p_in": [clean(self.p_in[b]) for b in range(self.batch)],
             "p_out": [clean(self.p_out[b]) for b in range(self.batch)],
             "fired": self.fired.tolist(),
+            "policies": [
+                {"name": r.name, "layer": r.layer, "gate": r.gate.tolist(), "latched_at": r.state.latched_at.tolist()}
+                for r in self.policies
+            ],
         }
         path.write_text(json.dumps(data))
         return path
@@ -342,4 +350,7 @@ class Monitor:
         p_in[~np.broadcast_to(valid[:, None, :], p_in.shape)] = np.nan
         p_out[~np.broadcast_to(valid[:, None, :], p_out.shape)] = np.nan
         fired &= valid[:, None, :]
-        return Readings(layers=list(self.layers), p_in=p_in, p_out=p_out, fired=fired, valid=valid, tokens=tokens)
+        policies = [pol._readings(length, valid) for pol in self._att._policies if pol.runs_at is not None]
+        return Readings(
+            layers=list(self.layers), p_in=p_in, p_out=p_out, fired=fired, valid=valid, tokens=tokens, policies=policies
+        )

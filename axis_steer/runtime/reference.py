@@ -30,8 +30,8 @@ import numpy as np
 
 from axis_steer.runtime.steps import CLAMP, OP_NAMES, PROJECT, SET, STEER
 
-__all__ = ["CLAMP", "OP_NAMES", "PROJECT", "SET", "STEER", "Result", "apply", "clamp", "project",
-           "reference_style_cap_hook", "set_projection", "steer"]
+__all__ = ["CLAMP", "OP_NAMES", "PROJECT", "SET", "STEER", "LatchResult", "Result", "apply", "clamp", "latch",
+           "project", "reference_style_cap_hook", "set_projection", "steer"]
 
 
 def _is_torch(x: Any) -> bool:
@@ -209,3 +209,90 @@ def reference_style_cap_hook(vectors: Sequence[tuple[Any, float]]):
         return (h, *output[1:])
 
     return hook
+
+
+class LatchResult(NamedTuple):
+    """What :func:`latch` returns, per batch row ``b`` and position ``t``."""
+
+    gate: Any  #: (batch, T) bool: a gated intervention runs on the token
+    latched: Any  #: (batch,) bool: latched after the last token
+    latched_at: Any  #: (batch,) int64: position of the token that first latched, -1 if none
+    count: Any  #: (batch,) int64: times latched
+
+
+def latch(
+    p: Any,
+    mask: Any = None,
+    *,
+    threshold: float,
+    k: int = 1,
+    window: int = 1,
+    release: float | None = None,
+    release_k: int = 1,
+    phases: str = "both",
+    start: bool = False,
+    calls: Sequence[int] | None = None,
+) -> LatchResult:
+    """The drift latch's state machine (``csrc/axis_steer.h``, "Drift latches"),
+    in float64 Python, over sequences from their reset on.
+
+    ``p``: ``(batch, T)`` detection projections (float32 values; NaN where
+    the row holds NaN); ``mask``: ``(batch, T)``, False on padding; ``calls``:
+    the number of positions each forward call brought (default one call of
+    ``T``): a call of one position after the first is a decode step, any other
+    a prompt, and ``phases`` (``"both"``, ``"prompt"``, ``"generated"``) says on
+    which the gate may open. Per real token, in order: its gate is "latched
+    before it" (and its phase open); then the signal ``s`` (``p``, or with
+    ``window=W`` the mean of the last ``W`` finite values, a running float64
+    sum ``(sum + x) - oldest``, once ``W`` were seen) advances the counters:
+    ``run`` of ``s < threshold`` while not latched (latch at ``k``), ``up`` of
+    ``s > release`` while latched (release at ``release_k``)."""
+    x = np.asarray(p.detach().cpu() if _is_torch(p) else p, dtype=np.float64)
+    batch, total = x.shape
+    m = np.ones((batch, total), bool) if mask is None else np.asarray(mask.cpu() if _is_torch(mask) else mask, bool)
+    calls = [total] if calls is None else list(calls)
+    if sum(calls) != total or any(c < 1 for c in calls):
+        raise ValueError(f"calls={calls}: expected positive lengths summing to {total}")
+    decode = np.zeros(total, bool)
+    at = 0
+    for n in calls:
+        decode[at : at + n] = n == 1 and at > 0
+        at += n
+    open_prompt, open_gen = {"both": (True, True), "prompt": (True, False), "generated": (False, True)}[phases]
+    # the kernels hold the parameters in float32
+    threshold = float(np.float32(threshold))
+    rel = np.nan if release is None else float(np.float32(release))
+    gate = np.zeros((batch, total), bool)
+    latched = np.zeros(batch, bool)
+    latched_at = np.full(batch, -1, np.int64)
+    count = np.zeros(batch, np.int64)
+    for b in range(batch):
+        on, run, up, n_at, n_count = bool(start), 0, 0, -1, 0
+        ring: list[float] = []
+        total_sum = 0.0
+        for t in range(total):
+            if not m[b, t]:
+                continue
+            gate[b, t] = on and (open_gen if decode[t] else open_prompt)
+            has, sig = False, 0.0
+            v = float(x[b, t])
+            if window == 1:
+                has, sig = True, v
+            elif np.isfinite(v):
+                if len(ring) == window:
+                    total_sum = (total_sum + v) - ring.pop(0)
+                else:
+                    total_sum = total_sum + v
+                ring.append(v)
+                has, sig = len(ring) == window, total_sum / window
+            if not on:
+                run = run + 1 if has and sig < threshold else 0
+                if run >= k:
+                    on, run, up, n_count = True, 0, 0, n_count + 1
+                    n_at = t if n_at < 0 else n_at
+            else:
+                up = up + 1 if has and sig > rel else 0
+                if up >= release_k:
+                    on, run, up = False, 0, 0
+        latched[b], latched_at[b], count[b] = on, n_at, n_count
+    return LatchResult(gate, latched, latched_at, count)

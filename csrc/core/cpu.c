@@ -2,6 +2,8 @@
  * cpu.c - the CPU kernels: one pass over each row runs a short program of
  * project / clamp / set / steer steps (axs_apply_), and the public
  * single-operation entry points run the one-step programs of programs.c.
+ * axs_latch_apply_ runs its latches first: the detection projections as a
+ * one-step program, then the state machine of latch.h over each sequence.
  *
  * The row loops are plain C written for the compiler to vectorise: a dot
  * product keeps AXS_LANES independent float32 partial sums combined in one
@@ -22,6 +24,7 @@
 
 #include "convert.h"
 #include "internal.h"
+#include "latch.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -246,6 +249,21 @@ static void skip_row(const axs_program *pg, int64_t o, int64_t i) {
   bout_set(pg->rec.fired, o, col, 0);
 }
 
+/* Whether step s runs on row (o, i): no gate, or a nonzero gate byte at the
+ * row's gate column (axs_gate). */
+static inline int gate_open(const axs_gate *g, int64_t o, int64_t i) {
+  if (g->data == NULL)
+    return 1;
+  int64_t c = i;
+  if (g->offset != NULL) {
+    int64_t off = *g->offset;
+    if (!(off >= -i && off < g->capacity - i))
+      return 0;
+    c = off + i;
+  }
+  return g->data[o * g->stride_outer + c * g->stride_inner] != 0;
+}
+
 /* Where step s moves the projection p, or p itself when it does not. */
 static inline float step_target(const axs_step *s, float p, int64_t o, int64_t i) {
   if (s->op == AXS_CLAMP) {
@@ -286,7 +304,20 @@ static void run_row(const axs_program *pg, int64_t o, int64_t i) {
   for (int k = 0; k < pg->n_steps; k++) {
     const axs_step *s = &pg->steps[k];
     uint8_t wrote = 0;
-    if (s->op == AXS_STEER) {
+    if (!gate_open(&s->gate, o, i)) {
+      /* skipped: the row's projection at this point, where someone reads it */
+      int first = k == 0 && want_rec && s->op != AXS_STEER;
+      if (s->p_before.data != NULL || s->p_after.data != NULL || first) {
+        float p = (p0_ok && s->dir == dir0) ? p0 : pg->dot(row, s->dir, d);
+        if (first) {
+          p_in = p;
+          p0 = p;
+          p0_ok = 1;
+        }
+        fout_set(s->p_before, o, i, p);
+        fout_set(s->p_after, o, i, p);
+      }
+    } else if (s->op == AXS_STEER) {
       float alpha = fin_at(s->a, o, i);
       /* projections on w are computed only when asked for: monitoring
        * records dir0 instead */
@@ -334,17 +365,9 @@ static void run_row(const axs_program *pg, int64_t o, int64_t i) {
   bout_set(pg->rec.fired, o, col, (uint8_t)fired);
 }
 
-/* ---- entry points ---------------------------------------------------------- */
-
-axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
-                      const axs_names *names, int n_threads) {
-  axs_clear_error();
-  axs_status st = axs_check_call(h, steps, n_steps, mask, rec, names);
-  if (st != AXS_OK)
-    return st;
-  st = axs_check_values(h, steps, n_steps, mask, names);
-  if (st != AXS_OK)
-    return st;
+/* Runs steps[0 .. n_steps) on every row; the call is checked. */
+static void run_rows(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
+                     int n_threads) {
   axs_program pg;
   pg.h = h;
   pg.steps = steps;
@@ -367,22 +390,103 @@ axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin ma
     break;
   }
   const int64_t n_rows = h.n_outer * h.n_inner;
-  if (n_threads <= 0)
-    n_threads = axs_default_threads();
   int parallel =
       n_threads > 1 && n_rows > 1 && (double)n_rows * (double)h.d >= AXS_PARALLEL_MIN_ELEMS;
   if (!parallel) {
     for (int64_t o = 0; o < h.n_outer; o++)
       for (int64_t i = 0; i < h.n_inner; i++)
         run_row(&pg, o, i);
-    return AXS_OK;
+    return;
   }
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(n_threads)
 #endif
   for (int64_t r = 0; r < n_rows; r++)
     run_row(&pg, r / h.n_inner, r % h.n_inner);
+}
+
+/* The detection projection of row r of h into the latch's p (NaN on
+ * padding); columns outside the latch's are left alone. */
+static inline void latch_project_row(axs_rows h, const axs_latch *lt, axs_bin mask, axs_dot_fn dot,
+                                     int64_t r) {
+  const int64_t off = *lt->offset, o = r / h.n_inner, i = r % h.n_inner;
+  if (!(off >= -i && off < lt->capacity - i))
+    return;
+  float *out = &lt->p[o * lt->p_stride + off + i];
+  if (mask.data != NULL && !mask.data[o * mask.stride_outer + i * mask.stride_inner]) {
+    *out = NAN;
+    return;
+  }
+  const size_t at = (size_t)(o * h.stride_outer + i * h.stride_inner) * axs_dtype_size(h.dtype);
+  *out = dot((const char *)h.data + at, lt->dir, h.d);
+}
+
+/* The detection projections of a latch, p[o][*offset + i] = <h[o][i], dir>
+ * (what a PROJECT step recorded at the latch's columns gives, without
+ * building one). */
+static void latch_projections(axs_rows h, const axs_latch *lt, axs_bin mask, axs_dot_fn dot,
+                              int n_threads) {
+  const int64_t n_rows = h.n_outer * h.n_inner;
+  if (n_threads <= 1 || n_rows <= 1 || (double)n_rows * (double)h.d < AXS_PARALLEL_MIN_ELEMS) {
+    for (int64_t r = 0; r < n_rows; r++)
+      latch_project_row(h, lt, mask, dot, r);
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+#endif
+  for (int64_t r = 0; r < n_rows; r++)
+    latch_project_row(h, lt, mask, dot, r);
+}
+
+/* A latch on every sequence of h: its detection projections into p, then
+ * the scan of latch.h. Sequences are independent; the scan is a few
+ * operations per token, so it is split over threads only for many tokens. */
+static void run_latch(axs_rows h, const axs_latch *lt, axs_bin mask, int n_threads) {
+  if (lt->dir != NULL)
+    latch_projections(h, lt, mask,
+                      h.dtype == AXS_F32   ? dot_f32
+                      : h.dtype == AXS_F16 ? dot_f16
+                                           : dot_bf16,
+                      n_threads);
+  int parallel = n_threads > 1 && h.n_outer > 1 &&
+                 (double)h.n_outer * (double)h.n_inner >= AXS_PARALLEL_MIN_ELEMS / 16;
+  if (!parallel) {
+    for (int64_t o = 0; o < h.n_outer; o++)
+      axs_latch_scan(lt, mask, h.n_inner, o);
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+#endif
+  for (int64_t o = 0; o < h.n_outer; o++)
+    axs_latch_scan(lt, mask, h.n_inner, o);
+}
+
+/* ---- entry points ---------------------------------------------------------- */
+
+axs_status axs_latch_apply_(axs_rows h, const axs_latch *latches, int n_latches,
+                            const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
+                            const axs_names *names, int n_threads) {
+  axs_clear_error();
+  axs_status st = axs_check_call(h, latches, n_latches, steps, n_steps, mask, rec, names);
+  if (st != AXS_OK)
+    return st;
+  st = axs_check_values(h, latches, n_latches, steps, n_steps, mask, names);
+  if (st != AXS_OK)
+    return st;
+  if (n_threads <= 0)
+    n_threads = axs_default_threads();
+  for (int j = 0; j < n_latches; j++)
+    run_latch(h, &latches[j], mask, n_threads);
+  if (n_steps > 0)
+    run_rows(h, steps, n_steps, mask, rec, n_threads);
   return AXS_OK;
+}
+
+axs_status axs_apply_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
+                      const axs_names *names, int n_threads) {
+  return axs_latch_apply_(h, NULL, 0, steps, n_steps, mask, rec, names, n_threads);
 }
 
 /* The single operations: the one-step programs of programs.c. */

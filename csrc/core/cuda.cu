@@ -1,6 +1,7 @@
 /*
- * cuda.cu - the CUDA kernels behind the five CUDA entry points (axs_apply_cuda_
- * and the single operations, its one-step programs from programs.c): the
+ * cuda.cu - the CUDA kernels behind the six CUDA entry points (axs_apply_cuda_,
+ * axs_latch_apply_cuda_ and the single operations, one-step programs from
+ * programs.c): the
  * row program of cpu.c (project / clamp / set / steer steps, each seeing the
  * result of the previous one, with the same outputs, skip, NaN and overflow
  * rules, and the record's write offset read on the device) run on device
@@ -28,6 +29,13 @@
  * round-to-nearest intrinsic (__fmul_rn, __fadd_rn): no contraction into
  * FMA whatever --fmad says, no fast-math.
  *
+ * A call with latches first runs, per latch, the detection projections as a
+ * one-step PROJECT program recorded at the latch's columns, then the
+ * latch's state machine (latch.h, shared with cpu.c), one thread per
+ * sequence going through its tokens in order; then the call's steps. The
+ * kernels follow each other on the stream, so each sees what the previous
+ * one wrote.
+ *
  * Deliberately not here: the checks that read data (unit norms, per-row
  * lo <= hi; the caller's job on device data, see axis_steer.h); any
  * synchronisation, allocation or read of device memory on the host (the
@@ -42,6 +50,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "latch.h"
 
 /* Build knob: the most blocks one launch uses; beyond it, blocks stride over
  * the rows. The host emulation of these kernels (csrc/tests/cuda_emulation)
@@ -400,6 +409,21 @@ __device__ void skip_row(const Program &pg, int64_t o, int64_t i) {
   bout_set(pg.rec.fired, o, col, false);
 }
 
+// whether step s runs on row (o, i): no gate, or a nonzero gate byte at the
+// row's gate column (axs_gate; the offset lives in device memory)
+__device__ __forceinline__ bool gate_open(const axs_gate &g, int64_t o, int64_t i) {
+  if (g.data == nullptr)
+    return true;
+  int64_t c = i;
+  if (g.offset != nullptr) {
+    const int64_t off = *g.offset;
+    if (!(off >= -i && off < g.capacity - i))
+      return false;
+    c = off + i;
+  }
+  return g.data[o * g.stride_outer + c * g.stride_inner] != 0;
+}
+
 // The per-row values a step reads (lo and hi, target, or alpha), loaded ahead
 // of the step so that their latency hides behind the previous work. Only the
 // values the op uses are read.
@@ -469,7 +493,22 @@ __device__ __forceinline__ void run_row(const Program &pg, Group &g, int64_t r) 
     const Params next = k + 1 < pg.n_steps ? load_params(pg.steps[k + 1], o, i) : cur;
     const bool reuse = p0_ok && s.dir == dir0;
     bool wrote = false;
-    if (s.op == AXS_STEER) {
+    if (!gate_open(s.gate, o, i)) {
+      // skipped: the row's projection at this point, where someone reads it
+      const bool first = k == 0 && want_rec && s.op != AXS_STEER;
+      if (s.p_before.data != nullptr || s.p_after.data != nullptr || first) {
+        const float pk = reuse ? p0 : g.sum(row.dot(s.dir));
+        if (first) {
+          p_in = pk;
+          p0 = pk;
+          p0_ok = true;
+        }
+        if (lead) {
+          fout_set(s.p_before, o, i, pk);
+          fout_set(s.p_after, o, i, pk);
+        }
+      }
+    } else if (s.op == AXS_STEER) {
       const float alpha = cur.a;
       const bool want_pa = s.p_after.data != nullptr;
       float pb = 0.0f;
@@ -571,6 +610,22 @@ __global__ void __launch_bounds__(MAXT, min_blocks(MAXT))
     run_row<S, NC, VEC>(pg, g, r);
 }
 
+// latch scan: thread t of block b runs sequences b * blockDim.x + t, then
+// strides by all threads of the grid; each goes through its tokens in order
+struct LatchScan {
+  axs_latch latch;
+  axs_bin mask;
+  int64_t n_outer, n_inner;
+};
+
+constexpr int kScanThreads = 32;
+
+__global__ void __launch_bounds__(kScanThreads) latch_scan(const __grid_constant__ LatchScan ls) {
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < ls.n_outer; o += stride)
+    axs_latch_scan(&ls.latch, ls.mask, ls.n_inner, o);
+}
+
 /* ---- host side ----------------------------------------------------------- */
 
 enum Kind { WARP_1, WARP_2, WARP_4, BLOCK_256, BLOCK_512, BLOCK_1024, GLOBAL };
@@ -651,17 +706,10 @@ template <class S> static void launch_dtype(const Program &pg, const Launch &l, 
     launch_as<S, false>(pg, l, st);
 }
 
-// The CUDA engine behind every entry point; names as in axs_check_call.
-static axs_status apply(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
-                        axs_record rec, const axs_names *names, void *stream) {
-  axs_clear_error();
-  axs_status status = axs_check_call(h, steps, n_steps, mask, rec, names);
-  if (status != AXS_OK)
-    return status;
-  const int64_t n_rows = h.n_outer * h.n_inner;
-  if (n_rows == 0)
-    return AXS_OK;
-
+// Enqueues the program steps[0 .. n_steps) on every row (n_rows >= 1; the
+// call is checked).
+static void launch_program(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
+                           axs_record rec, int64_t n_rows, cudaStream_t st) {
   Program pg;
   memset(&pg, 0, sizeof pg);
   pg.h = h;
@@ -673,7 +721,6 @@ static axs_status apply(axs_rows h, const axs_step *steps, int n_steps, axs_bin 
     pg.steps[k] = steps[k];
 
   const Launch l = choose_launch(h, steps, n_steps, n_rows);
-  cudaStream_t st = static_cast<cudaStream_t>(stream);
   switch (h.dtype) {
   case AXS_F32:
     launch_dtype<F32>(pg, l, st);
@@ -685,6 +732,48 @@ static axs_status apply(axs_rows h, const axs_step *steps, int n_steps, axs_bin 
     launch_dtype<BF16>(pg, l, st);
     break;
   }
+}
+
+// Enqueues a latch on every sequence of h: the detection projections into
+// its p (a PROJECT step recorded at the latch's columns), then the scan.
+static void launch_latch(axs_rows h, const axs_latch &lt, axs_bin mask, int64_t n_rows,
+                         cudaStream_t st) {
+  if (lt.dir != nullptr && n_rows > 0) {
+    const axs_one_step s = axs_project_program(lt.dir, axs_no_fout);
+    axs_record rec = axs_no_record;
+    rec.p_in.data = lt.p;
+    rec.p_in.stride_outer = lt.p_stride;
+    rec.p_in.stride_inner = 1;
+    rec.offset = lt.offset;
+    rec.capacity = lt.capacity;
+    launch_program(h, &s.step, 1, mask, rec, n_rows, st);
+  }
+  LatchScan ls;
+  memset(&ls, 0, sizeof ls);
+  ls.latch = lt;
+  ls.mask = mask;
+  ls.n_outer = h.n_outer;
+  ls.n_inner = h.n_inner;
+  const int64_t blocks = (h.n_outer + kScanThreads - 1) / kScanThreads;
+  const unsigned grid = (unsigned)(blocks < kMaxBlocks ? blocks : kMaxBlocks);
+  latch_scan<<<grid, kScanThreads, 0, st>>>(ls);
+}
+
+// The CUDA engine behind every entry point; names as in axs_check_call.
+static axs_status apply(axs_rows h, const axs_latch *latches, int n_latches, const axs_step *steps,
+                        int n_steps, axs_bin mask, axs_record rec, const axs_names *names,
+                        void *stream) {
+  axs_clear_error();
+  axs_status status = axs_check_call(h, latches, n_latches, steps, n_steps, mask, rec, names);
+  if (status != AXS_OK)
+    return status;
+  const int64_t n_rows = h.n_outer * h.n_inner;
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  for (int j = 0; j < n_latches; j++)
+    if (h.n_outer > 0)
+      launch_latch(h, latches[j], mask, n_rows, st);
+  if (n_steps > 0 && n_rows > 0)
+    launch_program(h, steps, n_steps, mask, rec, n_rows, st);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess)
     return axs_fail(AXS_EDEVICE, "the CUDA kernel launch failed: %s", cudaGetErrorString(err));
@@ -694,35 +783,41 @@ static axs_status apply(axs_rows h, const axs_step *steps, int n_steps, axs_bin 
 } // namespace
 
 /* ---- entry points ----------------------------------------------------------
- * The same five as the CPU half; the single operations are the one-step
+ * The same six as the CPU half; the single operations are the one-step
  * programs of programs.c. */
+
+extern "C" axs_status axs_latch_apply_cuda_(axs_rows h, const axs_latch *latches, int n_latches,
+                                            const axs_step *steps, int n_steps, axs_bin mask,
+                                            axs_record rec, const axs_names *names, void *stream) {
+  return apply(h, latches, n_latches, steps, n_steps, mask, rec, names, stream);
+}
 
 extern "C" axs_status axs_apply_cuda_(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
                                       axs_record rec, const axs_names *names, void *stream) {
-  return apply(h, steps, n_steps, mask, rec, names, stream);
+  return apply(h, nullptr, 0, steps, n_steps, mask, rec, names, stream);
 }
 
 extern "C" axs_status axs_project_cuda(axs_rows h, const float *u, axs_bin mask, axs_fout out,
                                        void *stream) {
   const axs_one_step s = axs_project_program(u, out);
-  return apply(h, &s.step, 1, mask, axs_no_record, &s.names, stream);
+  return apply(h, nullptr, 0, &s.step, 1, mask, axs_no_record, &s.names, stream);
 }
 
 extern "C" axs_status axs_clamp_cuda_(axs_rows h, const float *u, axs_fin lo, axs_fin hi,
                                       axs_bin mask, axs_fout p_before, axs_fout p_after,
                                       axs_bout changed, void *stream) {
   const axs_one_step s = axs_clamp_program(u, lo, hi, p_before, p_after, changed);
-  return apply(h, &s.step, 1, mask, axs_no_record, &s.names, stream);
+  return apply(h, nullptr, 0, &s.step, 1, mask, axs_no_record, &s.names, stream);
 }
 
 extern "C" axs_status axs_set_projection_cuda_(axs_rows h, const float *u, axs_fin target,
                                                axs_bin mask, axs_fout p_before, void *stream) {
   const axs_one_step s = axs_set_projection_program(u, target, p_before);
-  return apply(h, &s.step, 1, mask, axs_no_record, &s.names, stream);
+  return apply(h, nullptr, 0, &s.step, 1, mask, axs_no_record, &s.names, stream);
 }
 
 extern "C" axs_status axs_steer_cuda_(axs_rows h, const float *w, axs_fin alpha, axs_bin mask,
                                       void *stream) {
   const axs_one_step s = axs_steer_program(w, alpha);
-  return apply(h, &s.step, 1, mask, axs_no_record, &s.names, stream);
+  return apply(h, nullptr, 0, &s.step, 1, mask, axs_no_record, &s.names, stream);
 }

@@ -30,12 +30,14 @@ const char *axs_dtype_name(axs_dtype dtype);
 /* Everything about a call that can be checked without reading device data:
  * sizes and byte extents (overflow-checked), strides, enums, missing
  * pointers, overlaps. names may be NULL (axs_names). */
-axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
-                          axs_record rec, const axs_names *names);
+axs_status axs_check_call(axs_rows h, const axs_latch *latches, int n_latches,
+                          const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
+                          const axs_names *names);
 
 /* The checks that read the values (direction norms, per-row lo <= hi, mask
- * bytes 0 / 1); host memory only, after axs_check_call. */
-axs_status axs_check_values(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
+ * bytes 0 / 1, latch parameters); host memory only, after axs_check_call. */
+axs_status axs_check_values(axs_rows h, const axs_latch *latches, int n_latches,
+                            const axs_step *steps, int n_steps, axs_bin mask,
                             const axs_names *names);
 
 /* Sum of squares of a float32 vector, vectorised like the row dot products
@@ -52,6 +54,7 @@ typedef struct {
 } axs_one_step;
 
 extern const axs_record axs_no_record;
+extern const axs_fout axs_no_fout;
 
 axs_one_step axs_project_program(const float *u, axs_fout out);
 axs_one_step axs_clamp_program(const float *u, axs_fin lo, axs_fin hi, axs_fout p_before,

@@ -12,6 +12,7 @@
 #include "internal.h"
 
 const axs_record axs_no_record = {{NULL, 0, 0}, {NULL, 0, 0}, {NULL, 0, 0}, NULL, 0};
+const axs_fout axs_no_fout = {NULL, 0, 0};
 
 static axs_one_step one_step(axs_op op, const float *dir, axs_fin a, axs_fin b) {
   axs_one_step s;

@@ -143,7 +143,7 @@ typedef struct {
 } axs_named_extent;
 
 typedef struct {
-  axs_named_extent items[3 * AXS_MAX_STEPS + 3];
+  axs_named_extent items[3 * AXS_MAX_STEPS + 3 + 4 * AXS_MAX_LATCHES];
   int n;
 } axs_outputs;
 
@@ -253,6 +253,34 @@ static axs_status check_in(axs_rows h, axs_extent hx, const void *data, int64_t 
   return AXS_OK;
 }
 
+/* A step's gate: one byte per row of h, or per record-like column with an
+ * offset. It is read only; it may be a latch's gate (written before the
+ * steps run), but not h. */
+static axs_status check_gate(axs_rows h, axs_extent hx, axs_gate g, axs_argname name) {
+  if (g.data == NULL)
+    return AXS_OK;
+  if (g.stride_outer < 0 || g.stride_inner < 0)
+    return axs_fail(AXS_EINVAL, "%s: strides (%lld, %lld) must not be negative", TEXT(name),
+                    (long long)g.stride_outer, (long long)g.stride_inner);
+  int64_t cols = h.n_inner;
+  if (g.offset != NULL) {
+    if (g.capacity < 0)
+      return axs_fail(AXS_EINVAL, "%s: capacity = %lld (expected >= 0 columns)", TEXT(name),
+                      (long long)g.capacity);
+    axs_extent oe;
+    AXS_TRY(extent_of(g.offset, 1, 1, 0, 0, 1, sizeof(int64_t), name, &oe));
+    if (extents_overlap(hx, oe))
+      return axs_fail(AXS_EINVAL, "%s: its offset overlaps the memory of h", TEXT(name));
+    cols = g.capacity;
+  }
+  axs_extent e;
+  AXS_TRY(extent_of(g.data, h.n_outer, cols, g.stride_outer, g.stride_inner, 1, 1, name, &e));
+  if (extents_overlap(hx, e))
+    return axs_fail(AXS_EINVAL, "%s overlaps the memory of h (expected separate buffers)",
+                    TEXT(name));
+  return AXS_OK;
+}
+
 static axs_status check_step(axs_rows h, axs_extent hx, const axs_step *s, int k,
                              const axs_names *names, axs_outputs *outs) {
   axs_argname dir = AXS_NAME(names, dir, "dirs[%d]", k);
@@ -281,20 +309,124 @@ static axs_status check_step(axs_rows h, axs_extent hx, const axs_step *s, int k
                     sizeof(float), AXS_NAME(names, p_after, "p_after[%d]", k), outs));
   AXS_TRY(check_out(h, s->changed.data, s->changed.stride_outer, s->changed.stride_inner, 1,
                     AXS_NAME(names, changed, "changed[%d]", k), outs));
+  return check_gate(h, hx, s->gate, AXS_NAME(names, gate, "gate[%d]", k));
+}
+
+/* ---- latches ------------------------------------------------------------- */
+
+/* "latches[j].field" (or the caller's name for latches, with the field). */
+typedef struct {
+  char text[48];
+} axs_field_name;
+
+/* field is at most 6 characters ("params"); the name is cut to 40 */
+static axs_field_name field_name(const axs_names *names, int j, const char *field) {
+  axs_field_name f;
+  snprintf(f.text, sizeof f.text, "%.40s.%.6s", TEXT(AXS_NAME(names, latch, "latches[%d]", j)),
+           field);
+  return f;
+}
+
+/* The name of a latch's field, pattern "latches[%d].field", for messages
+ * formed only on failure: the pattern itself when the caller named no
+ * latches (no formatting on the way of a valid call), else the caller's
+ * name with the field, formatted into buf. */
+static axs_argname field_arg(const axs_names *names, int j, const char *pattern,
+                             axs_field_name *buf) {
+  if (names == NULL || names->latch == NULL)
+    return name_of(pattern, NULL, j);
+  *buf = field_name(names, j, strchr(pattern, '.') + 1);
+  return name_of(buf->text, NULL, 0);
+}
+
+/* One per-sequence array of latch j (its field `pattern`): n_outer rows of
+ * `len` elements at row stride `stride`, not overlapping h; it goes to the
+ * overlap checks of the outputs. */
+static axs_status check_latch_array(axs_rows h, axs_extent hx, const void *data, int64_t stride,
+                                    int64_t len, size_t esize, const axs_names *names, int j,
+                                    const char *pattern, axs_outputs *outs) {
+  axs_field_name buf;
+  const axs_argname n = field_arg(names, j, pattern, &buf);
+  if (data == NULL)
+    return axs_fail(AXS_EINVAL, "%s: pointer is NULL (expected an array)", TEXT(n));
+  if (stride < 0 || (h.n_outer > 1 && stride < len))
+    return axs_fail(AXS_EINVAL,
+                    "%s: row stride %lld for rows of %lld elements (expected a stride >= the row "
+                    "length, so that sequences do not share elements)",
+                    TEXT(n), (long long)stride, (long long)len);
+  axs_extent e;
+  AXS_TRY(extent_of(data, h.n_outer, 1, stride, 0, len, esize, n, &e));
+  if (extents_overlap(hx, e))
+    return axs_fail(AXS_EINVAL, "%s overlaps the memory of h (expected separate buffers)", TEXT(n));
+  /* the overlap message is formed later: a name that outlives this call */
+  add_output(
+      outs, e,
+      name_of(names != NULL && names->latch != NULL ? "an array of a latch" : pattern, NULL, j));
   return AXS_OK;
 }
 
-axs_status axs_check_call(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
-                          axs_record rec, const axs_names *names) {
+/* A latch's direction, parameters or offset: `len` elements, not in h. */
+static axs_status check_latch_input(axs_extent hx, const void *data, int64_t len, size_t esize,
+                                    const axs_names *names, int j, const char *pattern) {
+  axs_field_name buf;
+  const axs_argname n = field_arg(names, j, pattern, &buf);
+  if (data == NULL)
+    return axs_fail(AXS_EINVAL, "%s: pointer is NULL", TEXT(n));
+  axs_extent e;
+  AXS_TRY(extent_of(data, 1, 1, 0, 0, len, esize, n, &e));
+  if (extents_overlap(hx, e))
+    return axs_fail(AXS_EINVAL, "%s overlaps the memory of h (expected separate buffers)", TEXT(n));
+  return AXS_OK;
+}
+
+static axs_status check_latch(axs_rows h, axs_extent hx, const axs_latch *lt, int j,
+                              const axs_names *names, axs_outputs *outs) {
+  AXS_TRY(check_latch_input(hx, lt->params, AXS_LATCH_NPARAMS, sizeof(float), names, j,
+                            "latches[%d].params"));
+  AXS_TRY(check_latch_input(hx, lt->offset, 1, sizeof(int64_t), names, j, "latches[%d].offset"));
+  if (lt->capacity < 0 || lt->window < 1) {
+    axs_field_name buf;
+    const axs_argname n = field_arg(names, j, "latches[%d].window", &buf);
+    return axs_fail(AXS_EINVAL,
+                    "%s, capacity = %lld, %lld (expected a window of at least 1 token and "
+                    ">= 0 columns)",
+                    TEXT(n), (long long)lt->window, (long long)lt->capacity);
+  }
+  AXS_TRY(check_latch_array(h, hx, lt->state, lt->state_stride, AXS_LATCH_NSTATE, sizeof(int64_t),
+                            names, j, "latches[%d].state", outs));
+  if (lt->window > 1)
+    AXS_TRY(check_latch_array(h, hx, lt->ring, lt->ring_stride, lt->window, sizeof(float), names, j,
+                              "latches[%d].ring", outs));
+  AXS_TRY(check_latch_array(h, hx, lt->gate, lt->gate_stride, lt->capacity, 1, names, j,
+                            "latches[%d].gate", outs));
+  if (lt->dir != NULL) {
+    AXS_TRY(check_latch_input(hx, lt->dir, h.d, sizeof(float), names, j, "latches[%d].dir"));
+    AXS_TRY(check_latch_array(h, hx, lt->p, lt->p_stride, lt->capacity, sizeof(float), names, j,
+                              "latches[%d].p", outs));
+  }
+  return AXS_OK;
+}
+
+axs_status axs_check_call(axs_rows h, const axs_latch *latches, int n_latches,
+                          const axs_step *steps, int n_steps, axs_bin mask, axs_record rec,
+                          const axs_names *names) {
   axs_extent hx;
   AXS_TRY(check_rows(h, &hx));
-  if (steps == NULL || n_steps < 1 || n_steps > AXS_MAX_STEPS)
+  if (n_latches < 0 || n_latches > AXS_MAX_LATCHES || (n_latches > 0 && latches == NULL))
     return axs_fail(AXS_EINVAL,
-                    "steps: %d steps given (expected 1 to %d, and a non-NULL "
+                    "latches: %d latches given (expected 0 to %d, and a non-NULL array "
+                    "when there are some)",
+                    n_latches, AXS_MAX_LATCHES);
+  int min_steps = n_latches > 0 ? 0 : 1;
+  if ((n_steps > 0 && steps == NULL) || n_steps < min_steps || n_steps > AXS_MAX_STEPS)
+    return axs_fail(AXS_EINVAL,
+                    "steps: %d steps given (expected %d to %d, and a non-NULL "
                     "array)",
-                    n_steps, AXS_MAX_STEPS);
+                    n_steps, min_steps, AXS_MAX_STEPS);
   axs_outputs outs;
   outs.n = 0;
+  for (int j = 0; j < n_latches; j++)
+    AXS_TRY(check_latch(h, hx, &latches[j], j, names, &outs));
   for (int k = 0; k < n_steps; k++)
     AXS_TRY(check_step(h, hx, &steps[k], k, names, &outs));
   AXS_TRY(check_in(h, hx, mask.data, mask.stride_outer, mask.stride_inner, 1,
@@ -404,10 +536,41 @@ static axs_status check_mask(axs_rows h, axs_bin mask, axs_argname name) {
   return AXS_OK;
 }
 
-axs_status axs_check_values(axs_rows h, const axs_step *steps, int n_steps, axs_bin mask,
+/* A latch's parameters: whole counts >= 1, flags 0 / 1; the thresholds may
+ * be anything (NaN: never). */
+static axs_status check_latch_params(const axs_latch *lt, int j, const axs_names *names) {
+  static const int counts[2] = {AXS_LATCH_K, AXS_LATCH_RELEASE_K};
+  static const int flags[3] = {AXS_LATCH_PROMPT, AXS_LATCH_GENERATED, AXS_LATCH_START};
+  for (int q = 0; q < 2; q++) {
+    float v = lt->params[counts[q]];
+    if (!(v >= 1.0f && v <= 4.0e18f) || v != floorf(v))
+      return axs_fail(AXS_EINVAL, "%s[%d] = %g (expected a whole number of tokens >= 1)",
+                      field_name(names, j, "params").text, counts[q], (double)v);
+  }
+  for (int q = 0; q < 3; q++) {
+    float v = lt->params[flags[q]];
+    if (v != 0.0f && v != 1.0f)
+      return axs_fail(AXS_EINVAL, "%s[%d] = %g (expected a flag, 0 or 1)",
+                      field_name(names, j, "params").text, flags[q], (double)v);
+  }
+  return AXS_OK;
+}
+
+axs_status axs_check_values(axs_rows h, const axs_latch *latches, int n_latches,
+                            const axs_step *steps, int n_steps, axs_bin mask,
                             const axs_names *names) {
   if (h.n_outer * h.n_inner > 0)
     AXS_TRY(check_mask(h, mask, AXS_NAME(names, mask, "mask", 0)));
+  for (int j = 0; j < n_latches; j++) {
+    const axs_latch *lt = &latches[j];
+    axs_field_name buf;
+    int checked = 0; /* the same direction as a (unit) step's: checked there */
+    for (int k = 0; k < n_steps && !checked; k++)
+      checked = steps[k].dir == lt->dir && steps[k].op != AXS_STEER;
+    if (lt->dir != NULL && !checked)
+      AXS_TRY(check_direction(lt->dir, h.d, 1, field_arg(names, j, "latches[%d].dir", &buf)));
+    AXS_TRY(check_latch_params(lt, j, names));
+  }
   for (int k = 0; k < n_steps; k++) {
     const axs_step *s = &steps[k];
     AXS_TRY(check_direction(s->dir, h.d, s->op != AXS_STEER, AXS_NAME(names, dir, "dirs[%d]", k)));

@@ -74,6 +74,12 @@ static int same_bits_f(float a, float b) {
   return memcmp(&a, &b, sizeof a) == 0;
 }
 
+static axs_record no_record(void) {
+  axs_record r;
+  memset(&r, 0, sizeof r);
+  return r;
+}
+
 /* A record of the given outputs, without an offset. */
 static axs_record record_of(axs_fout p_in, axs_fout p_out, axs_bout fired) {
   axs_record r;
@@ -1927,6 +1933,350 @@ static void test_names(void) {
   free(v);
 }
 
+/* ---- drift latches ----------------------------------------------------------
+ * The state machine written again as plainly as possible (a list of the
+ * sequence's finite values, the window's mean summed afresh), run over whole
+ * sequences, against axs_latch_apply_ run on the same tokens split into calls
+ * at random (a prompt, then chunks or single tokens, as generate makes them).
+ * Detection projections are exact: the direction is a basis vector e_j and
+ * the values are multiples of 1/4, so every sum in either version is exact
+ * and the two must agree bit for bit. */
+
+typedef struct {
+  int64_t run, up, latched, latched_at, count, n_vals;
+  double vals[64]; /* the finite values since the reset */
+} ref_latch_t;
+
+static void ref_latch_reset(ref_latch_t *r, int start) {
+  memset(r, 0, sizeof *r);
+  r->latched = start;
+  r->latched_at = -1;
+}
+
+/* The gate of a real token at column c, then the state advanced with x. */
+static int ref_latch_token(ref_latch_t *r, const float *pr, int64_t w, int has_dir, float x,
+                           int open, int64_t c) {
+  int gate = r->latched && open;
+  int has = 0;
+  double sig = 0.0;
+  if (has_dir && w == 1) {
+    sig = x;
+    has = 1;
+  } else if (has_dir && isfinite(x)) {
+    r->vals[r->n_vals++] = x;
+    if (r->n_vals >= w) {
+      double sum = 0.0;
+      for (int64_t q = r->n_vals - w; q < r->n_vals; q++)
+        sum += r->vals[q];
+      sig = sum / (double)w;
+      has = 1;
+    }
+  }
+  int64_t k = (int64_t)pr[AXS_LATCH_K], release_k = (int64_t)pr[AXS_LATCH_RELEASE_K];
+  if (!r->latched) {
+    r->run = (has && sig < (double)pr[AXS_LATCH_THRESHOLD]) ? r->run + 1 : 0;
+    if (r->run >= k) {
+      r->latched = 1;
+      r->run = r->up = 0;
+      r->count++;
+      if (r->latched_at < 0)
+        r->latched_at = c;
+    }
+  } else {
+    r->up = (has && sig > (double)pr[AXS_LATCH_RELEASE]) ? r->up + 1 : 0;
+    if (r->up >= release_k) {
+      r->latched = 0;
+      r->run = r->up = 0;
+    }
+  }
+  return gate;
+}
+
+static int64_t rng_int(int64_t lo, int64_t hi) { /* [lo, hi] */
+  return lo + (int64_t)(rng_u64() % (uint64_t)(hi - lo + 1));
+}
+
+static void test_latch_case(int case_no) {
+  const axs_dtype dt = k_dtypes[rng_int(0, 2)];
+  const int64_t no = rng_int(1, 3), total = rng_int(1, 24),
+                d = (int64_t[]){1, 7, 16, 33}[rng_int(0, 3)];
+  const int64_t w = rng_int(1, 4), jdir = rng_int(0, d - 1);
+  const int64_t cap = rng_int(0, 5) == 0 ? (total > 2 ? total - 2 : total) : total + rng_int(0, 3);
+  const int has_dir = rng_int(0, 9) != 0;
+  float pr[AXS_LATCH_NPARAMS] = {0};
+  pr[AXS_LATCH_THRESHOLD] = 0.125f + 0.25f * (float)rng_int(-4, 3);
+  pr[AXS_LATCH_K] = (float)rng_int(1, 3);
+  pr[AXS_LATCH_RELEASE] =
+      rng_int(0, 2) == 0 ? NAN : pr[AXS_LATCH_THRESHOLD] + 0.25f * (float)rng_int(0, 4);
+  pr[AXS_LATCH_RELEASE_K] = (float)rng_int(1, 3);
+  pr[AXS_LATCH_PROMPT] = (float)rng_int(0, 1);
+  pr[AXS_LATCH_GENERATED] = rng_int(0, 3) != 0;
+  pr[AXS_LATCH_START] = rng_int(0, 5) == 0;
+  set_case("latch case %d: %s (%lld, %lld, %lld), window %lld, k %g, release %g x %g, capacity "
+           "%lld%s",
+           case_no, dt_name(dt), (long long)no, (long long)total, (long long)d, (long long)w,
+           (double)pr[AXS_LATCH_K], (double)pr[AXS_LATCH_RELEASE], (double)pr[AXS_LATCH_RELEASE_K],
+           (long long)cap, has_dir ? "" : ", no direction");
+
+  /* tokens: x at element jdir, nonzero values elsewhere (0 * them is +0) */
+  const size_t es = dt_size(dt);
+  unsigned char *h = (unsigned char *)xcalloc((size_t)(no * total * d), es);
+  float *x = (float *)xcalloc((size_t)(no * total), sizeof(float));
+  uint8_t *mask = (uint8_t *)xcalloc((size_t)(no * total), 1);
+  for (int64_t o = 0; o < no; o++) {
+    int64_t pad = rng_int(0, total / 2);
+    for (int64_t t = 0; t < total; t++) {
+      int64_t r = o * total + t;
+      x[r] = rng_int(0, 15) == 0 ? NAN : 0.25f * (float)rng_int(-12, 12);
+      mask[r] = t >= pad && rng_int(0, 9) != 0;
+      for (int64_t j = 0; j < d; j++)
+        st(dt, h, r * d + j,
+           j == jdir ? x[r] : 0.5f * (float)rng_int(1, 4) * (rng_int(0, 1) ? 1 : -1));
+    }
+  }
+  float *u = (float *)xcalloc((size_t)d, sizeof(float));
+  u[jdir] = 1.0f;
+  const float lo = 0.25f * (float)rng_int(-2, 2);
+
+  int64_t *state = (int64_t *)xcalloc((size_t)(no * AXS_LATCH_NSTATE), sizeof(int64_t));
+  float *ring = (float *)xcalloc((size_t)(no * w), sizeof(float));
+  float *ph = (float *)xcalloc((size_t)(no * cap + 1), sizeof(float));
+  uint8_t *gate = (uint8_t *)xcalloc((size_t)(no * cap + 1), 1);
+  for (int64_t q = 0; q < no * cap; q++) {
+    ph[q] = k_fsentinel;
+    gate[q] = k_bsentinel;
+  }
+  float *pb = (float *)xcalloc((size_t)(no * total), sizeof(float));
+  float *pa = (float *)xcalloc((size_t)(no * total), sizeof(float));
+  uint8_t *changed = (uint8_t *)xcalloc((size_t)(no * total), 1);
+  int64_t offset = 0;
+  axs_latch lt = {has_dir ? u : NULL,
+                  pr,
+                  state,
+                  AXS_LATCH_NSTATE,
+                  w > 1 ? ring : NULL,
+                  w,
+                  w,
+                  has_dir ? ph : NULL,
+                  cap,
+                  gate,
+                  cap,
+                  &offset,
+                  cap};
+  axs_step cl;
+  memset(&cl, 0, sizeof cl);
+  cl.op = AXS_CLAMP;
+  cl.dir = u;
+  cl.a = (axs_fin){&lo, 0, 0};
+  cl.gate = (axs_gate){gate, cap, 1, &offset, cap};
+
+  /* the calls: a prompt, then single tokens or chunks */
+  int64_t phase_of[64]; /* per token: 1 if its call is a decode step */
+  for (int64_t start = 0, len; start < total; start += len) {
+    len = start == 0 ? rng_int(1, total) : (rng_int(0, 2) ? 1 : rng_int(1, total - start));
+    if (len > total - start)
+      len = total - start;
+    offset = start;
+    for (int64_t t = start; t < start + len; t++)
+      phase_of[t] = len == 1 && start > 0;
+    axs_rows rows = {h + (size_t)(start * d) * es, dt, no, len, d, total * d, d};
+    axs_bin m = {mask + start, total, 1};
+    cl.p_before = (axs_fout){pb + start, total, 1};
+    cl.p_after = (axs_fout){pa + start, total, 1};
+    cl.changed = (axs_bout){changed + start, total, 1};
+    int use_steps = rng_int(0, 3) != 0;
+    axs_status stt =
+        axs_latch_apply_(rows, &lt, 1, &cl, use_steps, m, no_record(), NULL, (int)rng_int(1, 4));
+    CHECK(stt == AXS_OK, "call at %lld: %s", (long long)start, axs_last_error());
+    if (!use_steps) { /* the step alone, in a second call, sees the same gate */
+      stt = axs_latch_apply_(rows, NULL, 0, &cl, 1, m, no_record(), NULL, 1);
+      CHECK(stt == AXS_OK, "steps at %lld: %s", (long long)start, axs_last_error());
+    }
+  }
+
+  for (int64_t o = 0; o < no; o++) {
+    ref_latch_t ref;
+    ref_latch_reset(&ref, pr[AXS_LATCH_START] != 0.0f);
+    for (int64_t t = 0; t < total; t++) {
+      const int64_t r = o * total + t;
+      if (t >= cap)
+        continue;
+      if (!mask[r]) {
+        CHECK(gate[o * cap + t] == 0, "gate[%lld][%lld] = %d on padding", (long long)o,
+              (long long)t, gate[o * cap + t]);
+        if (has_dir)
+          CHECK(isnan(ph[o * cap + t]), "p[%lld][%lld] = %g on padding", (long long)o, (long long)t,
+                (double)ph[o * cap + t]);
+        CHECK(changed[r] == 0, "padding changed");
+        continue;
+      }
+      int open = phase_of[t] ? pr[AXS_LATCH_GENERATED] != 0.0f : pr[AXS_LATCH_PROMPT] != 0.0f;
+      int g = ref_latch_token(&ref, pr, w, has_dir, x[r], open, t);
+      CHECK(gate[o * cap + t] == g, "gate[%lld][%lld] = %d, expected %d", (long long)o,
+            (long long)t, gate[o * cap + t], g);
+      if (has_dir)
+        CHECK(same_bits_f(ph[o * cap + t], x[r]) || (isnan(x[r]) && isnan(ph[o * cap + t])),
+              "p[%lld][%lld] = %g, expected %g", (long long)o, (long long)t,
+              (double)ph[o * cap + t], (double)x[r]);
+      /* the gated clamp: runs where the gate is open, reports p either way */
+      int fires = g && isfinite(x[r]) && x[r] < lo;
+      float now = ld(dt, h, r * d + jdir);
+      CHECK(changed[r] == fires, "changed[%lld][%lld] = %d, expected %d", (long long)o,
+            (long long)t, changed[r], fires);
+      CHECK(fires ? now == lo : (same_bits_f(now, x[r]) || (isnan(now) && isnan(x[r]))),
+            "h[%lld][%lld] = %g (x %g, gate %d, lo %g)", (long long)o, (long long)t, (double)now,
+            (double)x[r], g, (double)lo);
+      CHECK(same_bits_f(pb[r], x[r]) || (isnan(pb[r]) && isnan(x[r])),
+            "p_before[%lld][%lld] = %g, expected %g", (long long)o, (long long)t, (double)pb[r],
+            (double)x[r]);
+      CHECK(fires ? pa[r] == lo : (same_bits_f(pa[r], pb[r]) || (isnan(pa[r]) && isnan(pb[r]))),
+            "p_after[%lld][%lld] = %g", (long long)o, (long long)t, (double)pa[r]);
+    }
+    for (int64_t c = total; c < cap; c++)
+      CHECK(gate[o * cap + c] == k_bsentinel, "gate column %lld written", (long long)c);
+    const int64_t *sv = state + o * AXS_LATCH_NSTATE;
+    CHECK(sv[AXS_LATCH_S_LATCHED] == ref.latched && sv[AXS_LATCH_S_RUN] == ref.run &&
+              sv[AXS_LATCH_S_UP] == ref.up && sv[AXS_LATCH_S_LATCHED_AT] == ref.latched_at &&
+              sv[AXS_LATCH_S_COUNT] == ref.count,
+          "state of %lld: latched %lld run %lld up %lld at %lld count %lld, expected %lld %lld "
+          "%lld %lld %lld",
+          (long long)o, (long long)sv[AXS_LATCH_S_LATCHED], (long long)sv[AXS_LATCH_S_RUN],
+          (long long)sv[AXS_LATCH_S_UP], (long long)sv[AXS_LATCH_S_LATCHED_AT],
+          (long long)sv[AXS_LATCH_S_COUNT], (long long)ref.latched, (long long)ref.run,
+          (long long)ref.up, (long long)ref.latched_at, (long long)ref.count);
+    if (has_dir && w > 1) {
+      int64_t seen = ref.n_vals < w ? ref.n_vals : w;
+      double sum = 0.0;
+      for (int64_t q = ref.n_vals - seen; q < ref.n_vals; q++)
+        sum += ref.vals[q];
+      double got;
+      memcpy(&got, &sv[AXS_LATCH_S_SUM], sizeof got);
+      CHECK(sv[AXS_LATCH_S_SEEN] == seen && sv[AXS_LATCH_S_POS] == ref.n_vals % w && got == sum,
+            "window of %lld: seen %lld pos %lld sum %g, expected %lld %lld %g", (long long)o,
+            (long long)sv[AXS_LATCH_S_SEEN], (long long)sv[AXS_LATCH_S_POS], got, (long long)seen,
+            (long long)(ref.n_vals % w), sum);
+    }
+  }
+  free(h);
+  free(x);
+  free(mask);
+  free(u);
+  free(state);
+  free(ring);
+  free(ph);
+  free(gate);
+  free(pb);
+  free(pa);
+  free(changed);
+}
+
+/* Calls a latch refuses, each naming what is wrong. */
+static void test_latch_invalid(void) {
+  set_case("latch: invalid calls");
+  const int64_t no = 2, ni = 3, d = 8, cap = 4;
+  float h[2 * 3 * 8] = {0}, u[8] = {1.0f};
+  float half[8] = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f}; /* norm sqrt(2) */
+  float pr[AXS_LATCH_NPARAMS] = {0.0f, 2.0f, NAN, 1.0f, 1.0f, 1.0f, 0.0f, 0.0f};
+  int64_t state[2 * AXS_LATCH_NSTATE], offset = 0;
+  float ring[2 * 3], ph[2 * 4];
+  uint8_t gate[2 * 4];
+  axs_rows rows = {h, AXS_F32, no, ni, d, ni * d, d};
+  axs_bin nm = {NULL, 0, 0};
+  const axs_latch good = {u,   pr,   state, AXS_LATCH_NSTATE, ring, 3, 3, ph,
+                          cap, gate, cap,   &offset,          cap};
+  axs_latch lt = good;
+  CHECK(axs_latch_apply_(rows, &lt, 1, NULL, 0, nm, no_record(), NULL, 1) == AXS_OK,
+        "a latch alone: %s", axs_last_error());
+  struct {
+    const char *what, *needle;
+    axs_latch lt;
+    int n_latches, n_steps;
+  } bad[16];
+  int nb = 0;
+#define BAD(what_, needle_, field_, value_)                                                        \
+  do {                                                                                             \
+    bad[nb].what = what_;                                                                          \
+    bad[nb].needle = needle_;                                                                      \
+    bad[nb].lt = good;                                                                             \
+    bad[nb].lt.field_ = value_;                                                                    \
+    bad[nb].n_latches = 1;                                                                         \
+    bad[nb].n_steps = 0;                                                                           \
+    nb++;                                                                                          \
+  } while (0)
+  BAD("no state", "latches[0].state", state, NULL);
+  BAD("window 0", "window", window, 0);
+  BAD("no ring", "latches[0].ring", ring, NULL);
+  BAD("ring stride", "latches[0].ring", ring_stride, 2);
+  BAD("no p with a direction", "latches[0].p", p, NULL);
+  BAD("no gate", "latches[0].gate", gate, NULL);
+  BAD("no offset", "offset", offset, NULL);
+  BAD("negative capacity", "capacity", capacity, -1);
+  BAD("state overlaps h", "latches[0].state", state, (int64_t *)h);
+  BAD("gate overlaps p", "latches[0]", gate, (uint8_t *)ph);
+  BAD("direction not unit", "latches[0].dir", dir, half);
+  for (int q = 0; q < nb; q++) {
+    axs_status stt = axs_latch_apply_(rows, &bad[q].lt, bad[q].n_latches, NULL, bad[q].n_steps, nm,
+                                      no_record(), NULL, 1);
+    CHECK(stt == AXS_EINVAL && strstr(axs_last_error(), bad[q].needle) != NULL,
+          "%s: status %d, message \"%s\" (expected one naming %s)", bad[q].what, (int)stt,
+          axs_last_error(), bad[q].needle);
+  }
+#undef BAD
+  const float bad_params[4][2] = {{AXS_LATCH_K, 0.0f},
+                                  {AXS_LATCH_K, 1.5f},
+                                  {AXS_LATCH_RELEASE_K, NAN},
+                                  {AXS_LATCH_START, 2.0f}};
+  for (int q = 0; q < 4; q++) {
+    float prb[AXS_LATCH_NPARAMS];
+    memcpy(prb, pr, sizeof prb);
+    prb[(int)bad_params[q][0]] = bad_params[q][1];
+    lt = good;
+    lt.params = prb;
+    axs_status stt = axs_latch_apply_(rows, &lt, 1, NULL, 0, nm, no_record(), NULL, 1);
+    CHECK(stt == AXS_EINVAL && strstr(axs_last_error(), "latches[0].params") != NULL,
+          "params[%d] = %g: status %d, \"%s\"", (int)bad_params[q][0], (double)bad_params[q][1],
+          (int)stt, axs_last_error());
+  }
+  lt = good;
+  CHECK(axs_latch_apply_(rows, &lt, 0, NULL, 0, nm, no_record(), NULL, 1) == AXS_EINVAL &&
+            strstr(axs_last_error(), "steps") != NULL,
+        "no latch and no step accepted");
+  CHECK(axs_latch_apply_(rows, &lt, AXS_MAX_LATCHES + 1, NULL, 0, nm, no_record(), NULL, 1) ==
+            AXS_EINVAL,
+        "too many latches accepted");
+  axs_names names;
+  memset(&names, 0, sizeof names);
+  names.latch = "policy[%d]";
+  lt.state = NULL;
+  CHECK(axs_latch_apply_(rows, &lt, 1, NULL, 0, nm, no_record(), &names, 1) == AXS_EINVAL &&
+            strstr(axs_last_error(), "policy[0].state") != NULL,
+        "the caller's name: \"%s\"", axs_last_error());
+  /* a gate read without an offset: one byte per row of h */
+  uint8_t rows_gate[2 * 3] = {1, 0, 1, 0, 1, 0};
+  float lo = 1.0f;
+  axs_step cl;
+  memset(&cl, 0, sizeof cl);
+  cl.op = AXS_CLAMP;
+  cl.dir = u;
+  cl.a = (axs_fin){&lo, 0, 0};
+  cl.gate = (axs_gate){rows_gate, ni, 1, NULL, 0};
+  CHECK(axs_apply_(rows, &cl, 1, nm, no_record(), NULL, 1) == AXS_OK, "row gate: %s",
+        axs_last_error());
+  for (int64_t r = 0; r < no * ni; r++)
+    CHECK(h[r * d] == (rows_gate[r] ? 1.0f : 0.0f), "row gate: h[%lld][0] = %g", (long long)r,
+          (double)h[r * d]);
+  cl.gate.data = (const uint8_t *)h;
+  CHECK(axs_apply_(rows, &cl, 1, nm, no_record(), NULL, 1) == AXS_EINVAL &&
+            strstr(axs_last_error(), "gate[0]") != NULL,
+        "a gate overlapping h: \"%s\"", axs_last_error());
+}
+
+static void test_latch(void) {
+  for (int c = 0; c < 400; c++)
+    test_latch_case(c);
+  test_latch_invalid();
+}
+
 int main(void) {
   test_conversions();
   test_fixed_order();
@@ -1939,6 +2289,7 @@ int main(void) {
   test_update_overflow();
   test_size_overflow();
   test_names();
+  test_latch();
   printf("test_core: %ld checks, %ld failed\n", g_checks, g_failures);
   if (g_failures > 0)
     printf("%ld passed, %ld failed\n", g_checks - g_failures, g_failures);

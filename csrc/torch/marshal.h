@@ -182,6 +182,24 @@ inline const float *dir_of(const at::Tensor &h, const at::Tensor &u, const char 
   return u.data_ptr<float>();
 }
 
+// A device-side column offset: one int64 on h's device; h must have a row
+// dimension to offset.
+inline const int64_t *offset_of(const at::Tensor &h, const at::Tensor &off, const RowDims &dims,
+                                const char *name) {
+  check_device(h, off, name);
+  TORCH_CHECK_TYPE(off.scalar_type() == at::kLong, name, ": dtype ", off.scalar_type(),
+                   " (expected int64)");
+  TORCH_CHECK_VALUE(off.numel() == 1, name, ": ", off.numel(), " elements (expected one)");
+  TORCH_CHECK_VALUE(dims.nd >= 1, name,
+                    ": h has a single row; an offset needs (n, d) or (batch, seq, d)");
+  return off.data_ptr<int64_t>();
+}
+
+inline const int64_t *offset_of(const at::Tensor &h, const c10::optional<at::Tensor> &off,
+                                const RowDims &dims, const char *name) {
+  return offset_of(h, *off, dims, name);
+}
+
 // The core's status, turned into the matching Python exception.
 inline void raise_status(axs_status st, const char *what) {
   if (st == AXS_OK)
@@ -201,7 +219,8 @@ inline axs_names program_names() {
   n.b = "params[%d, 1]";
   n.changed = "changed[%d]";
   n.offset = "rec_offset";
-  return n;
+  n.gate = "the gate of step %d";
+  return n; // latches keep the core's names, "latches[0].state", ...
 }
 
 // Everything an apply_ call needs, marshalled once; steps point into the
@@ -258,29 +277,120 @@ inline Program program_of(const at::Tensor &h, const at::Tensor &dirs, at::IntAr
   // With an offset, the record outputs are the rows of h with `capacity`
   // columns in place of the last row dimension, written from *offset on.
   RowDims rec_dims = dims;
-  if (rec_offset.has_value()) {
-    const at::Tensor &off = *rec_offset;
-    check_device(h, off, "rec_offset");
-    TORCH_CHECK_TYPE(off.scalar_type() == at::kLong, "rec_offset: dtype ", off.scalar_type(),
-                     " (expected int64)");
-    TORCH_CHECK_VALUE(off.numel() == 1, "rec_offset: ", off.numel(), " elements (expected one)");
-    TORCH_CHECK_VALUE(dims.nd >= 1,
-                      "rec_offset: h has a single row; an offset needs (n, d) or (batch, seq, d)");
-    const c10::optional<at::Tensor> *any = p_in.has_value()    ? &p_in
-                                           : p_out.has_value() ? &p_out
-                                                               : &fired;
-    TORCH_CHECK_VALUE(any->has_value(),
-                      "rec_offset: given without any record output (p_in, p_out or fired)");
+  const c10::optional<at::Tensor> *any = p_in.has_value()    ? &p_in
+                                         : p_out.has_value() ? &p_out
+                                                             : &fired;
+  if (rec_offset.has_value() && any->has_value()) {
+    const int64_t *off = offset_of(h, rec_offset, dims, "rec_offset");
     TORCH_CHECK_VALUE((*any)->dim() == dims.nd, "rec_offset: record outputs must have shape ",
                       dims.shape(), " with the last dimension the capacity, got ", (*any)->sizes());
     rec_dims.sizes[dims.nd - 1] = (*any)->size(-1);
-    pg.rec.offset = off.data_ptr<int64_t>();
+    pg.rec.offset = off;
     pg.rec.capacity = (*any)->size(-1);
   }
   pg.rec.p_in = fout_of(h, p_in, rec_dims, "p_in");
   pg.rec.p_out = fout_of(h, p_out, rec_dims, "p_out");
   pg.rec.fired = bout_of(h, fired, rec_dims, "fired");
   return pg;
+}
+
+// The gates of a program's steps: gate_of[k] is an index into gates, or -1
+// for an ungated step (gate_of empty: no gates). A gate is bool, shaped like
+// the rows of h, or, with an offset, like a record: the rows of h with its
+// own number of columns in place of the last row dimension (axs_gate).
+inline void attach_gates(Program &pg, const at::Tensor &h, at::TensorList gates,
+                         at::IntArrayRef gate_of, const c10::optional<at::Tensor> &offset,
+                         const char *offset_name) {
+  if (gate_of.empty()) {
+    TORCH_CHECK_VALUE(gates.empty(), "gates: ", gates.size(),
+                      " given without gate_of (expected gate_of[k], the gate of step k)");
+    return;
+  }
+  TORCH_CHECK_VALUE(static_cast<int64_t>(gate_of.size()) == pg.n_steps, "gate_of: ", gate_of.size(),
+                    " entries for ", pg.n_steps,
+                    " steps (expected one per step, -1 for an ungated step)");
+  RowDims dims = row_dims(h);
+  const int64_t *off = offset.has_value() ? offset_of(h, offset, dims, offset_name) : nullptr;
+  for (int k = 0; k < pg.n_steps; k++) {
+    const int64_t g = gate_of[k];
+    TORCH_CHECK_VALUE(g >= -1 && g < static_cast<int64_t>(gates.size()), "gate_of[", k, "] = ", g,
+                      " (expected -1 or an index into the ", gates.size(), " gates)");
+    if (g < 0)
+      continue;
+    const at::Tensor &t = gates[g];
+    check_device(h, t, "gates");
+    TORCH_CHECK_TYPE(t.scalar_type() == at::kBool, "gates[", g, "]: dtype ", t.scalar_type(),
+                     " (expected bool)");
+    axs_gate &gt = pg.steps[k].gate;
+    gt.data = static_cast<const uint8_t *>(t.data_ptr());
+    if (off == nullptr) {
+      check_output_shape(t, dims, "gates");
+      RowStrides s = broadcast_strides(t, 0, dims, "gates");
+      gt.stride_outer = s.outer;
+      gt.stride_inner = s.inner;
+      continue;
+    }
+    TORCH_CHECK_VALUE(t.dim() == dims.nd && (dims.nd == 1 || t.size(0) == dims.sizes[0]), "gates[",
+                      g, "]: shape ", t.sizes(), " (expected the rows of h, ", dims.shape(),
+                      ", with the last dimension the gate's columns)");
+    gt.stride_outer = dims.nd == 2 ? t.stride(0) : 0;
+    gt.stride_inner = t.size(-1) > 1 ? t.stride(-1) : 0;
+    gt.offset = off;
+    gt.capacity = t.size(-1);
+  }
+}
+
+// A 2-D per-sequence tensor of a latch: (n_outer, cols) of `type`, rows
+// contiguous; returns its row stride.
+inline int64_t latch_rows_of(const at::Tensor &h, const at::Tensor &t, at::ScalarType type,
+                             int64_t n_outer, int64_t cols, const char *name) {
+  check_device(h, t, name);
+  TORCH_CHECK_TYPE(t.scalar_type() == type, name, ": dtype ", t.scalar_type(), " (expected ", type,
+                   ")");
+  TORCH_CHECK_VALUE(t.dim() == 2 && t.size(0) == n_outer && (cols < 0 || t.size(1) == cols), name,
+                    ": shape ", t.sizes(), " (expected (", n_outer, ", ",
+                    cols < 0 ? std::string("columns") : std::to_string(cols),
+                    "): one row per sequence of h)");
+  TORCH_CHECK_VALUE(t.stride(1) == 1 || t.size(1) <= 1, name,
+                    ": rows not contiguous (call .contiguous())");
+  return t.size(0) > 1 ? t.stride(0) : t.size(1);
+}
+
+// A drift latch (axs_latch) from its tensors: params (AXS_LATCH_NPARAMS,)
+// float32, offset one int64, state (n_outer, AXS_LATCH_NSTATE) int64, ring
+// (n_outer, window) float32, gate (n_outer, capacity) bool, dir (d,) float32
+// or none, p (n_outer, capacity) float32 (with a direction). n_outer is h's
+// batch (1 for (n, d)).
+inline axs_latch latch_of(const at::Tensor &h, const at::Tensor &params, const at::Tensor &offset,
+                          const at::Tensor &state, const at::Tensor &ring, const at::Tensor &gate,
+                          const c10::optional<at::Tensor> &dir,
+                          const c10::optional<at::Tensor> &p) {
+  RowDims dims = row_dims(h);
+  axs_latch lt{};
+  check_device(h, params, "latch params");
+  TORCH_CHECK_TYPE(params.scalar_type() == at::kFloat, "latch params: dtype ", params.scalar_type(),
+                   " (expected float32)");
+  TORCH_CHECK_VALUE(
+      params.dim() == 1 && params.size(0) == AXS_LATCH_NPARAMS && params.stride(0) == 1,
+      "latch params: shape ", params.sizes(), " (expected contiguous (", AXS_LATCH_NPARAMS, ",))");
+  lt.params = params.data_ptr<float>();
+  lt.offset = offset_of(h, offset, dims, "latch offset");
+  const int64_t n_outer = dims.n_outer;
+  lt.state_stride = latch_rows_of(h, state, at::kLong, n_outer, AXS_LATCH_NSTATE, "latch state");
+  lt.state = state.data_ptr<int64_t>();
+  lt.ring_stride = latch_rows_of(h, ring, at::kFloat, n_outer, -1, "latch ring");
+  lt.window = ring.size(1);
+  lt.ring = ring.data_ptr<float>();
+  lt.gate_stride = latch_rows_of(h, gate, at::kBool, n_outer, -1, "latch gate");
+  lt.capacity = gate.size(1);
+  lt.gate = static_cast<uint8_t *>(gate.data_ptr());
+  if (dir.has_value()) {
+    lt.dir = dir_of(h, *dir, "latch dir");
+    TORCH_CHECK_VALUE(p.has_value(), "latch p: required with a detection direction");
+    lt.p_stride = latch_rows_of(h, *p, at::kFloat, n_outer, lt.capacity, "latch p");
+    lt.p = p->data_ptr<float>();
+  }
+  return lt;
 }
 
 // Outputs of the out-of-place apply: one changed flag per step and row.

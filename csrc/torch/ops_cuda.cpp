@@ -53,8 +53,9 @@ struct CudaBackend {
     return axs_steer_cuda_(h, w, alpha, mask, stream());
   }
 
-  static axs_status apply_(const Program &pg) {
-    return axs_apply_cuda_(pg.h, pg.steps.data(), pg.n_steps, pg.mask, pg.rec, &pg.names, stream());
+  static axs_status latch_apply_(const Program &pg, const Latches &ls) {
+    return axs_latch_apply_cuda_(pg.h, ls.items.data(), ls.n, pg.steps.data(), pg.n_steps, pg.mask,
+                                 pg.rec, &pg.names, stream());
   }
 };
 
@@ -69,12 +70,13 @@ TORCH_LIBRARY_IMPL(axis_steer, CUDA, m) {
   m.impl("steer_", &axis_steer::steer_impl<B>);
   m.impl("apply_", &axis_steer::apply_inplace_impl<B>);
   m.impl("apply", &axis_steer::apply_impl<B>);
+  m.impl("latch_", &axis_steer::latch_impl<B>);
 }
 
 namespace {
 // Fills in the CUDA slot of the direct entry point (ops.cpp) at load time.
 const bool direct_registered = [] {
-  axis_steer::cuda_direct_apply() = &axis_steer::apply_inplace_impl<axis_steer::CudaBackend>;
+  axis_steer::cuda_direct_apply() = &axis_steer::apply_gated_impl<axis_steer::CudaBackend>;
   return true;
 }();
 } // namespace

@@ -68,6 +68,21 @@ def test_caps_leave_default_replies_and_capability_almost_unchanged(demo):
     assert 0.0 < demo.fire_rate < 0.5
 
 
+def test_the_latch_leaves_default_prompts_alone_and_catches_drift(demo):
+    lt, c = demo.latch, demo.comparison
+    # the calibration's proposal: no more than 2% of default conversations, most role conversations
+    assert lt["default_rate"] <= 0.02 and lt["role_rate"] >= 0.5
+    # on default prompts the latched caps touch far fewer tokens and replies than always-on caps
+    assert c["fired"]["latched"][0] < 0.25 * c["fired"]["always-on"][0]
+    assert c["changed"]["latched"][0] < c["changed"]["always-on"][0]
+    assert c["fired"]["no caps"] == [0.0, 0.0, 0.0] and c["changed"]["no caps"][0] == 0.0
+    # on drift conversations the latched caps still hold some of the persona
+    assert c["drift"]["latched"][0] < c["drift"]["no caps"][0]
+    for name in ("fired", "changed", "drift"):
+        for m, lo, hi in c[name].values():
+            assert lo <= m <= hi
+
+
 def test_a_folder_from_other_settings_is_refused(demo):
     # checked before anything is loaded or written
     with pytest.raises(ValueError, match="other settings"):
@@ -85,6 +100,7 @@ def test_outputs_written(demo):
         "plots/variance_explained.png",
         "calibration/capping_config.pt",
         "eval/report.json",
+        "comparison.json",
     ):
         assert (demo.out / name).is_file(), name
     summary = json.loads((demo.out / "summary.json").read_text())

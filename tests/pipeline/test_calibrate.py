@@ -15,11 +15,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from axis_steer.pipeline.axis import compute_axis  # noqa: E402
+from axis_steer.pipeline.batching import pad_batch, pad_id  # noqa: E402
 from axis_steer.pipeline.calibrate import calibrate, default_window, thresholds_from_projections  # noqa: E402
 from axis_steer.pipeline.extract import extract_activations, token_projections  # noqa: E402
 from axis_steer.pipeline.generate import generate_responses, iter_run_responses  # noqa: E402
+from axis_steer.pipeline.policies import latch_margins, latch_rates, propose_threshold  # noqa: E402
 from axis_steer.pipeline.spans import render_with_spans  # noqa: E402
-from axis_steer.runtime import formats  # noqa: E402
+from axis_steer.runtime import formats, reference  # noqa: E402
+from axis_steer.runtime.hooks import Attachment  # noqa: E402
 
 from chat_fixtures import block_outputs, small_run_setup  # noqa: E402
 
@@ -270,3 +273,72 @@ def test_default_window_and_quantile_helper():
     th = thresholds_from_projections(p, [0.25, 0.5])
     np.testing.assert_array_equal(th[0.5], [1.0, 20.0])
     np.testing.assert_array_equal(th[0.25], [0.5, 15.0])
+
+
+# ---- detection thresholds for drift policies
+
+
+def test_latch_margins_are_exactly_where_the_state_machine_latches():
+    rng = np.random.default_rng(3)
+    convs = []
+    for n in (1, 2, 5, 9, 17, 30, 30, 40):
+        p = rng.normal(size=n).astype(np.float32)
+        p[rng.random(n) < 0.1] = np.nan
+        convs.append(p)
+    for window, k in ((1, 1), (1, 3), (4, 1), (4, 2), (8, 3)):
+        margins = latch_margins(convs, k=k, window=window)
+        for t in rng.normal(size=25):
+            for c, p in enumerate(convs):
+                r = reference.latch(p[None, :], threshold=float(t), k=k, window=window)
+                assert bool(r.latched_at[0] >= 0) == bool(margins[c] < np.float32(t)), (window, k, t, c)
+        ts = np.sort(rng.normal(size=9))
+        want = [np.mean([reference.latch(p[None, :], threshold=float(t), k=k, window=window).latched_at[0] >= 0
+                         for p in convs]) for t in ts]
+        np.testing.assert_array_equal(latch_rates(margins, ts), want)
+    assert latch_margins([np.array([0.5, -1.0])], k=3, window=1)[0] == np.inf  # too short to latch
+
+
+def test_proposed_threshold_is_the_highest_within_the_rate():
+    m = np.array([-3.0, -2.0, -1.0, 0.0, np.inf])
+    t = propose_threshold(m, 0.2)  # one of five may latch
+    assert latch_rates(m, [t])[0] == 0.2
+    assert latch_rates(m, [np.nextafter(np.float32(t), np.float32(np.inf))])[0] == 0.4
+    assert latch_rates(m, [propose_threshold(m, 0.0)])[0] == 0.0
+    assert latch_rates(m, [propose_threshold(m, 1.0)])[0] == 0.8  # the last never binds
+    assert math.isnan(propose_threshold(np.zeros(0), 0.1))
+
+
+def test_calibration_proposes_a_latch_that_the_op_follows(cal):
+    rs, tok, model, out, _ = cal
+    s = calibrate(model, tok, out, QS, [(1, 3), (2, 4)], **QUIET)  # the report of this run (other tests rewrite it)
+    lc = s.latch
+    assert lc is not None and lc.layer == 1 and (lc.window, lc.k) == (8, 3)
+    assert lc.proposed.default_rate <= lc.max_rate and len(lc.grid) == 8
+    rep = json.loads((out / "calibration" / "report.json").read_text())["latch"]
+    assert rep["proposed"]["threshold"] == lc.proposed.threshold and rep["n_default"] == lc.n_default
+    assert "latch at layer 1" in str(s) and "default" in lc.table()
+    default = [row["conversation"] for role, row in iter_run_responses(out) if role == "default"]
+    rows = sorted((r for r in iter_run_responses(out) if r[0] != "default"),
+                  key=lambda rr: (rr[0], rr[1]["prompt_index"], rr[1]["question_index"]))
+    roles = [row["conversation"] for j, (role, row) in enumerate(rows) if sum(r[0] == role for r in rows[:j]) < 5]
+    assert lc.n_default == len(default) and lc.n_role == len(roles) == 4 * 5  # latch_per_role=5 of 6 each
+    axis = formats.load_axis(out / "axis.safetensors")
+    pad = pad_id(tok)
+
+    def latched(threshold: float, convs: list) -> float:
+        att = Attachment(model, axis)
+        pol = att.latch(lc.layer, threshold, k=lc.k, window=lc.window)
+        att.cap(lc.layer, -1e30, policy=pol)
+        mon = att.monitor([lc.layer])
+        ids, am = pad_batch([list(render_with_spans(tok, c).input_ids) for c in convs], pad, side="left")
+        with att, torch.no_grad():
+            model(input_ids=ids, attention_mask=am)
+        return float(mon.readings().policies[0].latched_rows().mean())
+
+    for j in (0, len(lc.thresholds) // 2, len(lc.thresholds) - 1):
+        assert latched(lc.thresholds[j], default) == pytest.approx(lc.default_rate[j])
+    assert latched(lc.proposed.threshold, roles) == pytest.approx(lc.proposed.role_rate)
+    with pytest.raises(ValueError, match="latch_max_rate"):
+        calibrate(model, tok, out, (0.25,), [(1, 3)], latch_max_rate=2.0, **QUIET)
+    with pytest.raises(TypeError, match="latch_k"):
+        calibrate(model, tok, out, (0.25,), [(1, 3)], latch_k=1.5, **QUIET)

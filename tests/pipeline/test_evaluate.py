@@ -14,9 +14,18 @@ torch = pytest.importorskip("torch")
 
 from axis_steer.errors import AxisSteerError  # noqa: E402
 from axis_steer.personas import load_persona_model  # noqa: E402
-from axis_steer.pipeline.evaluate import evaluate, load_multiple_choice  # noqa: E402
-from axis_steer.pipeline.replies import Sampling, converse_batch, generate_replies, paired_replies  # noqa: E402
-from axis_steer.pipeline.spans import render_with_spans  # noqa: E402
+from axis_steer.pipeline.batching import pad_id  # noqa: E402
+from axis_steer.pipeline.evaluate import compare_interventions, evaluate, load_multiple_choice  # noqa: E402
+from axis_steer.pipeline.intervals import bootstrap_mean, paired_difference  # noqa: E402
+from axis_steer.pipeline.replies import (  # noqa: E402
+    Sampling,
+    converse,
+    converse_batch,
+    generate_replies,
+    greedy_ids,
+    paired_replies,
+)
+from axis_steer.pipeline.spans import prompt_ids, render_with_spans  # noqa: E402
 from axis_steer.runtime.hooks import Attachment  # noqa: E402
 
 CONVS = [
@@ -171,3 +180,90 @@ def test_paired_replies_bad_input(model_tok, axis):
     cap.enable([True, False])
     with pytest.raises(ValueError, match="per-row flags"):
         generate_replies(model, tok, PROMPTS, att, switch=[cap], on=[True] * 3)
+
+
+# ---- no caps / always-on / latched, and the intervals
+
+DRIFT = [{"system": "", "user_turns": ["Tell me about ships.", "And about the sea?"]},
+         {"user_turns": ["How do I bake bread?"]}]
+
+
+def _arms(model, axis, threshold, k=1):
+    always = Attachment(model, axis)
+    always.cap([2, 3], 1e3)
+    latched = Attachment(model, axis)
+    latched.cap([2, 3], 1e3, policy=latched.latch(2, threshold, k=k))
+    return {"no caps": None, "always-on": always, "latched": latched}
+
+
+def test_compare_a_latch_that_never_binds_leaves_the_model_alone(model_tok, axis):
+    model, tok = model_tok
+    prompts = [c[:-1] for c in CONVS]
+    arms = _arms(model, axis, -1e6)
+    cmp = compare_interventions(model, tok, arms, default_prompts=prompts, role_prompts=prompts,
+                                drift=DRIFT, score=len, max_new_tokens=8)
+    none, always, latched = (cmp.arm(n) for n in ("no caps", "always-on", "latched"))
+    assert latched.per_item["fired"] == [0.0, 0.0] and latched.per_item["latched"] == [0.0, 0.0]
+    assert latched.per_item["changed"] == [0.0, 0.0]
+    assert latched.per_item["drift"] == none.per_item["drift"]
+    assert latched.per_item["role_prompt"] == none.per_item["role_prompt"]
+    assert always.per_item["fired"] == [1.0, 1.0] and always.per_item["touched"] == [1.0, 1.0]
+    # the scores are the replies' own, turn by turn
+    replies, _ = converse(model, tok, "", DRIFT[0]["user_turns"], arms["always-on"], max_new_tokens=8)
+    assert always.per_item["drift"][0] == pytest.approx(np.mean([len(t) for t in replies]))
+    d = cmp.differences[("latched", "always-on")]["fired"]
+    assert d.mean == -1.0 and d.lo == d.hi == -1.0 and d.n == 2
+    assert "latched - always-on" in json.dumps(cmp.to_dict()) and "drift: score" in str(cmp)
+
+
+def test_compare_a_latch_that_binds_at_once_caps_from_the_second_token(model_tok, axis):
+    model, tok = model_tok
+    prompts = [c[:-1] for c in CONVS]
+    cmp = compare_interventions(model, tok, _arms(model, axis, 1e6), default_prompts=prompts, max_new_tokens=6)
+    assert cmp.arm("no caps").per_item["changed"] == [0.0, 0.0]
+    latched = cmp.arm("latched")
+    assert latched.per_item["latched"] == [1.0, 1.0]
+    # teacher forced: prompt + plain reply; every token but the first (which latched) is capped
+    plain = greedy_ids(model, tok, prompts, 6, 8)
+    pad = pad_id(tok)
+    n = [len(prompt_ids(tok, p)) + sum(t != pad for t in r) for p, r in zip(prompts, plain)]
+    assert latched.per_item["fired"] == pytest.approx([(m - 1) / m for m in n])
+
+
+def test_compare_bad_input(model_tok, axis):
+    model, tok = model_tok
+    prompts = [c[:-1] for c in CONVS]
+    with pytest.raises(TypeError, match="arms"):
+        compare_interventions(model, tok, [None], default_prompts=prompts)
+    with pytest.raises(ValueError, match="score"):
+        compare_interventions(model, tok, {"no caps": None}, default_prompts=prompts, drift=DRIFT)
+    with pytest.raises(ValueError, match="drift\\[0\\]"):
+        compare_interventions(model, tok, {"no caps": None}, default_prompts=prompts, drift=[{"system": "x"}], score=len)
+    with pytest.raises(ValueError, match="default_prompts"):
+        compare_interventions(model, tok, {"no caps": None}, default_prompts=[])
+    steer_only = Attachment(model, axis)
+    steer_only.steer(2, 1.0)
+    with pytest.raises(ValueError, match="no caps"):
+        compare_interventions(model, tok, {"steer": steer_only}, default_prompts=prompts)
+
+
+def test_bootstrap_intervals():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=400)
+    iv = bootstrap_mean(x)
+    assert iv.lo < x.mean() < iv.hi and iv.n == 400
+    se = x.std() / np.sqrt(x.size)
+    assert iv.hi - iv.lo == pytest.approx(2 * 1.96 * se, rel=0.15)
+    c = bootstrap_mean([2.0] * 5)
+    assert (c.mean, c.lo, c.hi) == (2.0, 2.0, 2.0)
+    # paired: a shared per-item offset cancels out of the difference
+    base = rng.normal(scale=10.0, size=200)
+    d = paired_difference(base + 0.5 + rng.normal(scale=0.1, size=200), base)
+    assert d.lo < 0.5 < d.hi and d.hi - d.lo < 0.1
+    assert math.isnan(bootstrap_mean([]).mean)
+    with pytest.raises(ValueError, match="x: non-finite"):
+        bootstrap_mean([1.0, math.nan])
+    with pytest.raises(ValueError, match="same items"):
+        paired_difference([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_mean([1.0], level=0.0)

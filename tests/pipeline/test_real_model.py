@@ -72,11 +72,12 @@ def test_the_whole_path_ran_and_wrote_its_files(job):
         "replies.json",
         "drift_examples.json",
         "jailbreak_examples.json",
+        "comparison.json",
         "summary.json",
     ):
         assert (s.out / name).is_file(), name
     assert s.window == (22, 25) and s.layer == 15  # the library's defaults for 30 layers
-    for step in ("load", "axis", "heldout", "calibrate", "steering", "capped", "capability"):
+    for step in ("load", "axis", "heldout", "calibrate", "steering", "capped", "latched", "capability"):
         assert js["timings"][step] >= 0 and js["cpu_seconds"][step] >= 0, step
     assert set(js["load_average"]) == set(js["cpu_seconds"])
     assert any(line.startswith("steps (wall s / CPU s / load): ") for line in s.lines())
@@ -184,3 +185,15 @@ def test_the_judges_validation_is_its_agreement_with_the_labelled_texts(job, sco
     a = judge_agreement(scorer.judge, fresh)
     assert s.judge_validation["fresh"]["exact"] == pytest.approx(a.exact)
     assert s.judge_validation["fresh"]["confusion"] == a.confusion
+
+
+def test_the_latched_comparison_is_the_per_item_results(job):
+    s, js = job
+    comp = json.loads((s.out / "comparison.json").read_text())
+    assert set(comp["arms"]) == {"no caps", "always-on", "latched"}
+    for metric, arms in js["comparison"].items():
+        for arm, (m, lo, hi) in arms.items():
+            per = comp["arms"][arm]["per_item"][metric]
+            assert m == pytest.approx(np.mean(per)) and lo <= m <= hi, (metric, arm)
+    assert js["comparison"]["fired"]["no caps"] == [0.0, 0.0, 0.0]
+    assert s.latch["layer"] == s.window[0] and 0.0 <= s.latch["default_rate"] <= 1.0

@@ -152,6 +152,25 @@ BAD = [
     bad("config-cap-rows", lambda m: A(m).cap_config(entry(hi=np.zeros(2))), TypeError, "config entry 0", "numbers"),
     bad("config-direction-complex", lambda m: A(m).cap_config(entry(direction=torch.ones(HIDDEN, dtype=torch.complex64))), TypeError, "config entry 0: direction", "complex"),
     bad("config-direction-zero", lambda m: A(m).cap_config(entry(direction=torch.zeros(HIDDEN))), ValueError, "config entry 0: direction", "norm"),
+    # ---- drift policies
+    bad("latch-layer-float", lambda m: A(m).latch(1.0, 0.0), TypeError, "latch: layer", "float"),
+    bad("latch-layer-out", lambda m: A(m).latch(LAYERS, 0.0), ValueError, "latch: layer", "out of range"),
+    bad("latch-threshold-nan", lambda m: A(m).latch(1, NAN), ValueError, "threshold", "finite"),
+    bad("latch-threshold-str", lambda m: A(m).latch(1, "0"), TypeError, "threshold"),
+    bad("latch-k-float", lambda m: A(m).latch(1, 0.0, k=2.0), TypeError, "k", "number of tokens"),
+    bad("latch-k-0", lambda m: A(m).latch(1, 0.0, k=0), ValueError, "k", "number of tokens"),
+    bad("latch-window-True", lambda m: A(m).latch(1, 0.0, window=True), TypeError, "window", "bool"),
+    bad("latch-release-below", lambda m: A(m).latch(1, 0.0, release=-1.0), ValueError, "release", "threshold"),
+    bad("latch-release-inf", lambda m: A(m).latch(1, 0.0, release=INF), ValueError, "release", "finite"),
+    bad("latch-phases", lambda m: A(m).latch(1, 0.0, phases="decode"), ValueError, "phases", "generated"),
+    bad("latch-capacity-0", lambda m: A(m).latch(1, 0.0, capacity=0), ValueError, "capacity"),
+    bad("phases-word", lambda m: A(m).phases("all"), ValueError, "phases", "both"),
+    bad("cap-policy-before-detection", lambda m: (lambda a: a.cap([0, 1], 0.0, policy=a.latch(1, 0.0)))(A(m)),
+        ValueError, "cap", "detection layer 1"),
+    bad("cap-policy-other-attachment", lambda m: A(m).cap(1, 0.0, policy=A(m).latch(1, 0.0)), ValueError, "policy",
+        "this attachment"),
+    bad("cap-policy-not-a-policy", lambda m: A(m).cap(1, 0.0, policy="latch"), ValueError, "policy"),
+    bad("phases-threshold", lambda m: A(m).phases().configure(threshold=0.0), ValueError, "threshold", "phases alone"),
 ]
 
 
@@ -179,6 +198,9 @@ GOOD = [
     Good("enable-rows-01", lambda m: A(m).cap(1, 0.0).enable([1, 0])),
     Good("monitor-capacity-np-int", lambda m: A(m).monitor([1], capacity=np.int64(16))),
     Good("config-layer-np-int", lambda m: A(m).cap_config(entry(layer=np.int64(2))), lambda c, m: c.layers == [2]),
+    Good("latch-np-values", lambda m: A(m).latch(np.int64(1), np.float32(-0.5), k=np.int32(2), window=np.int64(4)),
+         lambda p, m: (p.layer, p.k, p.window, p.threshold) == (1, 2, 4, -0.5)),
+    Good("latch-release-equal", lambda m: A(m).latch(1, 0.25, release=0.25), lambda p, m: p.release == 0.25),
 ]
 
 

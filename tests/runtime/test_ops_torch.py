@@ -444,9 +444,17 @@ def _samples(device):
         yield OPS.apply_.default, (h.clone(), dirs, [1, 3], params, full, e(2, 8), e(2, 8), e(2, 8, dt=torch.bool),
                                    torch.tensor(2, device=device))
         yield OPS.apply.default, (h, dirs, [1, 3], params, mask)
+        # a drift latch, and steps gated by it (at record-like columns)
+        lparams = torch.tensor([0.1, 2.0, math.nan, 1.0, 1.0, 1.0, 0.0, 0.0], device=device)
+        off = torch.tensor(2, device=device)
+        state = torch.zeros(2, 8, dtype=torch.int64, device=device)
+        yield OPS.latch_.default, (h, lparams, off, state, e(2, 3), e(2, 8, dt=torch.bool), u, e(2, 8), full)
+        gate = (torch.rand(2, 8, generator=g) > 0.5).to(device)
+        yield OPS.apply_.default, (h.clone(), dirs, [1, 3], params, full, None, None, None, off, [gate], [0, -1])
+        yield OPS.apply.default, (h, dirs, [1, 3], params, mask, [gate], [-1, 0], off)
 
 
-@pytest.mark.parametrize("i", range(21))
+@pytest.mark.parametrize("i", range(30))
 def test_opcheck(device, i):
     op, args = list(_samples(device))[i]
     torch.library.opcheck(op, args)
@@ -458,6 +466,9 @@ def test_opcheck_out_of_place_with_grad(device):
     u = u / u.norm()
     torch.library.opcheck(OPS.apply.default, (h, u[None], [1], torch.tensor([[0.1, 0.4]], device=device), None))
     torch.library.opcheck(OPS.project.default, (h, u, None))
+    gate = torch.tensor([[True, False, True], [False, True, True]], device=device)
+    torch.library.opcheck(OPS.apply.default, (h, u[None], [1], torch.tensor([[0.1, 0.4]], device=device), None,
+                                              [gate], [0]))
     out = O.clamp(h, u, 0.1, math.inf)
     (g,) = torch.autograd.grad(out.sum(), h)
     assert g.device == h.device
