@@ -39,7 +39,7 @@ same inputs — no caps, always-on caps, caps under a drift policy — on defaul
 prompts (how often the caps fire, whether the greedy reply changes), role
 prompts and drift conversations (a score of the replies: is the persona
 held), with bootstrap intervals and paired differences between conditions
-(:mod:`axis_steer.pipeline.intervals`).
+(:mod:`axis_steer.pipeline.stats`).
 """
 
 from __future__ import annotations
@@ -57,9 +57,6 @@ import torch.nn.functional as F
 from axis_steer.errors import AxisSteerError
 from axis_steer.pipeline.batching import input_device, pad_batch, pad_id
 from axis_steer.pipeline.instructions import check_reply
-from axis_steer.pipeline.intervals import Interval as ItemInterval
-from axis_steer.pipeline.intervals import bootstrap_mean
-from axis_steer.pipeline.intervals import paired_difference as paired_mean_difference
 from axis_steer.pipeline.replies import (
     as_messages,
     converse,
@@ -670,7 +667,7 @@ def _multiple_choice(model, tokenizer, att, questions, batch_size, pad):
 @dataclass
 class ArmResults:
     """One condition of :func:`compare_interventions`, per item and as
-    intervals over items (:class:`~axis_steer.pipeline.intervals.Interval`).
+    intervals over items (:class:`~axis_steer.pipeline.stats.Interval`).
 
     On default prompts: ``fired`` (per prompt, the fraction of the real tokens
     of prompt and plain greedy reply on which a cap moved the projection at
@@ -682,7 +679,7 @@ class ArmResults:
 
     name: str
     per_item: dict[str, list[float]] = field(default_factory=dict)
-    intervals: dict[str, ItemInterval] = field(default_factory=dict)
+    intervals: dict[str, Interval] = field(default_factory=dict)
 
 
 @dataclass
@@ -692,7 +689,7 @@ class Comparison:
     the same items, for each pair of arms."""
 
     arms: list[ArmResults]
-    differences: dict[tuple[str, str], dict[str, ItemInterval]] = field(default_factory=dict)
+    differences: dict[tuple[str, str], dict[str, Interval]] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
 
     def arm(self, name: str) -> ArmResults:
@@ -785,7 +782,7 @@ def compare_interventions(
     much role vocabulary it holds; lower = persona held better with such a
     score). Every result per item, as a bootstrap interval over items, and
     paired differences between arms on the same items
-    (:mod:`axis_steer.pipeline.intervals`). See :class:`ArmResults`."""
+    (:mod:`axis_steer.pipeline.stats`). See :class:`ArmResults`."""
     if not isinstance(arms, dict) or not arms:
         raise TypeError(f"arms = {show(arms)} (expected a dict of names to Attachments or None, e.g. "
                         "{'no caps': None, 'always-on': att})")
@@ -844,7 +841,7 @@ def compare_interventions(
                                                            att, max_new_tokens=max_new_tokens)[0]]))
                 for d in drift
             ]
-        res.intervals = {m: bootstrap_mean(v, n_boot=n_boot, seed=seed) for m, v in res.per_item.items()}
+        res.intervals = {m: mean_interval(v, n_boot=n_boot, seed=seed) for m, v in res.per_item.items()}
         results.append(res)
     out = Comparison(results, metadata={"max_new_tokens": max_new_tokens, "n_boot": n_boot, "seed": seed,
                                         "default_prompts": len(prompts), "role_prompts": len(role_prompts),
@@ -852,7 +849,7 @@ def compare_interventions(
     for i, a in enumerate(results):
         for b in results[i + 1 :]:
             out.differences[(b.name, a.name)] = {
-                m: paired_mean_difference(b.per_item[m], a.per_item[m], n_boot=n_boot, seed=seed)
+                m: paired_difference(a.per_item[m], b.per_item[m], n_boot=n_boot, seed=seed)
                 for m in b.per_item
                 if m in a.per_item
             }

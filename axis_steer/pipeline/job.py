@@ -717,7 +717,7 @@ def run_job(
                 "role_rate": lc.proposed.role_rate,
             }
             comparison = {
-                m: {a.name: [iv.mean, iv.lo, iv.hi] for a in comp.arms for mm, iv in a.intervals.items() if mm == m}
+                m: {a.name: [iv.estimate, iv.low, iv.high] for a in comp.arms for mm, iv in a.intervals.items() if mm == m}
                 for m in ("fired", "touched", "latched", "changed", "role_prompt", "drift")
             }
 

@@ -26,6 +26,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from axis_steer.runtime.checks import as_float, as_int
+
 __all__ = ["Interval", "bootstrap", "mean_interval", "paired_difference", "ratio_change"]
 
 #: resamples drawn by default; percentile ends at 95% move by well under a tenth of the width
@@ -93,6 +95,12 @@ class Interval:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def __str__(self) -> str:
+        """``"0.338 [0.310, 0.367]"``; ``"-"`` with no items."""
+        if self.n == 0:
+            return "-"
+        return self.format(digits=3, signed=False)
+
 
 def _resample_index(n: int, n_boot: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
@@ -114,14 +122,18 @@ def bootstrap(
     -- and returns one value per leading index (reduce with ``axis=-1``).
     Items are resampled with replacement, all columns with the same indices.
     """
-    if not 0 < level < 1:
-        raise ValueError(f"level={level} (expected a fraction in (0, 1), e.g. 0.95)")
-    if n_boot < 1:
-        raise ValueError(f"n_boot={n_boot} (expected >= 1)")
+    level = as_float(level, "level", min=0.0, max=1.0, min_open=True,
+                     expected="a fraction in (0, 1], e.g. 0.95")
+    n_boot = as_int(n_boot, "n_boot", min=1)
     cols = {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
     sizes = {k: v.shape for k, v in cols.items()}
     if not cols or len({s for s in sizes.values()}) != 1 or len(next(iter(sizes.values()))) != 1:
-        raise ValueError(f"columns: {sizes} (expected one-dimensional columns of equal length)")
+        raise ValueError(f"columns: {sizes} (expected one-dimensional columns of equal length, one value per item)")
+    for k, v in cols.items():
+        bad = np.flatnonzero(~np.isfinite(v))
+        if bad.size:
+            raise ValueError(f"{k}: non-finite values at items {bad[:5].tolist()} "
+                             "(expected a finite result per item; drop the items without one)")
     n = len(next(iter(cols.values())))
     if n == 0:
         return Interval(math.nan, math.nan, math.nan, 0, level, n_boot)

@@ -92,13 +92,25 @@ def test_bootstrap_checks_its_columns():
         mean_interval([1.0], level=95)
     with pytest.raises(ValueError, match="one of each per item"):
         paired_difference([1, 2], [1])
+    with pytest.raises(ValueError, match="level"):
+        mean_interval([1.0], level=0.0)
+    with pytest.raises(ValueError, match="n_boot"):
+        mean_interval([1.0], n_boot=0)
+    with pytest.raises(ValueError, match="x: non-finite values at items \\[1\\]"):
+        mean_interval([1.0, math.nan])
+    with pytest.raises(ValueError, match="d: non-finite"):
+        paired_difference([1.0, math.inf], [1.0, 2.0])
+    with pytest.raises(ValueError, match="one-dimensional"):
+        mean_interval([[1.0, 2.0]])
     empty = mean_interval([])
+    assert str(empty) == "-"
     assert empty.n == 0 and math.isnan(empty.estimate)
     assert "no items" in empty.verdict("x")
 
 
 def test_verdict_wording_and_format():
     iv = Interval(0.003, -0.001, 0.008, 40)
+    assert str(iv) == "0.003 [-0.001, 0.008]"
     assert iv.format(100, 1, "%") == "+0.3% [-0.1, +0.8]"
     s = iv.verdict("capping changes perplexity by", scale=100, digits=1, unit="%")
     assert s == "capping changes perplexity by +0.3% [-0.1, +0.8] (95% interval, n=40): not distinguishable from zero at n=40"
