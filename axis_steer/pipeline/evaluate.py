@@ -15,9 +15,21 @@
 * **multiple-choice accuracy** from a JSONL of ``{"question", "choices",
   "answer"}`` (answer = index of the right choice), each choice scored by the
   log-likelihood of its tokens after the question (summed, and per token);
+* **instruction following** on verifiable instructions
+  (:mod:`axis_steer.pipeline.instructions`): the fraction of prompts whose
+  greedy reply passes every check, plain and intervened;
 * **how often and how hard the caps fired** per capped layer: the fraction of
   real tokens whose projection was moved and the mean size of the move
   (``p_out - p_in``, residual-stream units), on the scored texts.
+
+Every comparison is also kept **per item** (a text, a conversation, a prompt,
+a question, an instruction: :attr:`EvalReport.items`), and each headline
+figure gets a paired bootstrap interval over those items
+(:mod:`axis_steer.pipeline.stats`, seeded) with a plain statement of whether
+the change is distinguishable from zero at the sample size used
+(:attr:`EvalReport.intervals`, :meth:`EvalReport.verdicts`). Perplexity is
+resampled by whole conversations (a ratio of summed log-likelihoods to summed
+tokens), never by token.
 
 The result is an :class:`EvalReport`: a printable table, a JSON report and
 plots. The CLI is ``axis-steer eval``.
@@ -27,7 +39,7 @@ same inputs — no caps, always-on caps, caps under a drift policy — on defaul
 prompts (how often the caps fire, whether the greedy reply changes), role
 prompts and drift conversations (a score of the replies: is the persona
 held), with bootstrap intervals and paired differences between conditions
-(:mod:`axis_steer.pipeline.intervals`).
+(:mod:`axis_steer.pipeline.stats`).
 """
 
 from __future__ import annotations
@@ -44,9 +56,23 @@ import torch.nn.functional as F
 
 from axis_steer.errors import AxisSteerError
 from axis_steer.pipeline.batching import input_device, pad_batch, pad_id
-from axis_steer.pipeline.intervals import Interval, bootstrap_mean, paired_difference
-from axis_steer.pipeline.replies import as_messages, converse, greedy_ids, greedy_replies
+from axis_steer.pipeline.instructions import check_reply
+from axis_steer.pipeline.replies import (
+    as_messages,
+    converse,
+    greedy_ids,
+    greedy_replies,
+    paired_replies,
+)
+from axis_steer.pipeline.sampling import eos_ids
 from axis_steer.pipeline.spans import prompt_ids, render_with_spans
+from axis_steer.pipeline.stats import (
+    Interval,
+    bootstrap,
+    mean_interval,
+    paired_difference,
+    ratio_change,
+)
 from axis_steer.runtime.checks import as_positive_int, show
 from axis_steer.runtime.formats import finite_or_none, iter_jsonl
 from axis_steer.runtime.hooks import Attachment
@@ -97,6 +123,15 @@ class MCScores:
 
 
 @dataclass
+class InstructionScores:
+    prompts: int = 0
+    followed_plain: float = math.nan  #: fraction of prompts whose reply passes every check
+    followed_intervened: float = math.nan
+    checks_plain: float = math.nan  #: fraction of single checks passed
+    checks_intervened: float = math.nan
+
+
+@dataclass
 class Firing:
     layer: int
     rate: float  #: fraction of real tokens where a cap moved the projection
@@ -110,8 +145,13 @@ class EvalReport:
     conversations: LMScores | None = None
     generation: GenerationAgreement | None = None
     multiple_choice: MCScores | None = None
+    instructions: InstructionScores | None = None
     firing: list[Firing] = field(default_factory=list)
     kl_per_token: list[float] = field(default_factory=list, repr=False)
+    #: per item, plain and intervened: {"conversations": [{"tokens", "nll_plain", ...}], "prompts": [...], ...}
+    items: dict = field(default_factory=dict, repr=False)
+    #: headline changes with paired bootstrap intervals (see :func:`intervals`)
+    intervals: dict[str, Interval] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -121,7 +161,14 @@ class EvalReport:
             if s is not None:
                 d[key].update(ppl_plain=s.ppl_plain, ppl_intervened=s.ppl_intervened, ppl_change=s.ppl_change)
         d.pop("kl_per_token")
+        d["intervals"] = {k: v.to_dict() for k, v in self.intervals.items()}
+        d["verdicts"] = self.verdicts()
         return d
+
+    def verdicts(self) -> list[str]:
+        """One plain sentence per interval: the change, its interval, and
+        whether it is distinguishable from no change at this sample size."""
+        return [_VERDICTS[k](v) for k, v in self.intervals.items() if k in _VERDICTS]
 
     def save(self, folder: str | Path, *, plots: bool = True) -> list[Path]:
         """Writes ``report.json`` (and ``firing.png``, ``kl.png``) into ``folder``."""
@@ -175,15 +222,24 @@ class EvalReport:
                 f"greedy agreement ({g.prompts} prompts)".ljust(32)
                 + f"{100 * g.agreement:>7.1f}%  identical {100 * g.identical:.1f}%"
             )
+        def rates(name: str, plain: float, intervened: float) -> str:
+            return (
+                name.ljust(32) + f"{100 * plain:>6.1f}%   {100 * intervened:>9.1f}%   "
+                f"{100 * (intervened - plain):+6.1f} pt"
+            )
+
         if self.multiple_choice is not None and self.multiple_choice.questions:
             m = self.multiple_choice
-            lines.append(
-                f"MC accuracy ({m.questions} q)".ljust(32)
-                + f"{100 * m.accuracy_plain:>6.1f}%   {100 * m.accuracy_intervened:>9.1f}%   "
-                f"{100 * (m.accuracy_intervened - m.accuracy_plain):+6.1f} pt"
-            )
+            lines.append(rates(f"MC accuracy ({m.questions} q)", m.accuracy_plain, m.accuracy_intervened))
+        if self.instructions is not None and self.instructions.prompts:
+            m = self.instructions
+            lines.append(rates(f"instructions followed ({m.prompts})", m.followed_plain, m.followed_intervened))
         for f in self.firing:
             lines.append(f"cap fired at layer {f.layer}".ljust(32) + f"{100 * f.rate:>6.1f}% of tokens, mean shift {f.mean_shift:.3f}")
+        verdicts = self.verdicts()
+        if verdicts:
+            lines.append("with 95% intervals (paired bootstrap over items):")
+            lines += ["  " + v for v in verdicts]
         return "\n".join(lines)
 
 
@@ -198,8 +254,9 @@ def _logprobs(model, ids: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
 
 
 def _lm_pass(model, att: Attachment, items: list[tuple[list[int], list[bool]]], pad: int, batch_size: int):
-    """Per scored token: nll plain, nll intervened, KL. items: (ids, scored mask per position)."""
-    nll_p, nll_i, kls = [], [], []
+    """Per scored token: nll plain, nll intervened, KL, and the item it belongs
+    to. items: (ids, scored mask per position)."""
+    nll_p, nll_i, kls, owner = [], [], [], []
     dev = input_device(model)
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
@@ -217,8 +274,23 @@ def _lm_pass(model, att: Attachment, items: list[tuple[list[int], list[bool]]], 
         nll_i.append(-lq.gather(-1, targets[..., None])[..., 0][sel].cpu())
         kl = (lp.exp() * (lp - lq)).sum(-1)
         kls.append(kl[sel].clamp(min=0).cpu())
+        rows = torch.arange(start, start + len(chunk))[:, None].expand_as(score[:, 1:])
+        owner.append(rows[sel.cpu()])
     cat = lambda xs: torch.cat(xs).double().numpy() if xs else np.zeros(0)  # noqa: E731
-    return cat(nll_p), cat(nll_i), cat(kls)
+    own = torch.cat(owner).numpy() if owner else np.zeros(0, dtype=np.int64)
+    return cat(nll_p), cat(nll_i), cat(kls), own
+
+
+def _per_item_lm(nll_p: np.ndarray, nll_i: np.ndarray, kl: np.ndarray, owner: np.ndarray, n: int) -> list[dict]:
+    """Per item: scored tokens, summed nll plain and intervened, summed KL."""
+    count = np.bincount(owner, minlength=n)
+    sp = np.bincount(owner, weights=nll_p, minlength=n)
+    si = np.bincount(owner, weights=nll_i, minlength=n)
+    sk = np.bincount(owner, weights=kl, minlength=n)
+    return [
+        {"tokens": int(count[j]), "nll_plain": float(sp[j]), "nll_intervened": float(si[j]), "kl": float(sk[j])}
+        for j in range(n)
+    ]
 
 
 def _lm_scores(nll_p: np.ndarray, nll_i: np.ndarray, kl: np.ndarray) -> LMScores:
@@ -246,9 +318,15 @@ def evaluate(
     conversations: Sequence[Sequence[dict]] | None = None,
     prompts: Sequence[Sequence[dict] | str] | None = None,
     multiple_choice: Sequence[dict] | None = None,
+    instructions: Sequence[dict] | None = None,
     max_new_tokens: int = 32,
+    instruction_tokens: int = 128,
     batch_size: int = 8,
+    generate_batch_size: int | None = None,
     max_length: int = 1024,
+    n_boot: int = 2000,
+    seed: int = 0,
+    progress: bool = False,
 ) -> EvalReport:
     """Compares ``model`` with and without ``attachment`` (configured but not
     attached; it is attached for the intervened passes only).
@@ -257,9 +335,19 @@ def evaluate(
     message lists ending with an assistant turn (the assistant tokens scored).
     ``prompts``: chat message lists (or strings, sent as one user turn) for
     greedy generation. ``multiple_choice``: dicts with ``question``,
-    ``choices`` and ``answer``. At least one of them is required."""
-    if not any((texts, conversations, prompts, multiple_choice)):
-        raise ValueError("evaluate: give at least one of texts, conversations, prompts, multiple_choice")
+    ``choices`` and ``answer``. ``instructions``: verifiable-instruction items
+    (:func:`axis_steer.pipeline.instructions.load_instructions`), answered
+    greedily with ``instruction_tokens`` new tokens. At least one of them is
+    required. ``n_boot`` and ``seed`` set the bootstrap of the intervals;
+    ``progress`` prints each part as it starts. ``batch_size`` is the
+    scoring passes' batch; greedy replies are generated in batches of
+    ``generate_batch_size`` (default ``2 * batch_size``), each prompt plain and
+    intervened in the same batch (per-row control of the attachment's
+    interventions)."""
+    if not any((texts, conversations, prompts, multiple_choice, instructions)):
+        raise ValueError(
+            "evaluate: give at least one of texts, conversations, prompts, multiple_choice, instructions"
+        )
     if not isinstance(attachment, Attachment):
         raise TypeError(f"attachment = {show(attachment)} (expected an axis_steer Attachment)")
     if attachment.attached:
@@ -268,7 +356,18 @@ def evaluate(
     max_new_tokens = as_positive_int(max_new_tokens, "max_new_tokens")
     max_length = as_positive_int(max_length, "max_length")
     pad = pad_id(tokenizer)
-    report = EvalReport(metadata={"max_new_tokens": max_new_tokens, "batch_size": batch_size})
+    generate_batch_size = as_positive_int(generate_batch_size or 2 * batch_size, "generate_batch_size")
+    instruction_tokens = as_positive_int(instruction_tokens, "instruction_tokens")
+    report = EvalReport(
+        metadata={
+            "max_new_tokens": max_new_tokens,
+            "instruction_tokens": instruction_tokens,
+            "batch_size": batch_size,
+            "generate_batch_size": generate_batch_size,
+            "n_boot": n_boot,
+            "seed": seed,
+        }
+    )
     capped = sorted({layer for layer, p in attachment._programs.items() if CLAMP in p.ops})
     monitor = None
     if capped and attachment.axis is not None:
@@ -277,18 +376,26 @@ def evaluate(
     firing_shift = {layer: [] for layer in capped}
     firing_den = 0
     all_kl = []
+
+    def part(name: str, n: int) -> None:
+        if progress:
+            print(f"eval: {name} ({n}, plain and intervened)", flush=True)
+
     try:
         if texts:
+            part("texts", len(texts))
             items = []
             for t in texts:
                 ids = tokenizer(t, add_special_tokens=True)["input_ids"][:max_length]
                 items.append((ids, [True] * len(ids)))
-            nll_p, nll_i, kl = _lm_pass(model, attachment, items, pad, batch_size)
+            nll_p, nll_i, kl, owner = _lm_pass(model, attachment, items, pad, batch_size)
             report.texts = _lm_scores(nll_p, nll_i, kl)
+            report.items["texts"] = _per_item_lm(nll_p, nll_i, kl, owner, len(items))
             all_kl.append(kl)
             if monitor is not None:
                 firing_den += _collect_firing(model, attachment, monitor, items, pad, batch_size, firing_num, firing_shift)
         if conversations:
+            part("conversations", len(conversations))
             items = []
             for conv in conversations:
                 rc = render_with_spans(tokenizer, conv)
@@ -298,15 +405,27 @@ def evaluate(
                     for t in range(a, min(b, len(ids))):
                         mask[t] = True
                 items.append((ids, mask))
-            nll_p, nll_i, kl = _lm_pass(model, attachment, items, pad, batch_size)
+            nll_p, nll_i, kl, owner = _lm_pass(model, attachment, items, pad, batch_size)
             report.conversations = _lm_scores(nll_p, nll_i, kl)
+            report.items["conversations"] = _per_item_lm(nll_p, nll_i, kl, owner, len(items))
             all_kl.append(kl)
             if monitor is not None:
                 firing_den += _collect_firing(model, attachment, monitor, items, pad, batch_size, firing_num, firing_shift)
         if prompts:
-            report.generation = _agreement(model, tokenizer, attachment, prompts, max_new_tokens, batch_size, pad)
+            part("greedy prompts", len(prompts))
+            report.generation, report.items["prompts"] = _agreement(
+                model, tokenizer, attachment, prompts, max_new_tokens, generate_batch_size
+            )
         if multiple_choice:
-            report.multiple_choice = _multiple_choice(model, tokenizer, attachment, multiple_choice, batch_size, pad)
+            part("multiple-choice questions", len(multiple_choice))
+            report.multiple_choice, report.items["multiple_choice"] = _multiple_choice(
+                model, tokenizer, attachment, multiple_choice, batch_size, pad
+            )
+        if instructions:
+            part("verifiable instructions", len(instructions))
+            report.instructions, report.items["instructions"] = _instructions(
+                model, tokenizer, attachment, instructions, instruction_tokens, generate_batch_size
+            )
     finally:
         if monitor is not None:
             monitor.remove()
@@ -322,7 +441,76 @@ def evaluate(
         )
     if all_kl:
         report.kl_per_token = np.concatenate(all_kl).tolist()
+    report.intervals = intervals(report.items, n_boot=n_boot, seed=seed)
     return report
+
+
+# ---- intervals ----------------------------------------------------------------------------------
+
+_VERDICTS = {
+    "ppl_change_conversations": lambda iv: iv.verdict(
+        "the intervention changes perplexity on conversations by", scale=100, digits=2, unit="%"
+    ),
+    "ppl_change_texts": lambda iv: iv.verdict("the intervention changes perplexity on texts by", scale=100, digits=2, unit="%"),
+    "kl_conversations": lambda iv: f"KL(plain || intervened) per token on conversations {iv.format(1, 5, signed=False)} "
+    f"(95% interval, n={iv.n} conversations; positive by construction: its size is the measurement)",
+    "agreement": lambda iv: iv.verdict(
+        "greedy agreement is", scale=100, digits=1, unit="%", null=1.0, null_text="100% (no change)", signed=False
+    ),
+    "identical": lambda iv: iv.verdict(
+        "identical greedy continuations:", scale=100, digits=1, unit="%", null=1.0, null_text="100% (no change)", signed=False
+    ),
+    "mc_accuracy_change": lambda iv: iv.verdict(
+        "the intervention changes multiple-choice accuracy by", scale=100, digits=1, unit=" pt"
+    ),
+    "mc_answer_changed": lambda iv: iv.verdict(
+        "multiple-choice picks changed on", scale=100, digits=1, unit="%", signed=False
+    ),
+    "instructions_change": lambda iv: iv.verdict(
+        "the intervention changes the instruction-following rate by", scale=100, digits=1, unit=" pt"
+    ),
+}
+
+
+def intervals(items: dict, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Interval]:
+    """Paired bootstrap intervals of the headline changes from per-item results
+    (:attr:`EvalReport.items`): perplexity change (ratio of summed nll to
+    summed tokens, by conversation), mean KL per token, greedy agreement
+    (agreeing positions over positions, by prompt), identical continuations,
+    multiple-choice accuracy change and changed picks, instruction-following change."""
+    kw = {"n_boot": n_boot, "seed": seed}
+    out: dict[str, Interval] = {}
+    for key in ("conversations", "texts"):
+        rows = [r for r in items.get(key, []) if r["tokens"]]
+        if rows:
+            col = {name: [r[name] for r in rows] for name in ("nll_plain", "nll_intervened", "tokens", "kl")}
+            out[f"ppl_change_{key}"] = ratio_change(
+                col["nll_plain"], col["nll_intervened"], col["tokens"], transform=np.exp, **kw
+            )
+            if key == "conversations":
+                out["kl_conversations"] = bootstrap(
+                    {"kl": col["kl"], "n": col["tokens"]}, lambda c: c["kl"].sum(-1) / c["n"].sum(-1), **kw
+                )
+    rows = items.get("prompts", [])
+    if rows:
+        out["agreement"] = bootstrap(
+            {"a": [r["agree"] for r in rows], "n": [r["positions"] for r in rows]},
+            lambda c: c["a"].sum(-1) / np.maximum(c["n"].sum(-1), 1),
+            **kw,
+        )
+        out["identical"] = mean_interval([float(r["identical"]) for r in rows], **kw)
+    rows = items.get("multiple_choice", [])
+    if rows:
+        out["mc_accuracy_change"] = paired_difference(
+            [float(r["correct_plain"]) for r in rows], [float(r["correct_intervened"]) for r in rows], **kw
+        )
+        out["mc_answer_changed"] = mean_interval([float(r["pick_plain"] != r["pick_intervened"]) for r in rows], **kw)
+    rows = items.get("instructions", [])
+    if rows:
+        out["instructions_change"] = paired_difference(
+            [float(r["followed_plain"]) for r in rows], [float(r["followed_intervened"]) for r in rows], **kw
+        )
+    return out
 
 
 def _collect_firing(model, att, monitor, items, pad, batch_size, num, shifts) -> int:
@@ -343,25 +531,66 @@ def _collect_firing(model, att, monitor, items, pad, batch_size, num, shifts) ->
     return total
 
 
-def _agreement(model, tokenizer, att, prompts, max_new_tokens, batch_size, pad) -> GenerationAgreement:
-    plain = greedy_ids(model, tokenizer, prompts, max_new_tokens, batch_size, pad)
-    with att:
-        inter = greedy_ids(model, tokenizer, prompts, max_new_tokens, batch_size, pad)
-    agree = positions = identical = 0
+def _paired_ids(model, tokenizer, att, prompts, max_new_tokens, batch_size):
+    """Greedy replies without and with ``att``'s interventions, generated
+    together (each prompt twice, the interventions on for the second copy's
+    rows only), as token ids up to and including the first end of turn."""
+    plain, inter = paired_replies(
+        model, tokenizer, prompts, att, list(att.interventions), max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    end = (eos_ids(model, tokenizer) or [pad_id(tokenizer)])[0]
+
+    def ids(r):
+        return [x + [end] if e else x for x, e in zip(r.ids, r.ended)]
+
+    return ids(plain), ids(inter), plain, inter
+
+
+def _agreement(model, tokenizer, att, prompts, max_new_tokens, batch_size):
+    plain, inter, _, _ = _paired_ids(model, tokenizer, att, prompts, max_new_tokens, batch_size)
+    rows = []
     for a, b in zip(plain, inter):
-        n = max(len(a), len(b))
         k = 0
         while k < min(len(a), len(b)) and a[k] == b[k]:
             k += 1
-        agree += k
-        positions += n
-        identical += int(a == b)
-    return GenerationAgreement(
+        rows.append({"agree": k, "positions": max(len(a), len(b)), "identical": a == b})
+    agree = sum(r["agree"] for r in rows)
+    positions = sum(r["positions"] for r in rows)
+    summary = GenerationAgreement(
         prompts=len(prompts),
         positions=positions,
         agreement=agree / positions if positions else math.nan,
-        identical=identical / len(prompts),
+        identical=float(np.mean([r["identical"] for r in rows])) if rows else math.nan,
     )
+    return summary, rows
+
+
+def _instructions(model, tokenizer, att, items, max_new_tokens, batch_size):
+    prompts = [it["prompt"] for it in items]
+    _, _, plain, inter = _paired_ids(model, tokenizer, att, prompts, max_new_tokens, batch_size)
+    rows = []
+    for it, a, b in zip(items, plain.texts, inter.texts):
+        ca, cb = check_reply(it, a), check_reply(it, b)
+        rows.append(
+            {
+                "id": it.get("id"),
+                "followed_plain": all(ca),
+                "followed_intervened": all(cb),
+                "checks_plain": ca,
+                "checks_intervened": cb,
+                "reply_plain": a,
+                "reply_intervened": b,
+            }
+        )
+    n_checks = sum(len(r["checks_plain"]) for r in rows)
+    summary = InstructionScores(
+        prompts=len(rows),
+        followed_plain=float(np.mean([r["followed_plain"] for r in rows])),
+        followed_intervened=float(np.mean([r["followed_intervened"] for r in rows])),
+        checks_plain=sum(sum(r["checks_plain"]) for r in rows) / n_checks,
+        checks_intervened=sum(sum(r["checks_intervened"]) for r in rows) / n_checks,
+    )
+    return summary, rows
 
 
 def load_multiple_choice(path: str | Path) -> list[dict]:
@@ -400,27 +629,36 @@ def _choice_logliks(model, tokenizer, questions, batch_size, pad) -> list[list[t
     return scores
 
 
-def _multiple_choice(model, tokenizer, att, questions, batch_size, pad) -> MCScores:
+def _multiple_choice(model, tokenizer, att, questions, batch_size, pad):
     plain = _choice_logliks(model, tokenizer, questions, batch_size, pad)
     with att:
         inter = _choice_logliks(model, tokenizer, questions, batch_size, pad)
 
-    def acc(scores, norm):
-        picks = [int(np.argmax([s / (n if norm else 1) for s, n in row])) for row in scores]
-        return picks, float(np.mean([p == q["answer"] for p, q in zip(picks, questions)]))
+    def picks(scores, norm):
+        return [int(np.argmax([s / (n if norm else 1) for s, n in row])) for row in scores]
 
-    pp, ap = acc(plain, False)
-    pi, ai = acc(inter, False)
-    _, apn = acc(plain, True)
-    _, ain = acc(inter, True)
-    return MCScores(
+    def acc(p):
+        return float(np.mean([a == q["answer"] for a, q in zip(p, questions)]))
+
+    pp, pi = picks(plain, False), picks(inter, False)
+    rows = [
+        {
+            "pick_plain": a,
+            "pick_intervened": b,
+            "correct_plain": a == q["answer"],
+            "correct_intervened": b == q["answer"],
+        }
+        for a, b, q in zip(pp, pi, questions)
+    ]
+    summary = MCScores(
         questions=len(questions),
-        accuracy_plain=ap,
-        accuracy_intervened=ai,
-        accuracy_plain_norm=apn,
-        accuracy_intervened_norm=ain,
+        accuracy_plain=acc(pp),
+        accuracy_intervened=acc(pi),
+        accuracy_plain_norm=acc(picks(plain, True)),
+        accuracy_intervened_norm=acc(picks(inter, True)),
         answer_changed=float(np.mean([a != b for a, b in zip(pp, pi)])),
     )
+    return summary, rows
 
 
 # ---- no caps / always-on caps / latched caps ----------------------------------------------------
@@ -429,7 +667,7 @@ def _multiple_choice(model, tokenizer, att, questions, batch_size, pad) -> MCSco
 @dataclass
 class ArmResults:
     """One condition of :func:`compare_interventions`, per item and as
-    intervals over items (:class:`~axis_steer.pipeline.intervals.Interval`).
+    intervals over items (:class:`~axis_steer.pipeline.stats.Interval`).
 
     On default prompts: ``fired`` (per prompt, the fraction of the real tokens
     of prompt and plain greedy reply on which a cap moved the projection at
@@ -544,7 +782,7 @@ def compare_interventions(
     much role vocabulary it holds; lower = persona held better with such a
     score). Every result per item, as a bootstrap interval over items, and
     paired differences between arms on the same items
-    (:mod:`axis_steer.pipeline.intervals`). See :class:`ArmResults`."""
+    (:mod:`axis_steer.pipeline.stats`). See :class:`ArmResults`."""
     if not isinstance(arms, dict) or not arms:
         raise TypeError(f"arms = {show(arms)} (expected a dict of names to Attachments or None, e.g. "
                         "{'no caps': None, 'always-on': att})")
@@ -603,7 +841,7 @@ def compare_interventions(
                                                            att, max_new_tokens=max_new_tokens)[0]]))
                 for d in drift
             ]
-        res.intervals = {m: bootstrap_mean(v, n_boot=n_boot, seed=seed) for m, v in res.per_item.items()}
+        res.intervals = {m: mean_interval(v, n_boot=n_boot, seed=seed) for m, v in res.per_item.items()}
         results.append(res)
     out = Comparison(results, metadata={"max_new_tokens": max_new_tokens, "n_boot": n_boot, "seed": seed,
                                         "default_prompts": len(prompts), "role_prompts": len(role_prompts),
@@ -611,7 +849,7 @@ def compare_interventions(
     for i, a in enumerate(results):
         for b in results[i + 1 :]:
             out.differences[(b.name, a.name)] = {
-                m: paired_difference(b.per_item[m], a.per_item[m], n_boot=n_boot, seed=seed)
+                m: paired_difference(a.per_item[m], b.per_item[m], n_boot=n_boot, seed=seed)
                 for m in b.per_item
                 if m in a.per_item
             }

@@ -29,10 +29,10 @@ rank 0 at the end.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,7 @@ from axis_steer.pipeline import _dist
 from axis_steer.pipeline.batching import input_device, pad_batch, pad_id
 from axis_steer.pipeline.roles import RoleSet, as_role_set
 from axis_steer.pipeline.runs import RunFolder, iter_run_responses, read_response_rows
+from axis_steer.pipeline.sampling import decoding_config, eos_ids, item_uniforms, seeded_sampler
 from axis_steer.pipeline.spans import prepare_messages, prompt_ids
 from axis_steer.runtime.checks import as_flag, as_float, as_folder, as_int, as_positive_int
 from axis_steer.runtime.formats import response_key
@@ -107,10 +108,17 @@ def item_seed(seed: int, role: str, prompt_index: int, question_index: int) -> i
 
 
 def default_model_name(model: Any) -> str:
-    """A display name for ``{model_name}``: the last part of the model's
-    ``name_or_path`` ("Qwen3-32B"), or "an AI assistant" when it has none."""
-    path = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
+    """A display name for ``{model_name}``: the name the loader recorded
+    (:func:`axis_steer.pipeline.loading.model_name_of`, e.g. "SmolLM"), else the
+    last part of the model's ``name_or_path`` ("Qwen3-32B"; a GGUF file's name
+    without ``.gguf`` and its quantization tag), or "an AI assistant" when it has none."""
+    config = getattr(model, "config", None)
+    recorded = getattr(config, "axis_steer_model_name", None)
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    path = str(getattr(config, "_name_or_path", "") or "")
     name = path.rstrip("/").rsplit("/", 1)[-1]
+    name = re.sub(r"(\.(Q\d\w*|IQ\d\w*|F16|F32|BF16))?\.gguf$", "", name, flags=re.IGNORECASE)
     return name or "an AI assistant"
 
 
@@ -180,42 +188,6 @@ def _check_settings(run: RunFolder, settings: dict) -> None:
             )
 
 
-# ---- seeded sampling ----------------------------------------------------------------------
-
-
-def _sampler_class():
-    from transformers import LogitsProcessor
-
-    class SeededSampler(LogitsProcessor):
-        """Draws each row's next token from its own pre-drawn uniforms (inverse
-        CDF over temperature-scaled, nucleus-truncated probabilities) and returns
-        scores that put all mass on it, so ``generate``'s greedy step picks it."""
-
-        def __init__(
-            self, uniforms: Any, prompt_len: int, temperature: float, top_p: float
-        ) -> None:
-            self.u = uniforms  # (batch, max_new_tokens) float64 on the model's device
-            self.prompt_len = prompt_len
-            self.temperature = float(temperature)
-            self.top_p = float(top_p)
-
-        def __call__(self, input_ids: Any, scores: Any) -> Any:
-            t = input_ids.shape[1] - self.prompt_len
-            probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-            sp, si = torch.sort(probs, dim=-1, descending=True, stable=True)
-            cum = sp.cumsum(-1)
-            if self.top_p < 1.0:
-                sp = sp * ((cum - sp) < self.top_p)
-                cum = sp.cumsum(-1)
-            r = (self.u[:, t : t + 1].to(cum.dtype) * cum[:, -1:]).contiguous()
-            j = torch.searchsorted(cum.contiguous(), r, right=True).clamp_(max=sp.shape[-1] - 1)
-            tok = si.gather(1, j)
-            out = torch.full_like(scores, -float("inf"))
-            return out.scatter_(1, tok, 0.0)
-
-    return SeededSampler
-
-
 # ---- the step ---------------------------------------------------------------------------------
 
 
@@ -240,18 +212,6 @@ class GenerateSummary:
             f"{self.n_items} planned for {self.n_roles} roles + default), {self.n_tokens} tokens in "
             f"{self.seconds:.1f} s ({rate:.0f} tokens/s) -> {RunFolder(self.out_dir).responses}"
         )
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids: list[int] = []
-    gen = getattr(model, "generation_config", None)
-    for src in (getattr(gen, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
-        if src is None:
-            continue
-        for i in [src] if isinstance(src, int) else list(src):
-            if int(i) not in ids:
-                ids.append(int(i))
-    return ids
 
 
 def generate_responses(
@@ -342,47 +302,36 @@ def generate_responses(
     write_dir.mkdir(parents=True, exist_ok=True)
 
     device = input_device(model)
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_ids(model, tokenizer)
     pad = pad_id(tokenizer)
-    gc = copy.deepcopy(model.generation_config)
-    gc.do_sample = False
-    gc.num_beams = 1
-    gc.max_new_tokens = int(max_new_tokens)
-    gc.max_length = None
-    gc.temperature, gc.top_p, gc.top_k = None, None, None
-    gc.eos_token_id = eos or None
-    gc.pad_token_id = int(pad)
-    Sampler = _sampler_class()
+    gc = decoding_config(model, tokenizer, max_new_tokens)
 
     n_tokens = 0
     bar = tqdm(total=len(mine), desc="generate", unit="resp", disable=not progress or rank != 0)
     was_training = model.training
     model.eval()
+    prepared = {}
+    for it in mine:
+        msgs = [{"role": "system", "content": it.system_prompt}] if it.system_prompt else []
+        msgs.append({"role": "user", "content": it.question})
+        conv = prepare_messages(tokenizer, msgs)
+        prepared[it.index] = (conv, prompt_ids(tokenizer, conv))
+    # batch by prompt length: less padding (a response does not depend on its batch)
+    mine = sorted(mine, key=lambda it: len(prepared[it.index][1]))
     try:
         for b0 in range(0, len(mine), batch_size):
             batch = mine[b0 : b0 + batch_size]
-            convs = []
-            for it in batch:
-                msgs = [{"role": "system", "content": it.system_prompt}] if it.system_prompt else []
-                msgs.append({"role": "user", "content": it.question})
-                convs.append(prepare_messages(tokenizer, msgs))
-            input_ids, attn = pad_batch([prompt_ids(tokenizer, c) for c in convs], pad, side="left")
+            convs = [prepared[it.index][0] for it in batch]
+            input_ids, attn = pad_batch([prepared[it.index][1] for it in batch], pad, side="left")
             width = input_ids.shape[1]
             procs = LogitsProcessorList()
             if not greedy:
-                u = torch.stack(
-                    [
-                        torch.rand(
-                            max_new_tokens,
-                            generator=torch.Generator().manual_seed(
-                                item_seed(seed, it.role, it.prompt_index, it.question_index)
-                            ),
-                            dtype=torch.float64,
-                        )
-                        for it in batch
-                    ]
-                ).to(device)
-                procs.append(Sampler(u, width, temperature, top_p))
+                u = item_uniforms(
+                    [item_seed(seed, it.role, it.prompt_index, it.question_index) for it in batch],
+                    max_new_tokens,
+                    device,
+                )
+                procs.append(seeded_sampler(u, width, temperature, top_p))
             with torch.inference_mode():
                 out = model.generate(
                     input_ids=input_ids.to(device),

@@ -1226,6 +1226,12 @@ class Attachment:
     def attached(self) -> bool:
         return self._entered
 
+    @property
+    def interventions(self) -> tuple[_Intervention, ...]:
+        """The caps and steers added so far (the handles ``cap``, ``steer``, ...
+        returned), in the order they were added."""
+        return tuple(self._interventions)
+
     def __enter__(self) -> Attachment:
         return self.attach()
 

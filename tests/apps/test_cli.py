@@ -58,6 +58,10 @@ def test_errors_name_the_file_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nope.safetensors" in err
     assert main(["calibrate", "--run", str(tmp_path / "empty"), "--window", "2-4"]) == 2
+    capsys.readouterr()
+    assert main(["demo", "--threads", "two", "--out", str(tmp_path / "d")]) == 2
+    assert "--threads two: expected auto or a whole number" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.fixture(scope="module")

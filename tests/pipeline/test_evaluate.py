@@ -16,8 +16,14 @@ from axis_steer.errors import AxisSteerError  # noqa: E402
 from axis_steer.personas import load_persona_model  # noqa: E402
 from axis_steer.pipeline.batching import pad_id  # noqa: E402
 from axis_steer.pipeline.evaluate import compare_interventions, evaluate, load_multiple_choice  # noqa: E402
-from axis_steer.pipeline.intervals import bootstrap_mean, paired_difference  # noqa: E402
-from axis_steer.pipeline.replies import converse, greedy_ids  # noqa: E402
+from axis_steer.pipeline.replies import (  # noqa: E402
+    Sampling,
+    converse,
+    converse_batch,
+    generate_replies,
+    greedy_ids,
+    paired_replies,
+)
 from axis_steer.pipeline.spans import prompt_ids, render_with_spans  # noqa: E402
 from axis_steer.runtime.hooks import Attachment  # noqa: E402
 
@@ -119,6 +125,62 @@ def test_bad_input(model_tok, axis, tmp_path):
         load_multiple_choice(bad)
 
 
+# ---- plain and intervened replies in one batch -------------------------------------------------
+
+
+PROMPTS = [
+    [{"role": "user", "content": "What is photosynthesis?"}],
+    [{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": "How do I bake bread?"}],
+    [{"role": "user", "content": "Tell me about volcanoes."}],
+]
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_paired_replies_are_the_separate_runs(model_tok, axis, sampled):
+    """Each prompt plain and capped in the same batch (per-row control) gives
+    what two separate runs give: the plain run without the caps, the capped
+    run with them."""
+    model, tok = model_tok
+    att = Attachment(model, axis)
+    cap = att.cap([2, 3, 4], 3.0)  # a high floor: the capped replies differ
+    kw = {"max_new_tokens": 10, "batch_size": 8, "sampling": Sampling(0.7, 0.9, 5) if sampled else None}
+    plain, capped = paired_replies(model, tok, PROMPTS, att, [cap], **kw)
+    alone_plain = generate_replies(model, tok, PROMPTS, **kw)
+    alone_capped = generate_replies(model, tok, PROMPTS, att, **kw)
+    assert plain.ids == alone_plain.ids and capped.ids == alone_capped.ids
+    assert plain.ids != capped.ids
+    assert cap.enabled is True and att._rows is None and not att.attached  # left as it was
+
+
+def test_paired_conversations_are_the_separate_runs(model_tok, axis):
+    model, tok = model_tok
+    att = Attachment(model, axis)
+    cap = att.cap([2, 3, 4], 3.0)
+    mon = att.monitor([3])
+    chats = [("", ["Hello!", "Who are you?"]), ("You are a pirate.", ["Ahoy?"])]
+    kw = {"max_new_tokens": 8, "monitor": mon, "layer": 3}
+    both, proj = converse_batch(model, tok, chats * 2, att, switch=[cap], on=[False, False, True, True], **kw)
+    cap.disable()
+    plain, proj_plain = converse_batch(model, tok, chats, att, **kw)
+    cap.enable()
+    capped, proj_capped = converse_batch(model, tok, chats, att, **kw)
+    assert both == plain + capped and both[:2] != both[2:]
+    assert np.allclose(sum(proj, []), sum(proj_plain + proj_capped, []), rtol=1e-4, atol=1e-4)
+
+
+def test_paired_replies_bad_input(model_tok, axis):
+    model, tok = model_tok
+    att = Attachment(model, axis)
+    cap = att.cap([2], 1.0)
+    with pytest.raises(ValueError, match="on: one flag per prompt"):
+        generate_replies(model, tok, PROMPTS, att, on=[True] * 3)
+    with pytest.raises(ValueError, match="on: one flag per prompt"):
+        generate_replies(model, tok, PROMPTS, att, switch=[cap], on=[True])
+    cap.enable([True, False])
+    with pytest.raises(ValueError, match="per-row flags"):
+        generate_replies(model, tok, PROMPTS, att, switch=[cap], on=[True] * 3)
+
+
 # ---- no caps / always-on / latched, and the intervals
 
 DRIFT = [{"system": "", "user_turns": ["Tell me about ships.", "And about the sea?"]},
@@ -149,7 +211,7 @@ def test_compare_a_latch_that_never_binds_leaves_the_model_alone(model_tok, axis
     replies, _ = converse(model, tok, "", DRIFT[0]["user_turns"], arms["always-on"], max_new_tokens=8)
     assert always.per_item["drift"][0] == pytest.approx(np.mean([len(t) for t in replies]))
     d = cmp.differences[("latched", "always-on")]["fired"]
-    assert d.mean == -1.0 and d.lo == d.hi == -1.0 and d.n == 2
+    assert d.estimate == -1.0 and d.low == d.high == -1.0 and d.n == 2
     assert "latched - always-on" in json.dumps(cmp.to_dict()) and "drift: score" in str(cmp)
 
 
@@ -182,25 +244,3 @@ def test_compare_bad_input(model_tok, axis):
     steer_only.steer(2, 1.0)
     with pytest.raises(ValueError, match="no caps"):
         compare_interventions(model, tok, {"steer": steer_only}, default_prompts=prompts)
-
-
-def test_bootstrap_intervals():
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=400)
-    iv = bootstrap_mean(x)
-    assert iv.lo < x.mean() < iv.hi and iv.n == 400
-    se = x.std() / np.sqrt(x.size)
-    assert iv.hi - iv.lo == pytest.approx(2 * 1.96 * se, rel=0.15)
-    c = bootstrap_mean([2.0] * 5)
-    assert (c.mean, c.lo, c.hi) == (2.0, 2.0, 2.0)
-    # paired: a shared per-item offset cancels out of the difference
-    base = rng.normal(scale=10.0, size=200)
-    d = paired_difference(base + 0.5 + rng.normal(scale=0.1, size=200), base)
-    assert d.lo < 0.5 < d.hi and d.hi - d.lo < 0.1
-    assert math.isnan(bootstrap_mean([]).mean)
-    with pytest.raises(ValueError, match="x: non-finite"):
-        bootstrap_mean([1.0, math.nan])
-    with pytest.raises(ValueError, match="same items"):
-        paired_difference([1.0, 2.0], [1.0])
-    with pytest.raises(ValueError, match="level"):
-        bootstrap_mean([1.0], level=0.0)
