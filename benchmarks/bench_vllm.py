@@ -18,7 +18,7 @@ and its ratio to ``none`` (targets on CPU: capping costs <= 2%, readings
 <= 1% more), and the spread of ``none`` across its engine runs.
 
 Usage: python benchmarks/bench_vllm.py [--hidden 1024] [--layers 8] [--tokens 64] [--rounds 3] [--repeats 2]
-       [--json out.json]
+       [--quick] [--json out.json]
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="2 rounds, one run of each engine, 32 tokens (a smoke-sized run)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--engine", default=None, help=argparse.SUPPRESS)  # internal: one engine's run
     args = ap.parse_args()
@@ -124,6 +125,8 @@ def main() -> None:
         spec = json.loads(args.engine)
         print("RESULT " + json.dumps(engine_run(**spec)), flush=True)
         return
+    if args.quick:
+        args.rounds, args.repeats, args.tokens = 2, 1, 32
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     with tempfile.TemporaryDirectory() as tmp:
         model, caps = Path(tmp) / "model", Path(tmp) / "caps.safetensors"

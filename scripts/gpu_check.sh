@@ -14,6 +14,9 @@
 #      when it is not installed
 #   6. benchmarks/bench_gpu.py --quick, with the time that is left but 35 s
 #   7. benchmarks/bench_ops.py --quick (the CPU path of the op)
+#   8. benchmarks/bench_vllm.py --quick (vLLM throughput with and without
+#      capping, target <= 1% on a GPU), when this Python has vLLM; otherwise
+#      the summary says it was not run and why
 #
 # Every log and figure goes under the results folder, with summary.md. A stage
 # that fails or runs out of time is reported and the next one still runs; each
@@ -186,6 +189,13 @@ budget=$(($(left) - 35))
 [ "$budget" -lt 40 ] && budget=40
 stage bench_gpu $((budget + 15)) "$PYTHON" benchmarks/bench_gpu.py --quick --budget "$budget" --json "$RESULTS/bench_gpu.json"
 stage bench_ops "$(limit 40 3)" "$PYTHON" benchmarks/bench_ops.py --quick --json "$RESULTS/bench_ops.json"
+if "$PYTHON" -c "import vllm" >/dev/null 2>&1; then
+  stage bench_vllm "$(limit 240 3)" "$PYTHON" benchmarks/bench_vllm.py --quick --json "$RESULTS/bench_vllm.json"
+else
+  echo "vLLM is not installed for $PYTHON: the serving benchmark did not run" >"$RESULTS/bench_vllm.log"
+  STAGES+=("bench_vllm|not run (no vLLM in this Python)|0|bench_vllm.log")
+  note "[bench_vllm] not run: no vLLM in this Python"
+fi
 
 # ---- summary ---------------------------------------------------------------------
 "$PYTHON" - "$RESULTS" "$(($(date +%s) - START))" "${STAGES[@]}" <<'EOF' >"$RESULTS/summary.md"
@@ -245,12 +255,20 @@ if os.path.exists(path):
     for r in json.load(open(path)):
         print(f"| {r['shape']} | {r['dtype']} | {r['capped']:.0%} | {r['torch_us']:.1f} | {r['reference_us']:.1f} | "
               f"{r['speedup']:.1f}x | {r['of_copy']:.0%} |")
-print("\nEvery figure: bench_gpu.json, bench_ops.json; every log: *.log in this folder.")
+path = os.path.join(results, "bench_vllm.json")
+if os.path.exists(path):
+    med = json.load(open(path))["median"]
+    sizes = sorted(med["none"], key=int)
+    print("\n## vLLM throughput (bench_vllm.py --quick), tokens/s and ratio to no axis_steer (target >= 0.99)\n")
+    print("| config | " + " | ".join(f"{n} requests" for n in sizes) + " |\n|---|" + "---|" * len(sizes))
+    for c, d in med.items():
+        print(f"| {c} | " + " | ".join(f"{d[n]:.0f} ({d[n] / med['none'][n]:.3f})" for n in sizes) + " |")
+print("\nEvery figure: bench_gpu.json, bench_ops.json, bench_vllm.json; every log: *.log in this folder.")
 EOF
 cat "$RESULTS/summary.md"
 note "done in $(($(date +%s) - START))s; results in $RESULTS"
 failed=0
 for s in "${STAGES[@]}"; do
-  case "$s" in *"|ok|"*) ;; *) failed=1 ;; esac
+  case "$s" in *"|ok|"* | *"|not run ("*) ;; *) failed=1 ;; esac
 done
 exit $failed
