@@ -198,29 +198,42 @@ def _windows_arg(items: Sequence[str] | None) -> list[tuple[int, int]] | None:
 
 
 def cmd_generate(args: argparse.Namespace) -> str:
-    from axis_steer.pipeline.generate import generate_responses
-
-    model, tok = load_model(args)
     roles = args.roles
     if roles is None and args.model in (None, "persona-llama"):
         from axis_steer.personas import role_data_dir
 
         roles = role_data_dir()  # the built-in model's own roles
-    summary = generate_responses(
-        model,
-        tok,
-        roles,
-        args.run,
+    common = dict(
         roles=args.only,
         n_questions=args.questions,
         n_prompts=args.prompts,
-        batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
         greedy=args.greedy,
         seed=args.seed,
     )
+    if args.backend == "vllm":
+        from axis_steer.pipeline.generate_vllm import (
+            generate_responses_vllm,
+            load_vllm,
+            require_vllm,
+        )
+
+        require_vllm()
+        if args.device_map is not None or args.device != "auto":
+            raise ValueError("--backend vllm places the model itself: leave out --device and --device-map")
+        llm, tok, src = load_vllm(model_spec(args.model), dtype=args.dtype, seed=args.seed)
+        batch_size = 64 if args.batch_size is None else args.batch_size
+        summary = generate_responses_vllm(
+            llm, tok, roles, args.run, model_path=src.path, model_name=src.name, batch_size=batch_size, **common
+        )
+    else:
+        from axis_steer.pipeline.generate import generate_responses
+
+        model, tok = load_model(args)
+        batch_size = 8 if args.batch_size is None else args.batch_size
+        summary = generate_responses(model, tok, roles, args.run, batch_size=batch_size, **common)
     return str(summary)
 
 
@@ -495,7 +508,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", nargs="*", default=None, help="generate for these roles only")
     s.add_argument("--questions", type=int, default=None, help="use the first N questions")
     s.add_argument("--prompts", type=int, default=None, help="use the first K system prompts per role")
-    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument(
+        "--backend",
+        choices=["hf", "vllm"],
+        default="hf",
+        help="generate with transformers (hf) or vLLM (vllm: the serving environment, scripts/setup_vllm.sh; "
+        "same prompts and files; a run is resumed with the backend that began it)",
+    )
+    s.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="prompts per generate call (default 8); with vllm, requests written together (default 64)",
+    )
     s.add_argument("--max-new-tokens", type=int, default=512)
     s.add_argument("--temperature", type=float, default=0.7)
     s.add_argument("--top-p", type=float, default=0.9)

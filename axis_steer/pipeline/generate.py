@@ -20,6 +20,13 @@ in, on the batch size, on resuming or on the number of ranks (up to
 floating-point differences in the logits between batch shapes). Sampling is
 temperature then nucleus (top-p), as in transformers.
 
+Two backends run the same plan, prompts, resume and files:
+:func:`generate_responses` (transformers, the sampler above) and
+:func:`~axis_steer.pipeline.generate_vllm.generate_responses_vllm` (vLLM: the
+same prompt token ids, vLLM's own sampler seeded per item with
+:func:`item_seed`). ``generation.json`` records the backend (``"hf"`` when
+absent, as in older runs), and a run is resumed only with the one that began it.
+
 Resumable: items already in the output are skipped; results are appended and
 flushed after every batch, and the files are put in (prompt, question) order at
 the end of each call. Under ``torchrun`` every rank generates the items whose
@@ -36,7 +43,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -51,13 +58,20 @@ from axis_steer.runtime.checks import as_flag, as_float, as_folder, as_int, as_p
 from axis_steer.runtime.formats import response_key
 
 __all__ = [
+    "BACKENDS",
     "GenerateSummary",
     "Item",
+    "Sampling",
     "item_seed",
     "iter_run_responses",
+    "name_from_path",
     "plan_items",
     "generate_responses",
 ]
+
+#: the generation backends: transformers (this module) and vLLM
+#: (:mod:`axis_steer.pipeline.generate_vllm`)
+BACKENDS = ("hf", "vllm")
 
 _RESULT_SETTINGS = (
     "model",
@@ -116,7 +130,13 @@ def default_model_name(model: Any) -> str:
     recorded = getattr(config, "axis_steer_model_name", None)
     if isinstance(recorded, str) and recorded:
         return recorded
-    path = str(getattr(config, "_name_or_path", "") or "")
+    return name_from_path(str(getattr(config, "_name_or_path", "") or ""))
+
+
+def name_from_path(path: str) -> str:
+    """The last part of a model's folder, hub id or GGUF file ("Qwen3-32B"; a
+    GGUF file's name without ``.gguf`` and its quantization tag), or "an AI
+    assistant" for an empty path."""
     name = path.rstrip("/").rsplit("/", 1)[-1]
     name = re.sub(r"(\.(Q\d\w*|IQ\d\w*|F16|F32|BF16))?\.gguf$", "", name, flags=re.IGNORECASE)
     return name or "an AI assistant"
@@ -175,6 +195,12 @@ def _check_settings(run: RunFolder, settings: dict) -> None:
     path = run.generation_settings
     if path.exists():
         old = json.loads(path.read_text())
+        was, now = old.get("backend", "hf"), settings["backend"]
+        if was != now:
+            raise ValueError(
+                f"{path}: this run was generated with --backend {was}, this call uses --backend {now}; "
+                f"resuming would mix their responses. Use --backend {was} to resume, or a new out_dir."
+            )
         diff = {
             k: (old.get(k), settings[k])
             for k in _RESULT_SETTINGS
@@ -214,50 +240,88 @@ class GenerateSummary:
         )
 
 
-def generate_responses(
-    model: Any,
+@dataclass(frozen=True)
+class Sampling:
+    """A run's checked decoding settings (``greedy`` also when ``temperature``
+    is 0): what a backend's decoder is given with each batch."""
+
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    greedy: bool
+    seed: int
+
+    def item_seed(self, it: Item) -> int:
+        return item_seed(self.seed, it.role, it.prompt_index, it.question_index)
+
+
+#: a backend: ``decode(items, prompt_ids, sampling)`` -> the new token ids of
+#: each item (anything after its first end-of-turn id is ignored)
+Decoder = Callable[[list[Item], list[list[int]], Sampling], list[list[int]]]
+
+
+def _write_rows(
+    write_dir: Path,
+    batch: Sequence[Item],
+    convs: Sequence[list[dict]],
+    new: Sequence[Sequence[int]],
+    tokenizer: Any,
+    eos: Sequence[int],
+) -> int:
+    """Cuts each item's new tokens at its first end-of-turn id, decodes them
+    and appends the rows to ``write_dir/{role}.jsonl`` (flushed); returns the
+    number of tokens kept."""
+    n_tokens = 0
+    by_role: dict[str, list[str]] = {}
+    for it, conv, toks in zip(batch, convs, new):
+        toks = list(toks)
+        cut = next((i for i, t in enumerate(toks) if t in eos), len(toks))
+        n_tokens += cut
+        text = tokenizer.decode(toks[:cut], skip_special_tokens=True).strip()
+        row = {
+            "system_prompt": it.system_prompt,
+            "prompt_index": it.prompt_index,
+            "question_index": it.question_index,
+            "question": it.question,
+            "conversation": [*conv, {"role": "assistant", "content": text}],
+            "label": it.role,
+        }
+        by_role.setdefault(it.role, []).append(json.dumps(row, ensure_ascii=False) + "\n")
+    for role, lines in by_role.items():
+        path = write_dir / f"{role}.jsonl"
+        _repair_tail(path)
+        with path.open("a", encoding="utf-8") as f:
+            f.writelines(lines)
+            f.flush()
+    return n_tokens
+
+
+def _run_generation(
+    decode: Decoder,
     tokenizer: Any,
     role_set: RoleSet | str | Path | None,
     out_dir: str | Path,
     *,
-    roles: Iterable[str] | None = None,
-    n_questions: int | None = None,
-    n_prompts: int | None = None,
-    batch_size: int = 8,
-    max_new_tokens: int = 512,
-    temperature: float = 0.7,
-    top_p: float = 0.9,
-    greedy: bool = False,
-    seed: int = 0,
-    model_name: str | None = None,
-    max_items: int | None = None,
-    progress: bool = True,
+    backend: str,
+    model_path: str,
+    model_name: str,
+    eos: Sequence[int],
+    roles: Iterable[str] | None,
+    n_questions: int | None,
+    n_prompts: int | None,
+    batch_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    greedy: bool,
+    seed: int,
+    max_items: int | None,
+    progress: bool,
 ) -> GenerateSummary:
-    """Generates the responses of a run (see the module docs).
-
-    Args:
-        model: a transformers causal LM (any device, ``device_map`` allowed).
-        tokenizer: its tokenizer, with a chat template.
-        role_set: a :class:`~axis_steer.pipeline.roles.RoleSet`, a role-set folder, or
-            ``None`` for the built-in set.
-        out_dir: the run folder; responses go to ``out_dir/responses/``.
-        roles, n_questions, n_prompts: a subset (see :meth:`RoleSet.select`);
-            the default role is always included.
-        batch_size: prompts per ``generate`` call (left padded).
-        max_new_tokens, temperature, top_p: sampling as in the reference
-            (512, 0.7, 0.9); ``greedy=True`` (or ``temperature=0``) decodes greedily.
-        seed: the run's seed; each item's stream derives from it.
-        model_name: replaces ``{model_name}`` in prompts (default: the last part
-            of the model's name or path).
-        max_items: stop after this many new items (per rank); a later call
-            resumes.
-        progress: show a tqdm bar (rank 0 only).
-
-    Returns:
-        A :class:`GenerateSummary` (its ``str`` is the step's summary line).
-    """
-    from transformers import LogitsProcessorList
-
+    """What every backend shares: checks the arguments, plans the items, skips
+    those already written, prepares each prompt's token ids, calls ``decode``
+    on batches of ``batch_size`` items (shortest prompts first), appends each
+    batch's rows, and merges and sorts the files at the end."""
     batch_size = as_positive_int(batch_size, "batch_size")
     max_new_tokens = as_positive_int(max_new_tokens, "max_new_tokens")
     temperature = as_float(temperature, "temperature", min=0.0, expected="a finite temperature >= 0 (0 = greedy)")
@@ -267,15 +331,16 @@ def generate_responses(
     if max_items is not None:
         max_items = as_int(max_items, "max_items", min=0)
     out_dir = as_folder(out_dir, "out_dir", must_exist=False)
+    sampling = Sampling(max_new_tokens, temperature, top_p, greedy, seed)
     rank, world = _dist.setup()
     t0 = time.perf_counter()
     rs = as_role_set(role_set).select(roles, n_questions=n_questions, n_prompts=n_prompts)
-    model_name = model_name or default_model_name(model)
     out_dir = Path(out_dir)
     run = RunFolder(out_dir)
     rdir = run.responses
     settings = {
-        "model": str(getattr(getattr(model, "config", None), "_name_or_path", "") or ""),
+        "backend": backend,
+        "model": model_path,
         "model_name": model_name,
         "temperature": None if greedy else float(temperature),
         "top_p": None if greedy else float(top_p),
@@ -301,15 +366,8 @@ def generate_responses(
     write_dir = rdir if world == 1 else run.rank_dir(rank)
     write_dir.mkdir(parents=True, exist_ok=True)
 
-    device = input_device(model)
-    eos = eos_ids(model, tokenizer)
-    pad = pad_id(tokenizer)
-    gc = decoding_config(model, tokenizer, max_new_tokens)
-
     n_tokens = 0
     bar = tqdm(total=len(mine), desc="generate", unit="resp", disable=not progress or rank != 0)
-    was_training = model.training
-    model.eval()
     prepared = {}
     for it in mine:
         msgs = [{"role": "system", "content": it.system_prompt}] if it.system_prompt else []
@@ -321,49 +379,12 @@ def generate_responses(
     try:
         for b0 in range(0, len(mine), batch_size):
             batch = mine[b0 : b0 + batch_size]
+            new = decode(batch, [list(prepared[it.index][1]) for it in batch], sampling)
             convs = [prepared[it.index][0] for it in batch]
-            input_ids, attn = pad_batch([prepared[it.index][1] for it in batch], pad, side="left")
-            width = input_ids.shape[1]
-            procs = LogitsProcessorList()
-            if not greedy:
-                u = item_uniforms(
-                    [item_seed(seed, it.role, it.prompt_index, it.question_index) for it in batch],
-                    max_new_tokens,
-                    device,
-                )
-                procs.append(seeded_sampler(u, width, temperature, top_p))
-            with torch.inference_mode():
-                out = model.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attn.to(device),
-                    generation_config=gc,
-                    logits_processor=procs,
-                )
-            new = out[:, width:].cpu().tolist()
-            by_role: dict[str, list[str]] = {}
-            for it, conv, toks in zip(batch, convs, new):
-                cut = next((i for i, t in enumerate(toks) if t in eos), len(toks))
-                n_tokens += cut
-                text = tokenizer.decode(toks[:cut], skip_special_tokens=True).strip()
-                row = {
-                    "system_prompt": it.system_prompt,
-                    "prompt_index": it.prompt_index,
-                    "question_index": it.question_index,
-                    "question": it.question,
-                    "conversation": [*conv, {"role": "assistant", "content": text}],
-                    "label": it.role,
-                }
-                by_role.setdefault(it.role, []).append(json.dumps(row, ensure_ascii=False) + "\n")
-            for role, lines in by_role.items():
-                path = write_dir / f"{role}.jsonl"
-                _repair_tail(path)
-                with path.open("a", encoding="utf-8") as f:
-                    f.writelines(lines)
-                    f.flush()
+            n_tokens += _write_rows(write_dir, batch, convs, new, tokenizer, eos)
             bar.update(len(batch))
     finally:
         bar.close()
-        model.train(was_training)
     _dist.barrier()
     if rank == 0:
         _finalize(run, {it.role for it in items})
@@ -382,3 +403,98 @@ def generate_responses(
     if progress and rank == 0:
         print(summary)
     return summary
+
+
+def generate_responses(
+    model: Any,
+    tokenizer: Any,
+    role_set: RoleSet | str | Path | None,
+    out_dir: str | Path,
+    *,
+    roles: Iterable[str] | None = None,
+    n_questions: int | None = None,
+    n_prompts: int | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 512,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    greedy: bool = False,
+    seed: int = 0,
+    model_name: str | None = None,
+    max_items: int | None = None,
+    progress: bool = True,
+) -> GenerateSummary:
+    """Generates the responses of a run with transformers (see the module
+    docs; :func:`axis_steer.pipeline.generate_vllm.generate_responses_vllm`
+    does the same with vLLM).
+
+    Args:
+        model: a transformers causal LM (any device, ``device_map`` allowed).
+        tokenizer: its tokenizer, with a chat template.
+        role_set: a :class:`~axis_steer.pipeline.roles.RoleSet`, a role-set folder, or
+            ``None`` for the built-in set.
+        out_dir: the run folder; responses go to ``out_dir/responses/``.
+        roles, n_questions, n_prompts: a subset (see :meth:`RoleSet.select`);
+            the default role is always included.
+        batch_size: prompts per ``generate`` call (left padded).
+        max_new_tokens, temperature, top_p: sampling as in the reference
+            (512, 0.7, 0.9); ``greedy=True`` (or ``temperature=0``) decodes greedily.
+        seed: the run's seed; each item's stream derives from it.
+        model_name: replaces ``{model_name}`` in prompts (default: the last part
+            of the model's name or path).
+        max_items: stop after this many new items (per rank); a later call
+            resumes.
+        progress: show a tqdm bar (rank 0 only).
+
+    Returns:
+        A :class:`GenerateSummary` (its ``str`` is the step's summary line).
+    """
+    from transformers import LogitsProcessorList
+
+    max_new_tokens = as_positive_int(max_new_tokens, "max_new_tokens")
+    device = input_device(model)
+    pad = pad_id(tokenizer)
+    gc = decoding_config(model, tokenizer, max_new_tokens)
+
+    def decode(batch: list[Item], ids: list[list[int]], sp: Sampling) -> list[list[int]]:
+        input_ids, attn = pad_batch(ids, pad, side="left")
+        width = input_ids.shape[1]
+        procs = LogitsProcessorList()
+        if not sp.greedy:
+            u = item_uniforms([sp.item_seed(it) for it in batch], sp.max_new_tokens, device)
+            procs.append(seeded_sampler(u, width, sp.temperature, sp.top_p))
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attn.to(device),
+                generation_config=gc,
+                logits_processor=procs,
+            )
+        return out[:, width:].cpu().tolist()
+
+    was_training = model.training
+    model.eval()
+    try:
+        return _run_generation(
+            decode,
+            tokenizer,
+            role_set,
+            out_dir,
+            backend="hf",
+            model_path=str(getattr(getattr(model, "config", None), "_name_or_path", "") or ""),
+            model_name=model_name or default_model_name(model),
+            eos=eos_ids(model, tokenizer),
+            roles=roles,
+            n_questions=n_questions,
+            n_prompts=n_prompts,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            greedy=greedy,
+            seed=seed,
+            max_items=max_items,
+            progress=progress,
+        )
+    finally:
+        model.train(was_training)

@@ -44,6 +44,7 @@ __all__ = [
     "ModelSource",
     "PackagedModel",
     "cache_dir",
+    "cached_gguf_folder",
     "gguf_cache_folder",
     "load_model",
     "model_name_of",
@@ -237,6 +238,16 @@ def _build_gguf_cache(gguf: Path, folder: Path, progress: bool) -> None:
     os.replace(tmp, folder)
 
 
+def cached_gguf_folder(gguf: str | os.PathLike, progress: bool = True) -> Path:
+    """The safetensors folder of a GGUF file's cache (see the module docs),
+    built on first use."""
+    gguf = Path(gguf).resolve()
+    folder = gguf_cache_folder(gguf)
+    if not (folder / "config.json").is_file():
+        _build_gguf_cache(gguf, folder, progress)
+    return folder
+
+
 def load_model(
     spec: str | os.PathLike,
     *,
@@ -275,9 +286,7 @@ def load_model(
         if src.kind == "gguf":
             gguf = Path(src.path)
             if use_cache:
-                folder = gguf_cache_folder(gguf)
-                if not (folder / "config.json").is_file():
-                    _build_gguf_cache(gguf, folder, progress)
+                folder = cached_gguf_folder(gguf, progress)
                 tok = AutoTokenizer.from_pretrained(folder)
                 model = AutoModelForCausalLM.from_pretrained(folder, **kw)
             else:

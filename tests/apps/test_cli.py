@@ -64,6 +64,18 @@ def test_errors_name_the_file_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "d").exists()
 
 
+def test_generate_with_vllm_where_it_is_not_installed_names_the_fix(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here (tests/serving/test_vllm_generate.py runs the backend)")
+    out = tmp_path / "run"
+    assert main(["generate", "--run", str(out), "--backend", "vllm", "--questions", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--backend vllm" in err and "scripts/setup_vllm.sh" in err and ".venv-vllm" in err
+    assert not (out / "responses").exists()
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """generate -> judge -> extract -> axis -> calibrate on a slice of the persona roles."""
