@@ -6,7 +6,7 @@
 # both ways, capped vs uncapped on drifting conversations and persona
 # jailbreaks, and the capability report with bootstrap intervals. Prints a
 # summary; results and plots in runs/smollm2 (or the folder given as the first
-# argument). About 10-15 minutes on 2 CPU cores; the first run also converts
+# argument). 33-42 minutes measured on a shared, loaded 2-core machine; the first run also converts
 # the GGUF file once (about 40 s, cached in ~/.cache/axis_steer).
 #
 # The built-in persona model's job (a few minutes): axis-steer demo --model persona-llama

@@ -717,7 +717,8 @@ def run_job(
                 "role_rate": lc.proposed.role_rate,
             }
             comparison = {
-                m: {a.name: [iv.estimate, iv.low, iv.high] for a in comp.arms for mm, iv in a.intervals.items() if mm == m}
+                m: {a.name: [a.intervals[m].estimate, a.intervals[m].low, a.intervals[m].high]
+                    for a in comp.arms if m in a.intervals}
                 for m in ("fired", "touched", "latched", "changed", "role_prompt", "drift")
             }
 

@@ -122,8 +122,8 @@ def bootstrap(
     -- and returns one value per leading index (reduce with ``axis=-1``).
     Items are resampled with replacement, all columns with the same indices.
     """
-    level = as_float(level, "level", min=0.0, max=1.0, min_open=True,
-                     expected="a fraction in (0, 1], e.g. 0.95")
+    level = as_float(level, "level", min=0.0, max=1.0, min_open=True, max_open=True,
+                     expected="a fraction in (0, 1), e.g. 0.95")
     n_boot = as_int(n_boot, "n_boot", min=1)
     cols = {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
     sizes = {k: v.shape for k, v in cols.items()}
@@ -159,7 +159,7 @@ def paired_difference(plain: Sequence[float], intervened: Sequence[float], **kw)
     a, b = np.asarray(plain, dtype=np.float64), np.asarray(intervened, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"plain has {a.shape} values, intervened {b.shape} (expected one of each per item)")
-    return bootstrap({"d": b - a}, lambda c: c["d"].mean(-1), **kw)
+    return bootstrap({"intervened - plain": b - a}, lambda c: c["intervened - plain"].mean(-1), **kw)
 
 
 def ratio_change(
@@ -178,6 +178,6 @@ def ratio_change(
 
     def stat(c: Mapping[str, np.ndarray]) -> np.ndarray:
         d = c["den"].sum(-1)
-        return g(c["ni"].sum(-1) / d) / g(c["np"].sum(-1) / d) - 1.0
+        return g(c["num_intervened"].sum(-1) / d) / g(c["num_plain"].sum(-1) / d) - 1.0
 
-    return bootstrap({"np": num_plain, "ni": num_intervened, "den": den}, stat, **kw)
+    return bootstrap({"num_plain": num_plain, "num_intervened": num_intervened, "den": den}, stat, **kw)

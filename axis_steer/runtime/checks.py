@@ -211,14 +211,15 @@ def as_float(
     min: float | None = None,
     max: float | None = None,
     min_open: bool = False,
+    max_open: bool = False,
     expected: str = "",
 ) -> float:
     """A real-number setting as a Python float (a temperature, a percentile, a
     norm): an int or float (NumPy scalars and 0-d arrays included), not a bool,
     a string or a complex. NaN is always refused; infinities unless
-    ``finite=False``; values outside ``[min, max]`` (``(min, max]`` with
-    ``min_open``) too."""
-    exp = expected or _float_range_text(finite, min, max, min_open)
+    ``finite=False``; values outside ``[min, max]`` (the end open with
+    ``min_open`` / ``max_open``) too."""
+    exp = expected or _float_range_text(finite, min, max, min_open, max_open)
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{what} = {value!r} is a bool (expected {exp})")
     if (_is_tensor(value) or isinstance(value, np.ndarray)) and tuple(value.shape) == ():
@@ -230,22 +231,24 @@ def as_float(
     v = float(value)
     if math.isnan(v) or (finite and math.isinf(v)):
         raise ValueError(f"{what} = {v!r} (expected {exp})")
-    if (min is not None and (v < min or (min_open and v == min))) or (max is not None and v > max):
+    if (min is not None and (v < min or (min_open and v == min))) or (
+        max is not None and (v > max or (max_open and v == max))
+    ):
         lo = "-inf" if min is None else f"{min:g}"
         hi = "inf" if max is None else f"{max:g}"
-        interval = f"{'(' if min_open or min is None else '['}{lo}, {hi}{']' if max is not None else ')'}"
+        interval = f"{'(' if min_open or min is None else '['}{lo}, {hi}{')' if max_open or max is None else ']'}"
         raise ValueError(f"{what} = {v!r} is outside {interval} (expected {exp})")
     return v
 
 
-def _float_range_text(finite: bool, lo: float | None, hi: float | None, lo_open: bool) -> str:
+def _float_range_text(finite: bool, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool = False) -> str:
     parts = ["a finite number" if finite else "a number (not NaN)"]
     if lo is not None and hi is not None:
-        parts.append(f"in {'(' if lo_open else '['}{lo:g}, {hi:g}]")
+        parts.append(f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}")
     elif lo is not None:
         parts.append(f"{'>' if lo_open else '>='} {lo:g}")
     elif hi is not None:
-        parts.append(f"<= {hi:g}")
+        parts.append(f"{'<' if hi_open else '<='} {hi:g}")
     return " ".join(parts)
 
 

@@ -94,11 +94,13 @@ def test_bootstrap_checks_its_columns():
         paired_difference([1, 2], [1])
     with pytest.raises(ValueError, match="level"):
         mean_interval([1.0], level=0.0)
+    with pytest.raises(ValueError, match=r"level = 1\.0 is outside \(0, 1\)"):
+        mean_interval([1.0], level=1.0)
     with pytest.raises(ValueError, match="n_boot"):
         mean_interval([1.0], n_boot=0)
     with pytest.raises(ValueError, match="x: non-finite values at items \\[1\\]"):
         mean_interval([1.0, math.nan])
-    with pytest.raises(ValueError, match="d: non-finite"):
+    with pytest.raises(ValueError, match="intervened - plain: non-finite values at items \\[1\\]"):
         paired_difference([1.0, math.inf], [1.0, 2.0])
     with pytest.raises(ValueError, match="one-dimensional"):
         mean_interval([[1.0, 2.0]])
