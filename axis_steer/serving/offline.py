@@ -32,10 +32,23 @@ def capped_llm(model: str | Path, caps: str | Path, **llm_kwargs: Any) -> Any:
         )
     os.environ[CAPS_ENV] = caps
     from vllm import LLM
-    from vllm.plugins import load_general_plugins
 
-    load_general_plugins()
-    return LLM(model=str(model), **llm_kwargs)
+    from axis_steer.serving.plugin import register
+
+    # vLLM loads its plugins once per process: an engine made earlier in this
+    # process (with no caps named then) has already run them, so register here
+    register()
+    llm = LLM(model=str(model), **llm_kwargs)
+    try:
+        per_rank = llm.collective_rpc("axis_steer_rpc", args=("info",))
+    except NotImplementedError:
+        per_rank = None
+    if not per_rank or any(info is None for info in per_rank):
+        raise RuntimeError(
+            f"caps: {caps} was not installed on every rank of the engine ({per_rank}); "
+            "the engine would run uncapped: start it in a fresh process"
+        )
+    return llm
 
 
 def request_options(cap: bool = True, *, offset: float = 0.0, readings: bool = False) -> dict:

@@ -34,8 +34,14 @@ def engine(tmp_path_factory):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     # one process: the engine starts in seconds; the hooks run the same
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from vllm import LLM
+
     from axis_steer.serving import capped_llm
 
+    # a plain engine first in this process (vLLM then counts its plugins as
+    # loaded): the capped one must still be capped
+    plain = LLM(model=MODEL, dtype="float32", max_model_len=512, enable_prefix_caching=False, seed=0)
+    del plain
     llm = capped_llm(MODEL, caps, dtype="float32", max_model_len=512, enable_prefix_caching=False, seed=0)
     yield llm, caps
     del llm
