@@ -23,6 +23,10 @@ PROMPTS = [
     [{"role": "user", "content": "Who are you?"}],
 ]
 
+#: the engine every serving test starts: float32 for parity with HF, prefix
+#: caching off (cached prompt tokens would have no readings)
+ENGINE_KW = dict(dtype="float32", max_model_len=512, enable_prefix_caching=False, seed=0)
+
 
 def make_caps(path, seed: int = 0, tau: float = TAU) -> str:
     g = torch.Generator().manual_seed(seed)
@@ -66,3 +70,23 @@ def hf_greedy(messages, config: CapConfig | None, max_tokens: int, dirs: dict) -
         full = model(ids, output_hidden_states=True)
     proj = [(full.hidden_states[layer + 1][0].double() @ u.double()).float() for layer, u in sorted(dirs.items())]
     return prompt, ids[0, len(prompt):].tolist(), proj
+
+
+def check_readings(rd: dict, *, cap: bool, lows: list[float], want_proj: list[torch.Tensor], n: int, tol: float) -> None:
+    """One request's readings against HF: per capped layer ``k`` (floor
+    ``lows[k]``, offset included), ``n`` projections after the caps equal to
+    HF's ``want_proj[k]`` within ``tol``; capped, every one at or above the
+    floor and ``fired`` exactly where the projection before was below it;
+    uncapped, nothing fired and nothing moved."""
+    for k, lo in enumerate(lows):
+        p_after = torch.tensor(rd["p_after"][k])
+        assert p_after.shape[0] == n
+        assert torch.allclose(p_after, want_proj[k][:n], atol=tol, rtol=0), (rd["layers"][k], cap)
+        fired = torch.tensor(rd["fired"][k], dtype=torch.bool)
+        if cap:
+            assert torch.all(p_after >= lo - tol)
+            assert torch.equal(fired, torch.tensor(rd["p_before"][k]) < lo)
+        else:
+            assert not fired.any()
+            assert rd["p_before"][k] == rd["p_after"][k]
+    assert 0.0 <= min(rd["firing_rate"]) and max(rd["firing_rate"]) <= 1.0

@@ -21,8 +21,9 @@ def main() -> None:
 
     from axis_steer.serving import capped_llm, readings, request_options
 
-    llm = capped_llm(spec["model"], spec["caps"], dtype="float32", max_model_len=512, enable_prefix_caching=False,
-                     seed=0, tensor_parallel_size=2, distributed_executor_backend="mp")
+    from serving_fixtures import ENGINE_KW  # this folder is the script's, so on sys.path
+
+    llm = capped_llm(spec["model"], spec["caps"], **ENGINE_KW, tensor_parallel_size=2, distributed_executor_backend="mp")
     params = [SamplingParams(max_tokens=spec["max_tokens"], temperature=0.0, ignore_eos=True,
                              extra_args=request_options(cap, readings=True)) for _, cap in spec["plans"]]
     outs = llm.chat([messages for messages, _ in spec["plans"]], params, use_tqdm=False)

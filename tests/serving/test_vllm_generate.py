@@ -16,7 +16,7 @@ import pytest
 vllm = pytest.importorskip("vllm")
 torch = pytest.importorskip("torch")
 
-from serving_fixtures import MODEL  # noqa: E402
+from serving_fixtures import ENGINE_KW, MODEL  # noqa: E402
 
 GEN = dict(max_new_tokens=8, progress=False)
 
@@ -27,7 +27,7 @@ def engine():
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from axis_steer.pipeline.generate_vllm import load_vllm
 
-    llm, tok, src = load_vllm(MODEL, dtype="float32", seed=0, max_model_len=512, enable_prefix_caching=False)
+    llm, tok, src = load_vllm(MODEL, **ENGINE_KW)
     yield llm, tok, src
     del llm
 

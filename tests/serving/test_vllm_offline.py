@@ -20,7 +20,16 @@ torch = pytest.importorskip("torch")
 
 from axis_steer.runtime.formats import CapConfig, CapEntry  # noqa: E402
 
-from serving_fixtures import CAPPED, MODEL, N_LAYERS, PROMPTS, hf_greedy, make_caps  # noqa: E402
+from serving_fixtures import (  # noqa: E402
+    CAPPED,
+    ENGINE_KW,
+    MODEL,
+    N_LAYERS,
+    PROMPTS,
+    check_readings,
+    hf_greedy,
+    make_caps,
+)
 
 MAX_TOKENS = 20
 #: |vLLM - HF| for projections (float32 model, float32 caps): a few float32
@@ -40,9 +49,9 @@ def engine(tmp_path_factory):
 
     # a plain engine first in this process (vLLM then counts its plugins as
     # loaded): the capped one must still be capped
-    plain = LLM(model=MODEL, dtype="float32", max_model_len=512, enable_prefix_caching=False, seed=0)
+    plain = LLM(model=MODEL, **ENGINE_KW)
     del plain
-    llm = capped_llm(MODEL, caps, dtype="float32", max_model_len=512, enable_prefix_caching=False, seed=0)
+    llm = capped_llm(MODEL, caps, **ENGINE_KW)
     yield llm, caps
     del llm
 
@@ -79,20 +88,8 @@ def test_mixed_batch_matches_hugging_face(engine):
         got = list(out.outputs[0].token_ids)
         assert got == want_tokens, (cap, off, out.outputs[0].text)
         assert rd is not None and rd["capped"] == cap and rd["layers"] == layers
-        n = len(out.prompt_token_ids) + MAX_TOKENS - 1
-        for k, layer in enumerate(layers):
-            p_after = torch.tensor(rd["p_after"][k])
-            assert p_after.shape[0] == n
-            assert torch.allclose(p_after, want_proj[k][:n], atol=PROJ_TOL, rtol=0), (layer, cap)
-            fired = torch.tensor(rd["fired"][k], dtype=torch.bool)
-            if cap:
-                lo = config.entries[k].lo + off
-                assert torch.all(p_after >= lo - PROJ_TOL)
-                assert torch.equal(fired, torch.tensor(rd["p_before"][k]) < lo)
-            else:
-                assert not fired.any()
-                assert rd["p_before"][k] == rd["p_after"][k]
-        assert 0.0 <= min(rd["firing_rate"]) and max(rd["firing_rate"]) <= 1.0
+        check_readings(rd, cap=cap, lows=[e.lo + off for e in config.entries], want_proj=want_proj,
+                       n=len(out.prompt_token_ids) + MAX_TOKENS - 1, tol=PROJ_TOL)
     # the caps change what the model says, or the test shows nothing
     assert list(outs[4].outputs[0].token_ids) != list(outs[3].outputs[0].token_ids)
     # readings are handed out once

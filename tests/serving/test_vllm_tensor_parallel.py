@@ -23,7 +23,7 @@ import pytest
 vllm = pytest.importorskip("vllm")
 torch = pytest.importorskip("torch")
 
-from serving_fixtures import MODEL, PROMPTS, hf_greedy, make_caps  # noqa: E402
+from serving_fixtures import MODEL, PROMPTS, check_readings, hf_greedy, make_caps  # noqa: E402
 
 MAX_TOKENS = 20
 #: the all-reduce sums the two ranks' partial products in another order than
@@ -59,12 +59,9 @@ def test_two_ranks_match_hugging_face(run):
         assert prompt == want_prompt
         assert tokens == want_tokens, cap
         assert rd["capped"] == cap and rd["layers"] == layers
-        n = len(prompt) + MAX_TOKENS - 1
-        for k in range(len(layers)):
-            p_after = torch.tensor(rd["p_after"][k])
-            assert p_after.shape[0] == n
-            assert torch.allclose(p_after, want_proj[k][:n], atol=PROJ_TOL, rtol=0), (layers[k], cap)
-            assert any(rd["fired"][k]) == cap
+        check_readings(rd, cap=cap, lows=[e.lo for e in config.entries], want_proj=want_proj,
+                       n=len(prompt) + MAX_TOKENS - 1, tol=PROJ_TOL)
+        assert [any(f) for f in rd["fired"]] == [cap] * len(layers)
     # the caps change what the model says, or the comparison shows nothing
     assert got["tokens"][2] != got["tokens"][1]
 
